@@ -1,0 +1,145 @@
+"""The command line: parse, resolve settings, run one command, turn errors into exit codes."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import traceback
+from collections.abc import Sequence
+
+from remote_agent import __version__
+from remote_agent.console import Console
+from remote_agent.errors import BadInput, NotRunning, RemoteAgentError
+from remote_agent.settings import Settings, remove_secrets_from_environ, resolve
+
+INTERRUPTED = 130
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse that reports bad flags as BadInput (exit 2, plain words, no usage dump)."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        raise BadInput(f"{message}.", f"See `{self.prog} --help`.")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(
+        prog="remote-agent",
+        description="Jupyter on this server, kept alive in tmux, reachable through a self-healing ngrok tunnel or SSH.",
+    )
+    parser.add_argument("--version", action="version", version=f"remote-agent {__version__}")
+    parser.add_argument("--debug", action="store_true", help="show tracebacks for unexpected errors")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+
+    serve = sub.add_parser("serve", help="start (or reuse) Jupyter and the tunnel, print the URL, follow it")
+    serve.add_argument("--port", type=str, help="Jupyter's local port (JUPYTER_PORT; default 8888)")
+    serve.add_argument("--root-dir", help="notebook directory (JUPYTER_ROOT_DIR; default: where serve first ran)")
+    serve.add_argument("--tunnel", choices=["ngrok", "ssh"], help="ngrok (needs NGROK_AUTHTOKEN) or ssh only")
+    serve.add_argument("--domain", help="reserved ngrok domain for a URL that never changes (NGROK_DOMAIN)")
+    serve.add_argument("--detach", action="store_true", help="print the URL and return instead of following")
+    serve.add_argument("--json", action="store_true", help="one JSON object per event")
+
+    status = sub.add_parser("status", help="what runs: Jupyter, kernels, tunnel")
+    status.add_argument("--json", action="store_true", help="one JSON object")
+    sub.add_parser("url", help="the current public URL alone, for scripts")
+    stop = sub.add_parser("stop", help="stop the tunnel keeper and Jupyter cleanly")
+    stop.add_argument("--tunnel-only", action="store_true", help="leave Jupyter and its kernels running")
+    logs = sub.add_parser("logs", help="Jupyter's and the tunnel keeper's logs")
+    logs.add_argument("-n", type=int, default=40, metavar="N", help="lines of each log (default 40)")
+    logs.add_argument("--follow", "-f", action="store_true", help="keep printing new lines")
+    sub.add_parser("attach", help="attach this terminal to the tmux session (detach: Ctrl-b d)")
+    password = sub.add_parser("password", help="set or change the Jupyter password")
+    password.add_argument("--stdin", action="store_true", help="read the password from standard input")
+    sub.add_parser("doctor", help="check prerequisites and configuration")
+    return parser
+
+
+def run(args: argparse.Namespace, settings: Settings, console: Console) -> int:
+    command = args.command
+    if command == "serve":
+        from remote_agent.serve import serve
+
+        return serve(settings, console, detach=args.detach)
+    if command == "status":
+        from remote_agent.status import status
+
+        return status(settings, console)
+    if command == "url":
+        from remote_agent.status import url
+
+        return url(settings, console)
+    if command == "stop":
+        from remote_agent.stop import stop
+
+        return stop(settings, console, tunnel_only=args.tunnel_only)
+    if command == "logs":
+        from remote_agent.logs import logs
+
+        return logs(settings, console, lines=args.n, follow=args.follow)
+    if command == "attach":
+        return attach(settings)
+    if command == "password":
+        from remote_agent.password import set_password
+
+        return set_password(settings, console, from_stdin=args.stdin)
+    if command == "doctor":
+        from remote_agent.doctor import doctor
+
+        return doctor(settings, console)
+    raise BadInput(f"Unknown command {command!r}.", "See `remote-agent --help`.")
+
+
+def attach(settings: Settings) -> int:
+    from remote_agent.tmux_session import TmuxSession
+
+    tmux = TmuxSession(settings.session)
+    if not tmux.exists():
+        raise NotRunning(f"There is no tmux session {settings.session!r}.", "Start it with `remote-agent serve`.")
+    if not sys.stdin.isatty():
+        raise BadInput("attach needs a terminal.", "Run it in an interactive SSH session.")
+    argv = tmux.attach_argv()
+    os.execvp(argv[0], argv)
+    return 0  # not reached: exec replaced this process
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    debug = "--debug" in (argv if argv is not None else sys.argv[1:])
+    console = Console()
+    try:
+        parser = build_parser()
+        args = parser.parse_args(argv)
+        if args.command is None:
+            parser.print_help()
+            return BadInput.exit_code
+        console = Console(json_mode=bool(getattr(args, "json", False)))
+        flags = {
+            "port": getattr(args, "port", None),
+            "root_dir": getattr(args, "root_dir", None),
+            "tunnel": getattr(args, "tunnel", None),
+            "domain": getattr(args, "domain", None),
+        }
+        settings = resolve(flags, os.environ)
+        remove_secrets_from_environ()
+        return run(args, settings, console)
+    except RemoteAgentError as e:
+        console.end_progress()
+        if debug:
+            traceback.print_exc()
+        for line in e.lines():
+            print(line, file=sys.stderr)
+        return e.exit_code
+    except KeyboardInterrupt:
+        console.end_progress()
+        print(
+            "\nInterrupted. Whatever was already started keeps running; `remote-agent status` shows it.",
+            file=sys.stderr,
+        )
+        return INTERRUPTED
+    except Exception as e:
+        if debug:
+            traceback.print_exc()
+        else:
+            print(f"remote-agent: unexpected error: {type(e).__name__}: {e}", file=sys.stderr)
+            print("Run again with --debug for the traceback, and please report it.", file=sys.stderr)
+        return 1

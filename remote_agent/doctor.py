@@ -1,0 +1,185 @@
+"""`doctor`: check prerequisites and configuration, and say how to fix each problem."""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import re
+import shutil
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+
+from remote_agent import jupyter_config
+from remote_agent.console import Console
+from remote_agent.errors import BadInput, MissingPrerequisite
+from remote_agent.jupyter_process import port_in_use
+from remote_agent.runtime import snapshot
+from remote_agent.settings import Settings
+from remote_agent.state import Home
+from remote_agent.tmux_session import TmuxSession
+
+MIN_TMUX = (3, 2)
+
+
+@dataclass
+class Check:
+    ok: bool
+    what: str
+    fix: str = ""
+    exit_code: int = 0  # the contract's code when this check fails
+
+
+def check_tmux() -> Check:
+    path = shutil.which("tmux")
+    if path is None:
+        return Check(
+            False,
+            "tmux is not installed",
+            "sudo apt-get install -y tmux  (Amazon Linux: sudo dnf install -y tmux)",
+            MissingPrerequisite.exit_code,
+        )
+    out = subprocess.run([path, "-V"], capture_output=True, text=True, check=False, timeout=10).stdout.strip()
+    match = re.search(r"(\d+)\.(\d+)", out)
+    if match and (int(match[1]), int(match[2])) < MIN_TMUX:
+        return Check(
+            False,
+            f"{out} is older than tmux 3.2",
+            "Install a newer tmux from your distribution.",
+            MissingPrerequisite.exit_code,
+        )
+    return Check(True, out or "tmux")
+
+
+def check_jupyter() -> Check:
+    if importlib.util.find_spec("notebook") is None:
+        return Check(
+            False,
+            "Jupyter Notebook is not installed in this Python",
+            "pip install remote-agent (or: pip install 'notebook>=7')",
+            MissingPrerequisite.exit_code,
+        )
+    from importlib.metadata import version
+
+    return Check(True, f"Jupyter Notebook {version('notebook')}")
+
+
+def check_ngrok(settings: Settings) -> Check:
+    from remote_agent.ngrok_agent import default_binary
+
+    path = settings.ngrok_path or default_binary()
+    if not os.path.isfile(path):
+        if settings.ngrok_path:
+            return Check(
+                False,
+                f"PYNGROK_NGROK_PATH names {path}, which does not exist",
+                "Point PYNGROK_NGROK_PATH at the ngrok binary, or unset it so serve downloads one.",
+                MissingPrerequisite.exit_code,
+            )
+        return Check(True, f"ngrok agent not downloaded yet; serve downloads it to {path}")
+    try:
+        out = subprocess.run([path, "--version"], capture_output=True, text=True, check=False, timeout=10).stdout
+    except OSError as e:
+        return Check(
+            False,
+            f"{path} does not run: {e}",
+            "Reinstall ngrok or fix PYNGROK_NGROK_PATH.",
+            MissingPrerequisite.exit_code,
+        )
+    if "version 3" not in out:
+        return Check(
+            False,
+            f"{path} is not an ngrok v3 agent ({out.strip() or 'no version'})",
+            "Install ngrok v3 (https://ngrok.com/download).",
+            MissingPrerequisite.exit_code,
+        )
+    return Check(True, f"{out.strip()} at {path}")
+
+
+def check_token(settings: Settings) -> Check:
+    token = settings.ngrok_authtoken
+    if not token:
+        return Check(True, "no NGROK_AUTHTOKEN: serve gives the SSH command only (add a token for a public URL)")
+    if not re.fullmatch(r"[A-Za-z0-9_\-]{20,}", token):
+        return Check(
+            False,
+            "NGROK_AUTHTOKEN does not look like an ngrok authtoken",
+            "Copy it again from https://dashboard.ngrok.com/get-started/your-authtoken",
+            BadInput.exit_code,
+        )
+    return Check(True, "NGROK_AUTHTOKEN is set")
+
+
+def check_password(settings: Settings) -> Check:
+    if settings.jupyter_password or jupyter_config.existing_hash(jupyter_config.config_dir()):
+        return Check(True, "a Jupyter password is configured")
+    return Check(
+        False,
+        "no Jupyter password is configured",
+        "Run `remote-agent password`, or set JUPYTER_PASSWORD in .env.",
+        BadInput.exit_code,
+    )
+
+
+def check_port(settings: Settings) -> Check:
+    snap = snapshot(Home(settings.home), TmuxSession(settings.session), settings.port)
+    if snap.jupyter_running and snap.jupyter_port == settings.port:
+        return Check(True, f"port {settings.port} is served by remote-agent's Jupyter")
+    if port_in_use(settings.port):
+        return Check(
+            False,
+            f"port {settings.port} on 127.0.0.1 is used by another program",
+            f"Stop it (`ss -ltnp | grep :{settings.port}`) or set JUPYTER_PORT / --port.",
+            BadInput.exit_code,
+        )
+    return Check(True, f"port {settings.port} is free")
+
+
+def _private(path: Path, mode: int) -> bool:
+    try:
+        return not (path.stat().st_mode & 0o777 & ~mode)
+    except OSError:
+        return True
+
+
+def check_permissions(settings: Settings) -> list[Check]:
+    checks = []
+    if settings.env_file is not None and settings.env_file_exposed:
+        checks.append(
+            Check(
+                False,
+                f"{settings.env_file} is readable by other users",
+                f"chmod 600 {settings.env_file}",
+                BadInput.exit_code,
+            )
+        )
+    home = Home(settings.home)
+    if home.root.exists() and not _private(home.root, 0o700):
+        checks.append(Check(False, f"{home.root} is open to other users", f"chmod 700 {home.root}", BadInput.exit_code))
+    secret_files = [home.ngrok_config, home.keeper_config, jupyter_config.config_dir() / jupyter_config.SERVER_CONFIG]
+    for path in secret_files:
+        if path.exists() and not _private(path, 0o600):
+            checks.append(
+                Check(
+                    False, f"{path} holds a secret and is readable by others", f"chmod 600 {path}", BadInput.exit_code
+                )
+            )
+    if not checks:
+        checks.append(Check(True, "files holding secrets are private"))
+    return checks
+
+
+def doctor(settings: Settings, console: Console) -> int:
+    checks = [check_tmux(), check_jupyter(), check_password(settings), check_port(settings), check_token(settings)]
+    if settings.provider == "ngrok":
+        checks.append(check_ngrok(settings))
+    checks += check_permissions(settings)
+    for check in checks:
+        console.line(f"{'ok ' if check.ok else 'BAD'}  {check.what}")
+        if not check.ok and check.fix:
+            console.line(f"     fix: {check.fix}")
+    codes = [c.exit_code for c in checks if not c.ok]
+    if not codes:
+        console.line("Everything remote-agent needs is in place.")
+        return 0
+    return MissingPrerequisite.exit_code if MissingPrerequisite.exit_code in codes else BadInput.exit_code

@@ -1,0 +1,102 @@
+"""Running Jupyter: its command line, readiness probe, kernel count and runtime files."""
+
+from __future__ import annotations
+
+import contextlib
+import http.client
+import os
+import shlex
+import sys
+from pathlib import Path
+
+from remote_agent import procs
+from remote_agent.redaction import SECRET_ENV_KEYS
+
+
+def server_args(port: int, root_dir: Path) -> list[str]:
+    """Jupyter's settings for remote_agent, on the command line so no config file overrides them."""
+    args = [
+        "--no-browser",
+        "--ServerApp.ip=127.0.0.1",
+        f"--ServerApp.port={port}",
+        "--ServerApp.port_retries=0",
+        "--ServerApp.open_browser=False",
+        f"--ServerApp.root_dir={root_dir}",
+        "--ServerApp.base_url=/",
+        # The tunnel delivers requests with its public Host; Jupyter still listens on
+        # loopback only, so only the tunnel and SSH reach it.
+        "--ServerApp.allow_remote_access=True",
+        # ngrok terminates TLS and says so in X-Forwarded-Proto: cookies become Secure.
+        "--ServerApp.trust_xheaders=True",
+        "--ServerApp.certfile=",
+        "--ServerApp.keyfile=",
+        "--IdentityProvider.token=",
+        # Refuse to start at all rather than start without a password.
+        "--PasswordIdentityProvider.password_required=True",
+    ]
+    if os.geteuid() == 0:
+        args.append("--ServerApp.allow_root=True")
+    return args
+
+
+def window_command(port: int, root_dir: Path, log: Path) -> str:
+    """The tmux window's shell command: Jupyter becomes the pane's process (exec), secrets unset."""
+    unset = " ".join(f"-u {key}" for key in SECRET_ENV_KEYS)
+    argv = [sys.executable, "-m", "notebook", *server_args(port, root_dir)]
+    return f"exec env {unset} {shlex.join(argv)} >>{shlex.quote(str(log))} 2>&1"
+
+
+def answers(port: int, timeout: float = 1.0) -> bool:
+    """True when a Jupyter server answers on 127.0.0.1:port (/api needs no login)."""
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
+    try:
+        conn.request("GET", "/api")
+        response = conn.getresponse()
+        body = response.read(4096)
+        return response.status == 200 and b'"version"' in body
+    except (OSError, http.client.HTTPException):
+        return False
+    finally:
+        conn.close()
+
+
+def port_in_use(port: int) -> bool:
+    import socket
+
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.settimeout(0.5)
+        return s.connect_ex(("127.0.0.1", port)) == 0
+
+
+def kernel_pids(jupyter_pid: int) -> list[int]:
+    """Kernels are Jupyter's children started with a kernel connection file."""
+    found = []
+    for child in procs.children(jupyter_pid):
+        argv = procs.cmdline(child)
+        if any("kernel-" in part and part.endswith(".json") for part in argv):
+            found.append(child)
+    return found
+
+
+def runtime_dir() -> Path:
+    env = os.environ.get("JUPYTER_RUNTIME_DIR")
+    if env:
+        return Path(env).expanduser()
+    data = os.environ.get("JUPYTER_DATA_DIR")
+    if data:
+        return Path(data).expanduser() / "runtime"
+    xdg = os.environ.get("XDG_DATA_HOME")
+    base = Path(xdg).expanduser() if xdg else Path.home() / ".local" / "share"
+    return base / "jupyter" / "runtime"
+
+
+def runtime_files(pid: int) -> list[Path]:
+    directory = runtime_dir()
+    return [p for p in (directory / f"jpserver-{pid}.json", directory / f"jpserver-{pid}-open.html") if p.exists()]
+
+
+def remove_runtime_files(pid: int) -> None:
+    """After a forced kill Jupyter cannot remove its own runtime files; remove them for it."""
+    for path in runtime_files(pid):
+        with contextlib.suppress(OSError):
+            path.unlink()

@@ -1,0 +1,298 @@
+"""The tunnel keeper: `python -m remote_agent.keeper`, run by serve in the session's tunnel window.
+
+It owns the ngrok agent, keeps the endpoint to Jupyter open, and records what it knows
+in the tunnel state file, the one thing `serve`, `status` and `url` read. It wakes when
+the agent exits or logs something that matters, and otherwise checks the agent's local
+API about once a second.
+"""
+
+from __future__ import annotations
+
+import logging
+import logging.handlers
+import os
+import random
+import signal
+import sys
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+from remote_agent import procs
+from remote_agent.ngrok_agent import FATAL_HINTS, Agent, AgentError, is_our_agent
+from remote_agent.redaction import RedactingFilter
+from remote_agent.state import Home, TunnelState, now_iso, read_json, write_json
+
+log = logging.getLogger("remote_agent.keeper")
+
+CHECK_INTERVAL = 1.0
+PROBE_TIMEOUT = 1.0
+PROBE_FAILURES_BEFORE_REPLACE = 2
+# The agent reconnects by itself after a network blip and keeps its URL; give it this long.
+RECONNECT_GRACE = 60.0
+SHORT_BACKOFF = (0.0, 0.5, 1.0, 2.0, 4.0, 8.0, 15.0)
+LONG_BACKOFF = (30.0, 60.0, 120.0, 300.0)
+
+
+@dataclass(frozen=True)
+class KeeperConfig:
+    """What serve tells the keeper, through a 0600 file rather than argv or environment."""
+
+    port: int
+    ngrok_path: str
+    domain: str | None = None
+    basic_auth: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"port": self.port, "ngrok_path": self.ngrok_path, "domain": self.domain, "basic_auth": self.basic_auth}
+
+    @classmethod
+    def load(cls, path: Path) -> KeeperConfig | None:
+        data = read_json(path)
+        if not data or not isinstance(data.get("port"), int) or not data.get("ngrok_path"):
+            return None
+        return cls(
+            port=data["port"],
+            ngrok_path=str(data["ngrok_path"]),
+            domain=data.get("domain") or None,
+            basic_auth=data.get("basic_auth") or None,
+        )
+
+    def traffic_policy(self) -> dict[str, Any] | None:
+        if not self.basic_auth:
+            return None
+        return {
+            "on_http_request": [{"actions": [{"type": "basic-auth", "config": {"credentials": [self.basic_auth]}}]}]
+        }
+
+
+class Backoff:
+    """Delays that grow to a cap, with jitter on the long ones so agents do not retry in step."""
+
+    def __init__(self, steps: tuple[float, ...], jitter: float = 0.0) -> None:
+        self.steps = steps
+        self.jitter = jitter
+        self.attempt = 0
+
+    def next(self) -> float:
+        delay = self.steps[min(self.attempt, len(self.steps) - 1)]
+        self.attempt += 1
+        return delay * (1 + random.uniform(-self.jitter, self.jitter))  # noqa: S311 (jitter, not security)
+
+    def reset(self) -> None:
+        self.attempt = 0
+
+
+def token_from_agent_config(path: Path) -> str | None:
+    """The authtoken, read only so that ngrok's messages quoting it can be masked."""
+    try:
+        for line in path.read_text().splitlines():
+            key, _, value = line.strip().partition(":")
+            if key == "authtoken":
+                return value.strip().strip('"') or None
+    except OSError:
+        return None
+    return None
+
+
+class Keeper:
+    def __init__(
+        self,
+        home: Home,
+        config: KeeperConfig,
+        make_agent: Callable[..., Agent] = Agent,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.home = home
+        self.config = config
+        self.clock = clock
+        self.secrets = (token_from_agent_config(home.ngrok_config), config.basic_auth)
+        self.make_agent = make_agent
+        self.wake = threading.Event()
+        self.stopping = False
+        self.reconnecting_since: float | None = None
+        self.state = TunnelState(provider="ngrok", status="starting", keeper_pid=os.getpid(), port=config.port)
+        self.short = Backoff(SHORT_BACKOFF)
+        self.long = Backoff(LONG_BACKOFF, jitter=0.2)
+
+    # -- what the agent says, on pyngrok's monitor thread: keep it quick
+    def on_agent_log(self, line: Any) -> None:
+        msg = getattr(line, "msg", None) or ""
+        if "failed to reconnect session" in msg:
+            if self.reconnecting_since is None:
+                self.reconnecting_since = self.clock()
+                self.wake.set()
+        elif "client session established" in msg and self.reconnecting_since is not None:
+            self.reconnecting_since = None
+            self.wake.set()
+
+    def save(self, **changes: Any) -> None:
+        for key, value in changes.items():
+            setattr(self.state, key, value)
+        try:
+            self.home.write_tunnel(self.state)
+        except Exception as e:  # a full disk must not stop the tunnel itself
+            log.error("could not record the tunnel state: %s", e)
+
+    def stop(self, signum: int, _frame: FrameType | None) -> None:
+        self.stopping = True
+        self.wake.set()
+
+    def kill_leftover_agent(self) -> None:
+        """An agent left by a keeper that was killed would hold the account's one session."""
+        previous = self.home.read_tunnel()
+        pid = previous.agent_pid if previous else None
+        if pid and procs.is_alive(pid) and is_our_agent(pid, self.home.ngrok_config):
+            log.info("stopping the agent left by the previous keeper (pid %s)", pid)
+            procs.signal_pid(pid, signal.SIGKILL)
+            procs.wait_gone(pid, 5)
+        if previous is not None:
+            self.state.reopened = previous.reopened if previous.status != "stopped" else 0
+
+    def pause(self, seconds: float) -> None:
+        self.wake.wait(seconds)
+        self.wake.clear()
+
+    def open_tunnel(self) -> Agent | None:
+        agent = self.make_agent(self.config.ngrok_path, self.home.ngrok_config, self.on_agent_log, self.secrets)
+        try:
+            url = agent.open(self.config.port, self.config.domain, self.config.traffic_policy())
+        except AgentError as e:
+            agent.kill()
+            self.handle_refusal(e)
+            return None
+        previous = self.state.public_url
+        reopened = self.state.reopened + (1 if self.state.status not in ("starting",) else 0)
+        self.save(status="up", public_url=url, since=now_iso(), agent_pid=agent.pid, reopened=reopened)
+        log.info("tunnel open: %s -> 127.0.0.1:%s", url, self.config.port)
+        if previous and previous != url:
+            log.info("the public URL changed: %s (was %s)", url, previous)
+        self.short.reset()
+        self.long.reset()
+        self.reconnecting_since = None
+        threading.Thread(target=self.watch_exit, args=(agent,), daemon=True).start()
+        return agent
+
+    def watch_exit(self, agent: Agent) -> None:
+        agent.wait_exit()
+        self.wake.set()
+
+    def handle_refusal(self, e: AgentError) -> None:
+        message = e.explain()
+        hint = FATAL_HINTS.get(e.code or "", "")
+        if e.kind == "fatal":
+            log.error("%s %s The keeper stops.", message, hint)
+            self.save(status="fatal", public_url=None, agent_pid=None, last_error=f"{message} {hint}".strip())
+            self.stopping = True
+        elif e.kind == "conflict":
+            delay = self.long.next()
+            log.warning("%s %s Trying again in %.0f s.", message, hint, delay)
+            self.save(status="blocked", public_url=None, agent_pid=None, last_error=f"{message} {hint}".strip())
+            self.pause(delay)
+        else:
+            delay = self.short.next()
+            log.warning("%s; trying again in %.1f s", message, delay)
+            self.save(status="down", public_url=None, agent_pid=None, last_error=message)
+            self.pause(delay)
+
+    def check(self, agent: Agent, failures: int) -> tuple[bool, int]:
+        """One health check: (keep this agent?, consecutive probe failures)."""
+        if not agent.alive():
+            log.warning("the ngrok agent (pid %s) exited; reopening the tunnel", agent.pid)
+            self.save(status="down", last_error="the ngrok agent exited", agent_pid=None)
+            return False, 0
+        if self.reconnecting_since is not None:
+            waited = self.clock() - self.reconnecting_since
+            if waited < RECONNECT_GRACE:
+                if self.state.status != "reconnecting":
+                    log.warning("the agent lost its connection to ngrok and is reconnecting; waiting")
+                    self.save(status="reconnecting", last_error="the agent is reconnecting to ngrok")
+                return True, 0
+            log.warning("the agent has been reconnecting for %.0f s; replacing it", waited)
+            return False, 0
+        ok = agent.endpoint_ok(PROBE_TIMEOUT)
+        if ok:
+            if self.state.status != "up":
+                self.save(status="up")
+            return True, 0
+        if ok is False:
+            log.warning("the agent no longer lists the endpoint; reopening")
+            self.save(status="down", last_error="the endpoint disappeared")
+            return False, 0
+        failures += 1
+        if failures >= PROBE_FAILURES_BEFORE_REPLACE:
+            log.warning("the agent has stopped answering; replacing it")
+            self.save(status="down", last_error="the ngrok agent stopped answering")
+            return False, 0
+        return True, failures
+
+    def run(self) -> int:
+        self.kill_leftover_agent()
+        self.save()
+        agent: Agent | None = None
+        failures = 0
+        try:
+            while not self.stopping:
+                if agent is None:
+                    agent = self.open_tunnel()
+                    continue
+                self.pause(CHECK_INTERVAL)
+                if self.stopping:
+                    break
+                keep, failures = self.check(agent, failures)
+                if not keep:
+                    agent.kill()
+                    agent = None
+        finally:
+            if agent is not None:
+                agent.kill()
+            if self.state.status != "fatal":
+                self.save(status="stopped", public_url=None, agent_pid=None)
+            log.info("keeper stopped")
+        return 0
+
+
+def write_keeper_config(home: Home, config: KeeperConfig) -> bool:
+    """Write the keeper's config; True when it changed (a running keeper must restart)."""
+    if read_json(home.keeper_config) == config.to_dict():
+        return False
+    write_json(home.keeper_config, config.to_dict())
+    return True
+
+
+def setup_logging(home: Home, secrets: tuple[str | None, ...]) -> None:
+    redacting = RedactingFilter(secrets)
+    formatter = logging.Formatter("%(asctime)s %(levelname)s %(message)s", "%Y-%m-%d %H:%M:%S")
+    handlers: list[logging.Handler] = [
+        logging.handlers.RotatingFileHandler(home.keeper_log, maxBytes=5_000_000, backupCount=1),
+        logging.StreamHandler(sys.stdout),
+    ]
+    for handler in handlers:
+        handler.setFormatter(formatter)
+        handler.addFilter(redacting)
+    root = logging.getLogger()
+    root.handlers[:] = handlers
+    root.setLevel(logging.INFO)
+    os.chmod(home.keeper_log, 0o600)
+
+
+def main() -> int:
+    home = Home(Path(os.environ["REMOTE_AGENT_HOME"])).ensure()
+    config = KeeperConfig.load(home.keeper_config)
+    if config is None:
+        print(f"remote-agent keeper: {home.keeper_config} is missing or corrupt; run serve again.", file=sys.stderr)
+        return 2
+    keeper = Keeper(home, config)
+    setup_logging(home, keeper.secrets)
+    for signum in (signal.SIGTERM, signal.SIGHUP, signal.SIGINT):
+        signal.signal(signum, keeper.stop)
+    log.info("keeper started (pid %s), tunnel to 127.0.0.1:%s", os.getpid(), config.port)
+    return keeper.run()
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,72 @@
+"""Small /proc helpers: is a pid alive, what runs there, its children, waiting for it to end."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import time
+from pathlib import Path
+
+
+def is_alive(pid: int | None) -> bool:
+    """True when `pid` runs and is not a zombie."""
+    if not pid or pid <= 0:
+        return False
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    # The state letter follows the parenthesised command name, which may hold spaces.
+    return stat.rsplit(")", 1)[1].split()[0] not in ("Z", "X")
+
+
+def cmdline(pid: int) -> list[str]:
+    try:
+        raw = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return []
+    return [part.decode(errors="replace") for part in raw.split(b"\0") if part]
+
+
+def children(pid: int) -> list[int]:
+    """Direct children of `pid`."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue
+        fields = stat.rsplit(")", 1)[1].split()
+        if int(fields[1]) == pid and fields[0] not in ("Z", "X"):
+            found.append(int(entry.name))
+    return found
+
+
+def wait_gone(pid: int, timeout: float) -> bool:
+    """Wait until `pid` has ended; True if it did within `timeout`."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if not is_alive(pid):
+            return True
+        time.sleep(0.05)
+    return not is_alive(pid)
+
+
+def signal_pid(pid: int, sig: int) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.kill(pid, sig)
+
+
+def terminate(pid: int, timeout: float) -> bool:
+    """SIGTERM, then SIGKILL after `timeout`; True if it ended politely."""
+    if not is_alive(pid):
+        return True
+    signal_pid(pid, signal.SIGTERM)
+    if wait_gone(pid, timeout):
+        return True
+    signal_pid(pid, signal.SIGKILL)
+    wait_gone(pid, 5)
+    return False

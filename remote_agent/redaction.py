@@ -1,0 +1,44 @@
+"""Keeping secrets out of logs, messages and child environments."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable, Mapping
+
+# Variables that hold secrets; they are removed from every environment a child
+# process (tmux, Jupyter, kernels, the ngrok agent) inherits.
+SECRET_ENV_KEYS = (
+    "NGROK_AUTHTOKEN",
+    "NGROK_API_KEY",
+    "JUPYTER_PASSWORD",
+    "JUPYTER_TOKEN",
+    "NGROK_BASIC_AUTH",
+)
+
+MASK = "***"
+
+
+def redact(text: str, secrets: Iterable[str | None]) -> str:
+    """Replace every occurrence of each non-trivial secret with a mask."""
+    for secret in sorted((s for s in secrets if s and len(s) >= 4), key=len, reverse=True):
+        text = text.replace(secret, MASK)
+    return text
+
+
+def scrubbed(environ: Mapping[str, str]) -> dict[str, str]:
+    """A copy of the environment without any secret variable."""
+    return {k: v for k, v in environ.items() if k not in SECRET_ENV_KEYS}
+
+
+class RedactingFilter(logging.Filter):
+    """A handler filter that masks secrets in every record, whichever library logged it."""
+
+    def __init__(self, secrets: Iterable[str | None]) -> None:
+        super().__init__()
+        self._secrets = [s for s in secrets if s]
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if self._secrets:
+            record.msg = redact(record.getMessage(), self._secrets)
+            record.args = None
+        return True

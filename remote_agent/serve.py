@@ -1,0 +1,391 @@
+"""`serve`: make sure Jupyter and the tunnel keeper run in tmux, print the URL, then follow it."""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from types import FrameType
+
+from remote_agent import jupyter_config, procs
+from remote_agent.console import Console
+from remote_agent.errors import BadInput, StartFailed
+from remote_agent.jupyter_process import answers, port_in_use, window_command
+from remote_agent.keeper import KeeperConfig, write_keeper_config
+from remote_agent.password import prompt_twice, warn_if_short
+from remote_agent.runtime import JupyterRecord, live_window_pid, remembered_root
+from remote_agent.settings import Settings
+from remote_agent.ssh_hint import host_is_private, laptop_url, ssh_command
+from remote_agent.state import (
+    Home,
+    TunnelState,
+    exclusive_lock,
+    now_iso,
+    write_json,
+)
+from remote_agent.tmux_session import JUPYTER_WINDOW, KEEPER_WINDOW, TmuxSession, require_tmux
+
+JUPYTER_START_TIMEOUT = 90.0
+TUNNEL_START_TIMEOUT = 45.0
+FOLLOW_POLL = 0.1
+LOG_TAIL_LINES = 15
+
+# Variables Jupyter and its kernels keep from the serve's environment; the rest of it
+# (and every secret) stays out of the tmux session.
+PASSED_ENV = (
+    "PATH",
+    "HOME",
+    "USER",
+    "LOGNAME",
+    "SHELL",
+    "LANG",
+    "TZ",
+    "TERM",
+    "VIRTUAL_ENV",
+    "PYTHONPATH",
+    "LD_LIBRARY_PATH",
+    "TMPDIR",
+)
+PASSED_ENV_PREFIXES = ("LC_", "JUPYTER_", "XDG_", "CONDA_", "CUDA_", "REMOTE_AGENT_")
+
+
+class Hangup(Exception):
+    """The terminal went away (SSH dropped): stop following, quietly."""
+
+
+@dataclass
+class Started:
+    jupyter_pid: int
+    port: int
+    keeper_pid: int | None
+
+
+def passed_environment(settings: Settings) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if k in PASSED_ENV or k.startswith(PASSED_ENV_PREFIXES)}
+    env["REMOTE_AGENT_HOME"] = str(settings.home)
+    return env
+
+
+def keeper_command(settings: Settings) -> str:
+    """The keeper gets an empty environment but for what it needs: its config comes from a 0600 file."""
+    package_parent = str(Path(__file__).resolve().parent.parent)
+    keep = {
+        "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+        "HOME": os.environ.get("HOME", "/"),
+        "LANG": os.environ.get("LANG", "C.UTF-8"),
+        "REMOTE_AGENT_HOME": str(settings.home),
+        "PYTHONPATH": package_parent,
+    }
+    import shlex
+
+    assignments = " ".join(shlex.quote(f"{k}={v}") for k, v in keep.items())
+    return f"exec env -i {assignments} {shlex.quote(sys.executable)} -m remote_agent.keeper"
+
+
+def tail(path: Path, lines: int, after: str | None = None) -> list[str]:
+    try:
+        text = path.read_text(errors="replace")
+    except OSError:
+        return []
+    if after and after in text:
+        text = text.rsplit(after, 1)[1]
+    return text.splitlines()[-lines:]
+
+
+# -- password ---------------------------------------------------------------
+
+
+def ensure_password(settings: Settings, console: Console, jupyter_running: bool) -> None:
+    """Make sure Jupyter's config holds a password hash; prompt on a terminal if none is known."""
+    directory = jupyter_config.config_dir()
+    current = jupyter_config.existing_hash(directory)
+    password = settings.jupyter_password
+    if password is None and current:
+        jupyter_config.store_hash(directory, current)  # a Notebook 6 hash moves to where Notebook 7 reads
+        return
+    if password is None:
+        if jupyter_running:
+            return
+        if not sys.stdin.isatty():
+            raise BadInput(
+                "No Jupyter password is set, and there is no terminal to ask for one.",
+                "Set JUPYTER_PASSWORD in .env, or run `python -m remote_agent password` once.",
+            )
+        console.note("Jupyter needs a password; it is stored only as a salted hash.")
+        password = prompt_twice()
+    if current and jupyter_config.check_password(current, password):
+        return
+    warn_if_short(password, console)
+    jupyter_config.store_hash(directory, jupyter_config.hash_password(password))
+    if jupyter_running:
+        console.note("The new password applies when Jupyter restarts (`remote-agent stop`, then `serve`).")
+
+
+# -- Jupyter ------------------------------------------------------------------
+
+
+def root_dir_for(settings: Settings, home: Home) -> Path:
+    root = settings.root_dir or remembered_root(home) or Path.cwd()
+    if settings.root_dir or not home.remembered.exists():
+        write_json(home.remembered, {"root_dir": str(root)})
+    return root
+
+
+def ensure_jupyter(settings: Settings, home: Home, tmux: TmuxSession, console: Console) -> tuple[int, int, bool]:
+    """(pid, port, started_now): reuse a running Jupyter, or start one in the session's window."""
+    record = JupyterRecord.load(home)
+    pid = live_window_pid(tmux, JUPYTER_WINDOW)
+    if pid is not None and record is not None and record.port:
+        if record.port != settings.port:
+            console.warn(
+                f"Jupyter already runs on port {record.port}; keeping it. "
+                "To change the port: `remote-agent stop`, then serve again."
+            )
+        ensure_password(settings, console, jupyter_running=True)
+        return pid, record.port, False
+    if pid is not None:
+        # A Jupyter window without our record: left by something else; do not guess, replace it.
+        procs.terminate(pid, 10)
+    ensure_password(settings, console, jupyter_running=False)
+    if record and record.pid and not procs.is_alive(record.pid):
+        console.note(
+            f"Jupyter had stopped (pid {record.pid}); starting a new one. "
+            "Kernels from before are lost: re-run your notebooks' cells."
+        )
+    if port_in_use(settings.port):
+        raise StartFailed(
+            f"Port {settings.port} on 127.0.0.1 is already used by another program.",
+            "Stop that program (`ss -ltnp | grep :PORT` shows it), or pick another port with --port "
+            "or JUPYTER_PORT.".replace("PORT", str(settings.port)),
+        )
+    root = root_dir_for(settings, home)
+    marker = f"--- remote-agent: Jupyter starting at {now_iso()} ---"
+    with open(home.jupyter_log, "a", encoding="utf-8") as f:
+        f.write(marker + "\n")
+    os.chmod(home.jupyter_log, 0o600)
+    tmux.start_window(
+        JUPYTER_WINDOW, window_command(settings.port, root, home.jupyter_log), passed_environment(settings), root
+    )
+    pid = live_window_pid(tmux, JUPYTER_WINDOW)
+    if pid is None:
+        raise StartFailed("Jupyter exited at once.", *_log_hint(home, marker))
+    write_json(
+        home.jupyter_record,
+        JupyterRecord(pid, settings.port, str(root), settings.provider, now_iso()).to_dict(),
+    )
+    return pid, settings.port, True
+
+
+def _log_hint(home: Home, marker: str | None = None) -> tuple[str]:
+    lines = tail(home.jupyter_log, LOG_TAIL_LINES, marker)
+    shown = "\n".join("  " + line for line in lines) if lines else "  (its log is empty)"
+    return (f"The last lines of {home.jupyter_log}:\n{shown}",)
+
+
+def wait_for_jupyter(pid: int, port: int, home: Home, console: Console, started: float) -> None:
+    deadline = time.monotonic() + JUPYTER_START_TIMEOUT
+    while not answers(port, timeout=0.5):
+        if not procs.is_alive(pid):
+            console.end_progress()
+            raise StartFailed("Jupyter exited while starting.", *_log_hint(home, "--- remote-agent: Jupyter starting"))
+        if time.monotonic() > deadline:
+            console.end_progress()
+            raise StartFailed(
+                f"Jupyter did not answer on 127.0.0.1:{port} within {JUPYTER_START_TIMEOUT:.0f} s.",
+                *_log_hint(home, "--- remote-agent: Jupyter starting"),
+            )
+        console.progress("Starting Jupyter", started)
+        time.sleep(0.1)
+    console.end_progress()
+
+
+# -- the keeper -----------------------------------------------------------------
+
+
+def ensure_keeper(settings: Settings, home: Home, tmux: TmuxSession, port: int, console: Console) -> int:
+    """The keeper's pid: the running one if its config is unchanged, else a fresh one."""
+    from remote_agent.ngrok_agent import default_binary, ensure_binary, write_agent_config
+
+    ngrok_path = settings.ngrok_path or default_binary()
+    ensure_binary(ngrok_path, settings.ngrok_path is not None, console.note)
+    token = settings.ngrok_authtoken or ""
+    agent_config_changed = _write_if_changed(home.ngrok_config, token, write_agent_config)
+    config = KeeperConfig(port=port, ngrok_path=ngrok_path, domain=settings.domain, basic_auth=settings.basic_auth)
+    changed = write_keeper_config(home, config) or agent_config_changed
+    pid = live_window_pid(tmux, KEEPER_WINDOW)
+    if pid is not None and not changed:
+        return pid
+    if pid is not None:
+        console.note("The tunnel settings changed; restarting the tunnel keeper.")
+        procs.terminate(pid, 10)
+    tmux.start_window(KEEPER_WINDOW, keeper_command(settings), {}, home.root)
+    new_pid = live_window_pid(tmux, KEEPER_WINDOW)
+    if new_pid is None:
+        raise StartFailed("The tunnel keeper exited at once.", f"See {home.keeper_log} (`remote-agent logs`).")
+    return new_pid
+
+
+def _write_if_changed(path: Path, token: str, write: Callable[[Path, str], None]) -> bool:
+    before = path.read_bytes() if path.exists() else None
+    write(path, token)
+    return path.read_bytes() != before
+
+
+def stop_keeper(home: Home, tmux: TmuxSession) -> None:
+    pid = live_window_pid(tmux, KEEPER_WINDOW)
+    if pid is not None:
+        procs.terminate(pid, 10)
+
+
+def wait_for_tunnel(home: Home, keeper_pid: int, console: Console, started: float) -> TunnelState:
+    """The keeper's first answer: a URL, or a refusal that the contract makes exit 5."""
+    deadline = time.monotonic() + TUNNEL_START_TIMEOUT
+    while True:
+        state = home.read_tunnel()
+        if state is not None and state.keeper_pid == keeper_pid:
+            if state.status == "up" and state.public_url:
+                console.end_progress()
+                return state
+            if state.status == "fatal":
+                console.end_progress()
+                raise StartFailed(
+                    state.last_error or "ngrok refused to open the tunnel.",
+                    "The tunnel keeper has stopped; fix this and run serve again.",
+                )
+            if state.status == "blocked":
+                console.end_progress()
+                raise StartFailed(
+                    state.last_error or "Another ngrok agent holds the account's session.",
+                    "Jupyter runs; the keeper goes on trying and the tunnel comes up by itself "
+                    "(`remote-agent url` prints it then).",
+                )
+        if not procs.is_alive(keeper_pid):
+            console.end_progress()
+            raise StartFailed("The tunnel keeper exited.", f"See {home.keeper_log} (`remote-agent logs`).")
+        if time.monotonic() > deadline:
+            console.end_progress()
+            error = state.last_error if state else None
+            raise StartFailed(
+                f"No public URL within {TUNNEL_START_TIMEOUT:.0f} s" + (f": {error}" if error else "."),
+                "Jupyter runs; the keeper goes on trying. `remote-agent status` shows why; "
+                "`remote-agent logs` shows ngrok's messages.",
+            )
+        console.progress("Opening the ngrok tunnel", started)
+        time.sleep(0.05)
+
+
+# -- output ---------------------------------------------------------------------
+
+
+def print_ready(
+    settings: Settings, console: Console, pid: int, port: int, started_now: bool, public_url: str | None, provider: str
+) -> None:
+    ssh = ssh_command(port, os.environ, settings.ssh_host, settings.ssh_key)
+    local_url = f"http://127.0.0.1:{port}/"
+    console.event("ready", public_url=public_url, local_url=local_url, ssh_command=ssh, jupyter_pid=pid)
+    state = "started" if started_now else "already running"
+    console.line(f"Jupyter     {state} (pid {pid}), on this server at {local_url}")
+    if public_url:
+        console.line(f"Public URL  {public_url}")
+        console.line("Share it    Send the URL and the Jupyter password. On ngrok's free plan a visitor")
+        console.line("            clicks 'Visit Site' once on ngrok's warning page, then logs in.")
+    console.line(f"SSH         On your laptop: {ssh}")
+    console.line(f"            then open {laptop_url()} and log in with the Jupyter password.")
+    if host_is_private(os.environ, settings.ssh_host):
+        console.line("            (If you reach this server by another name, e.g. EC2's public DNS, use that as the")
+        console.line("            host, or set REMOTE_AGENT_SSH_HOST.)")
+    if provider == "ssh" and not settings.ngrok_authtoken:
+        console.line("No tunnel   NGROK_AUTHTOKEN is not set, so there is no public URL. For one to share:")
+        console.line(
+            "            put NGROK_AUTHTOKEN=... in .env (free: https://dashboard.ngrok.com) and run serve again."
+        )
+
+
+def follow(home: Home, tmux: TmuxSession, console: Console, last: TunnelState) -> int:
+    """Print each new URL the keeper records until Ctrl-C or hangup."""
+    console.line("")
+    console.line("Following the tunnel: new URLs appear here. Ctrl-C stops following;")
+    console.line("Jupyter and the tunnel keep running (`remote-agent url` prints the current URL).")
+    last_url, last_status = last.public_url, last.status
+    last_stat: tuple[int, int] | None = None
+    keeper_pid = last.keeper_pid
+    while True:
+        time.sleep(FOLLOW_POLL)
+        try:
+            st = home.tunnel_state.stat()
+            current = (st.st_mtime_ns, st.st_ino)
+        except OSError:
+            current = None
+        if current == last_stat:
+            if keeper_pid and not procs.is_alive(keeper_pid):
+                console.note("The tunnel keeper is gone; run `remote-agent serve` again to restart it.")
+                return 3
+            continue
+        last_stat = current
+        state = home.read_tunnel()
+        if state is None:
+            continue
+        keeper_pid = state.keeper_pid or keeper_pid
+        if state.status != "up" and last_status == "up":
+            console.event("tunnel_down", error=state.last_error)
+            console.line(f"Tunnel down: {state.last_error or state.status}; reopening ...")
+        if state.status == "up" and state.public_url and state.public_url != last_url:
+            console.event("url_changed", public_url=state.public_url)
+            console.line(f"New public URL  {state.public_url}")
+            last_url = state.public_url
+        if state.status == "fatal":
+            console.note(state.last_error or "ngrok refused the tunnel; the keeper stopped.")
+            return 5
+        if state.status == "stopped":
+            console.line("The tunnel was stopped.")
+            return 0
+        last_status = state.status
+
+
+def _raise_hangup(_signum: int, _frame: FrameType | None) -> None:
+    raise Hangup()
+
+
+# -- the command ------------------------------------------------------------------
+
+
+def serve(settings: Settings, console: Console, detach: bool) -> int:
+    require_tmux()
+    home = Home(settings.home).ensure()
+    if settings.env_file is not None and settings.env_file_exposed:
+        console.warn(
+            f"{settings.env_file} can be read by other users and may hold secrets: chmod 600 {settings.env_file}"
+        )
+    tmux = TmuxSession(settings.session)
+    started = time.monotonic()
+    with exclusive_lock(home.lock):
+        pid, port, started_now = ensure_jupyter(settings, home, tmux, console)
+        provider = settings.provider
+        record = JupyterRecord.load(home)
+        if record is not None and record.provider != provider:
+            record.provider = provider
+            write_json(home.jupyter_record, record.to_dict())
+        keeper_pid = None
+        if provider == "ngrok":
+            # The tunnel opens while Jupyter boots; ngrok shows its 502 page until Jupyter answers.
+            keeper_pid = ensure_keeper(settings, home, tmux, port, console)
+        else:
+            stop_keeper(home, tmux)
+        if started_now or not answers(port):
+            wait_for_jupyter(pid, port, home, console, started)
+        tunnel = wait_for_tunnel(home, keeper_pid, console, started) if keeper_pid else None
+    print_ready(settings, console, pid, port, started_now, tunnel.public_url if tunnel else None, provider)
+    if detach or tunnel is None:
+        return 0
+    signal.signal(signal.SIGHUP, _raise_hangup)
+    try:
+        return follow(home, tmux, console, tunnel)
+    except (Hangup, BrokenPipeError):
+        return 130
+    except OSError:
+        # Writing to a terminal that has gone away.
+        return 130

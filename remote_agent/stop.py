@@ -1,0 +1,45 @@
+"""`stop`: the keeper first (it closes the tunnel), then Jupyter, politely, then the session."""
+
+from __future__ import annotations
+
+from remote_agent import procs
+from remote_agent.console import Console
+from remote_agent.jupyter_process import remove_runtime_files
+from remote_agent.ngrok_agent import is_our_agent
+from remote_agent.runtime import live_window_pid
+from remote_agent.settings import Settings
+from remote_agent.state import Home, exclusive_lock
+from remote_agent.tmux_session import JUPYTER_WINDOW, KEEPER_WINDOW, TmuxSession
+
+KEEPER_STOP_TIMEOUT = 10.0
+# Jupyter shuts its kernels down on SIGTERM; give them time.
+JUPYTER_STOP_TIMEOUT = 30.0
+
+
+def stop(settings: Settings, console: Console, tunnel_only: bool) -> int:
+    home = Home(settings.home).ensure()
+    tmux = TmuxSession(settings.session)
+    stopped = []
+    with exclusive_lock(home.lock):
+        keeper = live_window_pid(tmux, KEEPER_WINDOW)
+        if keeper is not None:
+            console.note("Stopping the tunnel keeper ...")
+            procs.terminate(keeper, KEEPER_STOP_TIMEOUT)
+            stopped.append("the tunnel")
+        # An agent whose keeper was killed outright would otherwise live on.
+        state = home.read_tunnel()
+        if state is not None and state.agent_pid and is_our_agent(state.agent_pid, home.ngrok_config):
+            procs.terminate(state.agent_pid, 5)
+        if state is not None and state.status not in ("stopped", "fatal"):
+            state.status, state.public_url, state.agent_pid = "stopped", None, None
+            home.write_tunnel(state)
+        if not tunnel_only:
+            jupyter = live_window_pid(tmux, JUPYTER_WINDOW)
+            if jupyter is not None:
+                console.note("Stopping Jupyter and its kernels ...")
+                if not procs.terminate(jupyter, JUPYTER_STOP_TIMEOUT):
+                    remove_runtime_files(jupyter)
+                stopped.append("Jupyter")
+            tmux.kill()
+    console.line(f"Stopped {' and '.join(stopped)}." if stopped else "Nothing was running.")
+    return 0

@@ -1,0 +1,231 @@
+"""Test harness: each test gets a private HOME, tmux server, Jupyter port and fake ngrok agent.
+
+Everything a test starts is found by pid and killed in the fixture's finalizer: the
+tmux server and all its descendants (Jupyter, kernels, the keeper, agents), plus any
+agent the fake knows of.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+from fakeagent import FakeNgrok
+
+REPO = Path(__file__).resolve().parent.parent
+PASSWORD = "correct horse battery staple"
+TOKEN = "2fakeTokenForTests_abcdefghijklmnop"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def wait_until(condition: Callable[[], Any], timeout: float, what: str, interval: float = 0.05) -> Any:
+    """Poll `condition` until it returns something truthy; fail with `what` after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        result = condition()
+        if result:
+            return result
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+        time.sleep(interval)
+
+
+def pid_alive(pid: int) -> bool:
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] not in ("Z", "X")
+
+
+def descendants(root: int) -> list[int]:
+    parents: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            except (OSError, IndexError, ValueError):
+                continue
+            parents.setdefault(ppid, []).append(int(entry.name))
+    found, todo = [], [root]
+    while todo:
+        for child in parents.get(todo.pop(), []):
+            found.append(child)
+            todo.append(child)
+    return found
+
+
+class Following:
+    """A `serve` that keeps running; its output is collected line by line."""
+
+    def __init__(self, proc: subprocess.Popen[str]) -> None:
+        self.proc = proc
+        self.lines: list[str] = []
+        self.err_lines: list[str] = []
+        self._threads = [
+            threading.Thread(target=self._read, args=(proc.stdout, self.lines), daemon=True),
+            threading.Thread(target=self._read, args=(proc.stderr, self.err_lines), daemon=True),
+        ]
+        for t in self._threads:
+            t.start()
+
+    @staticmethod
+    def _read(stream: Any, into: list[str]) -> None:
+        for line in stream:
+            into.append(line.rstrip("\n"))
+
+    def wait_for(self, pattern: str, timeout: float = 60.0, start: int = 0) -> re.Match[str]:
+        regex = re.compile(pattern)
+
+        def found() -> re.Match[str] | None:
+            for line in self.lines[start:]:
+                if m := regex.search(line):
+                    return m
+            if self.proc.poll() is not None and not self._threads[0].is_alive():
+                raise AssertionError(
+                    f"serve exited ({self.proc.returncode}) before printing {pattern!r}:\n"
+                    + "\n".join(self.lines + self.err_lines)
+                )
+            return None
+
+        result: re.Match[str] = wait_until(found, timeout, f"serve to print {pattern!r}")
+        return result
+
+    def stop(self, sig: int = signal.SIGINT, timeout: float = 10.0) -> int:
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+        return self.proc.wait(timeout)
+
+
+@dataclass
+class Sandbox:
+    root: Path
+    fake: FakeNgrok
+    port: int = field(default_factory=free_port)
+
+    def __post_init__(self) -> None:
+        self.home = self.root / "home"
+        self.notebooks = self.home / "notebooks"
+        self.tmux_dir = self.root / "tmux"
+        for d in (self.home, self.notebooks, self.tmux_dir):
+            d.mkdir(parents=True, exist_ok=True)
+        self.state_dir = self.home / ".local" / "state" / "remote-agent"
+        env = {
+            k: v
+            for k, v in os.environ.items()
+            if not k.startswith(("JUPYTER_", "XDG_", "NGROK_", "REMOTE_AGENT_", "PYNGROK_", "SSH_", "TMUX"))
+        }
+        env.update(
+            HOME=str(self.home),
+            TMUX_TMPDIR=str(self.tmux_dir),
+            JUPYTER_PORT=str(self.port),
+            JUPYTER_PASSWORD=PASSWORD,
+            NGROK_AUTHTOKEN=TOKEN,
+            PYNGROK_NGROK_PATH=str(self.fake.path),
+            PYTHONUNBUFFERED="1",
+        )
+        self.env = env
+        self._followers: list[Following] = []
+
+    def environ(self, **changes: str | None) -> dict[str, str]:
+        env = dict(self.env)
+        for key, value in changes.items():
+            if value is None:
+                env.pop(key, None)
+            else:
+                env[key] = value
+        return env
+
+    def run(
+        self, *args: str, input: str | None = None, timeout: float = 120, cwd: Path | None = None, **env: str | None
+    ) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "remote_agent", *args],
+            input=input if input is not None else "",
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            cwd=cwd or self.notebooks,
+            env=self.environ(**env),
+            check=False,
+        )
+
+    def follow(self, *args: str, **env: str | None) -> Following:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "remote_agent", "serve", *args],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            cwd=self.notebooks,
+            env=self.environ(**env),
+        )
+        following = Following(proc)
+        self._followers.append(following)
+        return following
+
+    def tunnel_state(self) -> dict[str, Any]:
+        import json
+
+        try:
+            data: dict[str, Any] = json.loads((self.state_dir / "tunnel.json").read_text())
+            return data
+        except (OSError, ValueError):
+            return {}
+
+    def jupyter_record(self) -> dict[str, Any]:
+        import json
+
+        data: dict[str, Any] = json.loads((self.state_dir / "jupyter.json").read_text())
+        return data
+
+    def tmux(self, *args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            ["tmux", *args], capture_output=True, text=True, env=self.environ(), check=False, timeout=10
+        )
+
+    def tmux_server_pid(self) -> int | None:
+        out = self.tmux("display-message", "-p", "#{pid}")
+        return int(out.stdout.strip()) if out.returncode == 0 and out.stdout.strip().isdigit() else None
+
+    def cleanup(self) -> None:
+        for following in self._followers:
+            if following.proc.poll() is None:
+                following.proc.kill()
+                following.proc.wait(10)
+        server = self.tmux_server_pid()
+        pids = descendants(server) + [server] if server else []
+        for pid in pids:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        self.fake.kill_all()
+        for pid in pids:
+            wait_until(lambda p=pid: not pid_alive(p), 10, f"pid {pid} to end")  # type: ignore[misc]
+
+
+@pytest.fixture
+def sandbox(tmp_path: Path) -> Iterator[Sandbox]:
+    fake = FakeNgrok(tmp_path / "ngrok")
+    box = Sandbox(tmp_path, fake)
+    try:
+        yield box
+    finally:
+        box.cleanup()

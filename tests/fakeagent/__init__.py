@@ -1,0 +1,254 @@
+"""Test helpers around the fake ngrok agent in ``agent.py``.
+
+``FakeNgrok(tmp_path / "ngrok")`` writes an executable ``ngrok`` wrapper (give its ``path`` to
+pyngrok as ``ngrok_path`` or ``$PYNGROK_NGROK_PATH``) and a control directory that every agent
+started through it shares: fault injection (``set_control``), the event log (``events``) and
+the registry of running agents (``live_agent_pids``, ``kill_all``).
+
+Public URLs look like ``http://1a2b3c4d.ngrok.localhost:PORT``. This machine's resolver does
+not know ``*.localhost``, so :func:`http_request` connects to 127.0.0.1 and sends the public
+host in the ``Host`` header, the way a browser reaching real ngrok would.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import http.client
+import os
+import secrets
+import shlex
+import signal
+import stat
+import sys
+import time
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any, TypeVar
+from urllib.parse import urlsplit
+
+import yaml
+from pyngrok import ngrok
+from pyngrok.conf import PyngrokConfig
+
+from . import agent
+
+__all__ = [
+    "AGENT_SCRIPT",
+    "DEFAULT_TOKEN",
+    "FakeNgrok",
+    "HttpReply",
+    "agent",
+    "http_request",
+    "public_address",
+    "wait_until",
+]
+
+AGENT_SCRIPT = Path(agent.__file__).resolve()
+DEFAULT_TOKEN = "fake-token-0123456789abcdef"
+
+T = TypeVar("T")
+
+
+def wait_until(
+    condition: Callable[[], T], *, timeout: float = 10.0, interval: float = 0.02, message: str = "condition"
+) -> T:
+    """Poll ``condition`` until it returns something truthy, and return that; TimeoutError at the deadline."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = condition()
+        if value:
+            return value
+        if time.monotonic() >= deadline:
+            raise TimeoutError(f"timed out after {timeout} s waiting for {message}")
+        time.sleep(interval)
+
+
+def public_address(url: str) -> tuple[str, int, str]:
+    """(address to connect to, port, Host header) for a fake public URL."""
+    parts = urlsplit(url)
+    if parts.hostname is None or parts.port is None:
+        raise ValueError(f"not a fake ngrok public URL: {url}")
+    return "127.0.0.1", parts.port, parts.netloc
+
+
+class HttpReply:
+    """Status, headers (lower-cased names) and body of one HTTP exchange."""
+
+    def __init__(self, status: int, headers: dict[str, str], body: bytes) -> None:
+        self.status = status
+        self.headers = headers
+        self.body = body
+
+    @property
+    def text(self) -> str:
+        return self.body.decode("utf-8", "replace")
+
+
+def http_request(
+    url: str,
+    path: str = "/",
+    *,
+    method: str = "GET",
+    headers: Mapping[str, str] | None = None,
+    body: bytes | None = None,
+    timeout: float = 5.0,
+) -> HttpReply:
+    """One request to a fake public URL, over loopback, with the public Host header."""
+    address, port, host = public_address(url)
+    conn = http.client.HTTPConnection(address, port, timeout=timeout)
+    try:
+        conn.putrequest(method, path, skip_host=True)
+        conn.putheader("Host", host)
+        for name, value in (headers or {}).items():
+            conn.putheader(name, value)
+        if body is not None:
+            conn.putheader("Content-Length", str(len(body)))
+        conn.endheaders(body)
+        response = conn.getresponse()
+        data = response.read()
+        return HttpReply(response.status, {k.lower(): v for k, v in response.getheaders()}, data)
+    finally:
+        conn.close()
+
+
+class FakeNgrok:
+    """A fake ngrok binary plus the control directory its agents share."""
+
+    def __init__(self, directory: Path) -> None:
+        self.directory = directory.resolve()
+        self.control_dir = self.directory / "control"
+        self.directory.mkdir(parents=True, exist_ok=True)
+        self._control = agent.ControlDir(self.control_dir)
+        self._configs: list[PyngrokConfig] = []
+        self._known: dict[int, int | None] = {}  # pid -> /proc start time, kept after records go
+        self.path = self.add_binary("ngrok")
+
+    def add_binary(self, name: str) -> Path:
+        """Another wrapper that shares the control dir: pyngrok keeps one agent per binary path."""
+        path = self.directory / name
+        # The control dir is set inside the wrapper so it survives a scrubbed environment;
+        # exec keeps the wrapper's pid, which is what pyngrok and the tests signal.
+        path.write_text(
+            "#!/bin/sh\n"
+            f"{agent.CONTROL_DIR_ENV}={shlex.quote(str(self.control_dir))}\n"
+            f"export {agent.CONTROL_DIR_ENV}\n"
+            f'exec {shlex.quote(sys.executable)} {shlex.quote(str(AGENT_SCRIPT))} "$@"\n'
+        )
+        path.chmod(path.stat().st_mode | stat.S_IXUSR | stat.S_IXGRP | stat.S_IXOTH)
+        return path
+
+    # ---- configuration
+
+    def write_config(
+        self,
+        authtoken: str | None = DEFAULT_TOKEN,
+        *,
+        web_addr: str | None = "127.0.0.1:0",
+        name: str = "ngrok.yml",
+        version: str = "3",
+        extra: Mapping[str, Any] | None = None,
+    ) -> Path:
+        """An agent config file (v3 ``agent:`` block, or v2 top-level keys); ``None`` leaves a key out.
+
+        ``web_addr`` defaults to an OS-chosen port so parallel tests never meet; pass
+        ``None`` to get the agent's own default (127.0.0.1:4040 and up).
+        """
+        settings: dict[str, Any] = dict(extra or {})
+        if authtoken is not None:
+            settings["authtoken"] = authtoken
+        if web_addr is not None:
+            settings["web_addr"] = web_addr
+        data: dict[str, Any] = {"version": version}
+        if version == "3":
+            data["agent"] = settings
+        else:
+            data.update(settings)
+        path = self.directory / name
+        path.write_text(yaml.safe_dump(data, sort_keys=False))
+        path.chmod(0o600)
+        return path
+
+    def pyngrok_config(
+        self, config_path: Path | None = None, *, ngrok_path: Path | None = None, **kwargs: Any
+    ) -> PyngrokConfig:
+        """A PyngrokConfig for this fake (a default config file is written when none is given).
+
+        Every config made here is killed by :meth:`close`.
+        """
+        if config_path is None:
+            config_path = self.write_config()
+        kwargs.setdefault("startup_timeout", 10)
+        cfg = PyngrokConfig(ngrok_path=str(ngrok_path or self.path), config_path=str(config_path), **kwargs)
+        self._configs.append(cfg)
+        return cfg
+
+    # ---- fault injection
+
+    def control(self) -> dict[str, Any]:
+        return self._control.read_control()
+
+    def set_control(self, **values: Any) -> None:
+        """Merge ``values`` into control.json atomically; a value of ``None`` removes the key."""
+        merged = {**self._control.read_control(), **values}
+        self._control.write_control({k: v for k, v in merged.items() if v is not None})
+
+    def clear_control(self) -> None:
+        self._control.write_control({})
+
+    def start_outage(self, seconds: float) -> str:
+        """Cut every live agent off the (simulated) ngrok cloud for ``seconds``; returns the outage id."""
+        outage_id = f"outage-{secrets.token_hex(6)}"
+        self.set_control(outage={"id": outage_id, "seconds": seconds})
+        return outage_id
+
+    # ---- observation
+
+    def events(self) -> list[dict[str, Any]]:
+        return self._control.read_events()
+
+    def wait_for_event(self, event: str, *, timeout: float = 10.0, **match: Any) -> dict[str, Any]:
+        """The first event named ``event`` whose fields equal ``match``."""
+
+        def find() -> dict[str, Any] | None:
+            for item in self.events():
+                if item.get("event") == event and all(item.get(k) == v for k, v in match.items()):
+                    return item
+            return None
+
+        return wait_until(find, timeout=timeout, message=f"event {event} {match}")
+
+    def agents(self) -> list[dict[str, Any]]:
+        """Registry records of the agents that are alive now."""
+        records = self._control.live_agents()
+        for record in records:
+            self._known[record["pid"]] = record.get("start_time")
+        return records
+
+    def live_agent_pids(self) -> list[int]:
+        """Pids of fake agents that really run (checked in /proc; zombies and reused pids excluded)."""
+        return sorted(record["pid"] for record in self.agents())
+
+    def kill_all(self, timeout: float = 5.0) -> None:
+        """SIGKILL every agent this control dir knows of, and wait until none runs."""
+        self.agents()  # refresh what we know from the registry
+        for record in self._control.agent_records():
+            self._known.setdefault(record["pid"], record.get("start_time"))
+        for pid, started in self._known.items():
+            if started is not None and agent.process_start_time(pid) == started:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
+        wait_until(
+            lambda: not any(
+                started is not None and agent.process_start_time(pid) == started
+                for pid, started in self._known.items()
+            ),
+            timeout=timeout,
+            message="fake agents to die",
+        )
+
+    def close(self) -> None:
+        """Stop what this fake started: pyngrok's agents (reaped by pyngrok) and any other agent."""
+        for cfg in self._configs:
+            with contextlib.suppress(Exception):
+                ngrok.kill(cfg)
+        self.kill_all()

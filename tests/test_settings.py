@@ -1,0 +1,93 @@
+"""Settings precedence and validation: flag > environment > .env > default, in one function."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from remote_agent.errors import BadInput
+from remote_agent.settings import resolve
+
+
+def write_env(directory: Path, text: str, mode: int = 0o600) -> Path:
+    path = directory / ".env"
+    path.write_text(text)
+    path.chmod(mode)
+    return path
+
+
+@pytest.mark.parametrize(
+    ("flag", "environ", "dotenv", "expected"),
+    [
+        (None, {}, "", 8888),
+        (None, {}, "JUPYTER_PORT=9001\n", 9001),
+        (None, {"JUPYTER_PORT": "9002"}, "JUPYTER_PORT=9001\n", 9002),
+        ("9003", {"JUPYTER_PORT": "9002"}, "JUPYTER_PORT=9001\n", 9003),
+        (None, {"JUPYTER_PORT": ""}, "JUPYTER_PORT=9001\n", 9001),
+    ],
+)
+def test_port_precedence(
+    tmp_path: Path, flag: str | None, environ: dict[str, str], dotenv: str, expected: int
+) -> None:
+    write_env(tmp_path, dotenv)
+    settings = resolve({"port": flag}, {"HOME": str(tmp_path), **environ}, cwd=tmp_path)
+    assert settings.port == expected
+
+
+def test_dotenv_values_never_reach_the_process_environment(tmp_path: Path) -> None:
+    write_env(tmp_path, "NGROK_AUTHTOKEN=from-file-token-123\nJUPYTER_PASSWORD=file-password\n")
+    settings = resolve({}, {"HOME": str(tmp_path)}, cwd=tmp_path)
+    assert settings.ngrok_authtoken == "from-file-token-123"
+    assert settings.provider == "ngrok"
+    assert "NGROK_AUTHTOKEN" not in os.environ
+    assert "from-file-token-123" not in repr(settings)
+    assert "file-password" not in repr(settings)
+
+
+def test_env_file_named_by_variable(tmp_path: Path) -> None:
+    other = tmp_path / "elsewhere.env"
+    other.write_text("NGROK_DOMAIN=https://my-name.ngrok-free.app/\n")
+    settings = resolve({}, {"HOME": str(tmp_path), "REMOTE_AGENT_ENV_FILE": str(other)}, cwd=tmp_path)
+    assert settings.domain == "my-name.ngrok-free.app"
+
+
+def test_defaults(tmp_path: Path) -> None:
+    settings = resolve({}, {"HOME": str(tmp_path)}, cwd=tmp_path)
+    assert settings.provider == "ssh"
+    assert settings.session == "remote-agent"
+    assert settings.home == tmp_path / ".local" / "state" / "remote-agent"
+    xdg = resolve({}, {"HOME": str(tmp_path), "XDG_STATE_HOME": str(tmp_path / "st")}, cwd=tmp_path)
+    assert xdg.home == tmp_path / "st" / "remote-agent"
+
+
+def test_exposed_env_file_is_noticed(tmp_path: Path) -> None:
+    write_env(tmp_path, "JUPYTER_PORT=9000\n", mode=0o644)
+    assert resolve({}, {"HOME": str(tmp_path)}, cwd=tmp_path).env_file_exposed
+    (tmp_path / ".env").chmod(0o600)
+    assert not resolve({}, {"HOME": str(tmp_path)}, cwd=tmp_path).env_file_exposed
+
+
+@pytest.mark.parametrize(
+    ("flags", "environ", "needle"),
+    [
+        ({"port": "abc"}, {}, "--port"),
+        ({"port": "70000"}, {}, "--port"),
+        ({}, {"JUPYTER_PORT": "eighty"}, "JUPYTER_PORT"),
+        ({"root_dir": "/no/such/dir"}, {}, "--root-dir"),
+        ({"tunnel": "ngrok"}, {}, "NGROK_AUTHTOKEN"),
+        ({}, {"NGROK_BASIC_AUTH": "nocolon"}, "NGROK_BASIC_AUTH"),
+        ({}, {"NGROK_BASIC_AUTH": "user:short"}, "8 characters"),
+        ({}, {"REMOTE_AGENT_SESSION": "a.b"}, "REMOTE_AGENT_SESSION"),
+        ({}, {"NGROK_DOMAIN": "has space.example"}, "NGROK_DOMAIN"),
+        ({}, {"REMOTE_AGENT_ENV_FILE": "/no/such/.env"}, "REMOTE_AGENT_ENV_FILE"),
+    ],
+)
+def test_bad_settings_are_bad_input(
+    tmp_path: Path, flags: dict[str, object], environ: dict[str, str], needle: str
+) -> None:
+    with pytest.raises(BadInput) as caught:
+        resolve(flags, {"HOME": str(tmp_path), **environ}, cwd=tmp_path)
+    assert needle in " ".join(caught.value.lines())
+    assert caught.value.exit_code == 2
