@@ -7,6 +7,7 @@ agent the fake knows of.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import signal
@@ -153,8 +154,15 @@ class Sandbox:
         return env
 
     def run(
-        self, *args: str, input: str | None = None, timeout: float = 120, cwd: Path | None = None, **env: str | None
+        self,
+        *args: str,
+        input: str | None = None,
+        timeout: float = 120,
+        cwd: Path | None = None,
+        env: dict[str, str | None] | None = None,
+        **more_env: str | None,
     ) -> subprocess.CompletedProcess[str]:
+        """`python -m remote_agent ARGS` in the sandbox; keyword arguments change its environment."""
         return subprocess.run(
             [sys.executable, "-m", "remote_agent", *args],
             input=input if input is not None else "",
@@ -162,7 +170,7 @@ class Sandbox:
             text=True,
             timeout=timeout,
             cwd=cwd or self.notebooks,
-            env=self.environ(**env),
+            env=self.environ(**(env or {}), **more_env),
             check=False,
         )
 
@@ -210,12 +218,10 @@ class Sandbox:
                 following.proc.kill()
                 following.proc.wait(10)
         server = self.tmux_server_pid()
-        pids = descendants(server) + [server] if server else []
+        pids = [*descendants(server), server] if server else []
         for pid in pids:
-            try:
+            with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
         self.fake.kill_all()
         for pid in pids:
             wait_until(lambda p=pid: not pid_alive(p), 10, f"pid {pid} to end")  # type: ignore[misc]

@@ -36,7 +36,7 @@ def assert_plain_error(stderr: str, *needles: str) -> None:
     ],
 )
 def test_bad_input_exits_2(sandbox: Sandbox, args: list[str], env: dict[str, str | None], needle: str) -> None:
-    result = sandbox.run(*args, **env)
+    result = sandbox.run(*args, env=env)
     assert result.returncode == 2, result.stdout + result.stderr
     assert_plain_error(result.stderr, needle)
 

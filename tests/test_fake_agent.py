@@ -9,6 +9,7 @@ from __future__ import annotations
 import http.client
 import json
 import os
+import re
 import select
 import signal
 import socket
@@ -21,11 +22,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from fakeagent import DEFAULT_TOKEN, FakeNgrok, http_request, public_address, wait_until
 from pyngrok import ngrok, process
 from pyngrok.exception import PyngrokNgrokError, PyngrokNgrokHTTPError, PyngrokNgrokURLError
 from pyngrok.log import NgrokLog
-
-from tests.fakeagent import DEFAULT_TOKEN, FakeNgrok, http_request, public_address, wait_until
 
 PUBLIC_URL = r"http://[0-9a-f]{8}\.ngrok\.localhost:\d+"
 
@@ -199,7 +199,9 @@ def start_echo(handler: type[socketserver.BaseRequestHandler]) -> tuple[EchoServ
 
 
 def test_version_even_with_a_scrubbed_environment(fake: FakeNgrok) -> None:
-    result = subprocess.run([str(fake.path), "--version"], env={}, capture_output=True, text=True, timeout=10)
+    result = subprocess.run(
+        [str(fake.path), "--version"], env={}, capture_output=True, text=True, timeout=10, check=False
+    )
     assert (result.returncode, result.stdout) == (0, "ngrok version 3.22.1\n")
     assert ngrok.get_version(fake.pyngrok_config())[0] == "3.22.1"
 
@@ -208,7 +210,7 @@ def test_connect_forwards_to_upstream_with_public_host(fake: FakeNgrok, upstream
     cfg = fake.pyngrok_config()
     tunnel = ngrok.connect(upstream.url, name="jupyter", pyngrok_config=cfg)
     url = str(tunnel.public_url)
-    assert __import__("re").fullmatch(PUBLIC_URL, url)
+    assert re.fullmatch(PUBLIC_URL, url)
     assert tunnel.upstream == {"url": upstream.url, "protocol": "http1"}
 
     reply = http_request(url, "/tree?x=1")
@@ -217,7 +219,7 @@ def test_connect_forwards_to_upstream_with_public_host(fake: FakeNgrok, upstream
     assert path == "/tree?x=1"
     assert headers["Host"] == url.removeprefix("http://")  # the public name reaches the upstream
 
-    api_url = ngrok.get_ngrok_process(cfg).api_url
+    api_url = str(ngrok.get_ngrok_process(cfg).api_url)
     assert [t.public_url for t in ngrok.get_tunnels(cfg)] == [url]
     tunnels = ngrok.api_request(f"{api_url}/api/tunnels")["tunnels"]
     assert tunnels[0]["public_url"] == url
@@ -279,8 +281,9 @@ def test_tcp_endpoint_forwards_raw_bytes(fake: FakeNgrok) -> None:
         assert url.startswith("tcp://0.tcp.ngrok.localhost:")
         address, port, _ = public_address(url)
         with socket.create_connection((address, port), timeout=5) as sock:
-            sock.sendall(b"\x00raw\xffbytes")
-            assert recv_exactly(sock, 11) == b"\x00raw\xffbytes"
+            payload = bytes(range(256)) * 64
+            sock.sendall(payload)
+            assert recv_exactly(sock, len(payload)) == payload
     finally:
         stop()
 
@@ -305,9 +308,7 @@ def test_sigkill_closes_the_public_port(fake: FakeNgrok, upstream: RecordingServ
         (None, None, "ERR_NGROK_4018"),
     ],
 )
-def test_authentication_failures(
-    fake: FakeNgrok, config_token: str | None, argv_token: str | None, code: str
-) -> None:
+def test_authentication_failures(fake: FakeNgrok, config_token: str | None, argv_token: str | None, code: str) -> None:
     cfg = fake.pyngrok_config(fake.write_config(config_token), auth_token=argv_token)
 
     with pytest.raises(PyngrokNgrokError) as failure:
@@ -348,8 +349,9 @@ def test_second_agent_with_the_same_token_gets_108(fake: FakeNgrok) -> None:
         ngrok.get_ngrok_process(second)
     assert failure.value.ngrok_error_code == "ERR_NGROK_108"
 
-    other = fake.pyngrok_config(fake.write_config("other-token", web_addr=None, name="other.yml"),
-                                ngrok_path=fake.add_binary("ngrok-other"))
+    other = fake.pyngrok_config(
+        fake.write_config("other-token", web_addr=None, name="other.yml"), ngrok_path=fake.add_binary("ngrok-other")
+    )
     other_api = str(ngrok.get_ngrok_process(other).api_url)
     ports = [int(api.rsplit(":", 1)[1]) for api in (first_api, other_api)]
     assert ports[0] != ports[1]
@@ -465,8 +467,9 @@ def test_reserved_domain_keeps_its_url_across_restarts(fake: FakeNgrok, upstream
     assert url.startswith("http://mydomain.ngrok.localhost:")
 
     # Another live agent (another account) cannot take the domain while it is online.
-    rival = fake.pyngrok_config(fake.write_config("rival-token", name="rival.yml"),
-                                ngrok_path=fake.add_binary("ngrok-rival"))
+    rival = fake.pyngrok_config(
+        fake.write_config("rival-token", name="rival.yml"), ngrok_path=fake.add_binary("ngrok-rival")
+    )
     with pytest.raises(PyngrokNgrokHTTPError) as taken:
         ngrok.connect(upstream.url, name="jupyter", url="mydomain.ngrok.localhost", pyngrok_config=rival)
     assert taken.value.status_code == 400
@@ -500,7 +503,7 @@ def test_hang_stops_api_and_forwarding_until_cleared(fake: FakeNgrok, upstream: 
         sock.sendall(f"GET / HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n".encode())
         assert select.select([sock], [], [], 0.3)[0] == []  # ...but never answered
         fake.set_control(hang=None)
-        assert recv_until(sock, b"\r\n").startswith(b"HTTP/1.0 200")  # the held request goes through
+        assert recv_until(sock, b"\r\n").startswith(b"HTTP/1.1 200")  # the held request goes through
     assert ngrok.api_request(f"{api_url}/api/endpoints")["endpoints"]
 
 
@@ -509,7 +512,8 @@ def test_sigterm_closes_listeners_and_exits_0(fake: FakeNgrok, upstream: Recordi
     # A scrubbed environment: the wrapper itself must carry the control dir.
     proc = subprocess.Popen(
         [str(fake.path), "start", "--none", "--log", "stdout", "--config", str(config)],
-        env={}, stdout=subprocess.PIPE,
+        env={},
+        stdout=subprocess.PIPE,
     )
     try:
         lines = read_log_lines(proc, until="tunnel session started")
@@ -517,7 +521,8 @@ def test_sigterm_closes_listeners_and_exits_0(fake: FakeNgrok, upstream: Recordi
         assert web.addr is not None
         assert fake.wait_for_event("started", pid=proc.pid)["url"] == f"http://{web.addr}"
         endpoint = ngrok.api_request(
-            f"http://{web.addr}/api/endpoints", method="POST",
+            f"http://{web.addr}/api/endpoints",
+            method="POST",
             data={"name": "raw", "upstream": {"url": upstream.url}},
         )
         assert http_request(endpoint["url"]).status == 200
@@ -533,6 +538,35 @@ def test_sigterm_closes_listeners_and_exits_0(fake: FakeNgrok, upstream: Recordi
         proc.wait()
         assert proc.stdout is not None
         proc.stdout.close()
+
+
+def test_kill_all_finds_agents_before_they_register(fake: FakeNgrok) -> None:
+    procs = [
+        subprocess.Popen([str(fake.path), "start", "--none", "--log", "false", "--config", str(fake.write_config())])
+        for _ in range(2)
+    ]
+    try:
+        fake.kill_all()  # right away: one may still be the wrapper shell, neither has a record yet
+
+        assert fake.live_agent_pids() == []
+        assert [p.wait(timeout=5) for p in procs] == [-signal.SIGKILL] * 2
+    finally:
+        for proc in procs:
+            proc.kill()
+            proc.wait()
+
+
+def test_zombie_agents_are_not_live(fake: FakeNgrok) -> None:
+    proc = subprocess.Popen([str(fake.path), "start", "--none", "--log", "false", "--config", str(fake.write_config())])
+    try:
+        wait_until(lambda: proc.pid in fake.live_agent_pids(), message="the agent to run")
+        os.kill(proc.pid, signal.SIGKILL)
+        # Not reaped: the process is a zombie until wait(); it must not count as alive.
+        wait_until(lambda: proc.pid not in fake.live_agent_pids(), message="the zombie to be ignored")
+        assert proc.poll() == -signal.SIGKILL
+    finally:
+        proc.kill()
+        proc.wait()
 
 
 def read_log_lines(proc: subprocess.Popen[bytes], *, until: str, timeout: float = 10.0) -> list[NgrokLog]:

@@ -107,7 +107,8 @@ def test_json_events(sandbox: Sandbox) -> None:
     changed = json.loads(serve.wait_for(r'"event": "url_changed"', timeout=15).string)
     assert changed["public_url"] != ready["public_url"]
     down = [json.loads(x) for x in serve.lines if '"tunnel_down"' in x]
-    assert down and down[0]["error"]
+    assert down
+    assert down[0]["error"]
     status = json.loads(sandbox.run("status", "--json").stdout)
     assert status["jupyter"] == {
         "running": True,
@@ -147,7 +148,8 @@ def test_jupyter_listens_on_loopback_only_and_password_is_hashed(sandbox: Sandbo
     listening = Path("/proc/net/tcp").read_text().splitlines()[1:]
     port_hex = f"{sandbox.port:04X}"
     ours = [line.split() for line in listening if line.split()[1].endswith(":" + port_hex)]
-    assert ours and all(fields[1].startswith("0100007F:") for fields in ours if fields[3] == "0A")
+    assert ours
+    assert all(fields[1].startswith("0100007F:") for fields in ours if fields[3] == "0A")
     config = (sandbox.home / ".jupyter" / "jupyter_server_config.json").read_text()
     assert "argon2:" in config
     assert PASSWORD not in config

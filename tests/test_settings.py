@@ -28,9 +28,7 @@ def write_env(directory: Path, text: str, mode: int = 0o600) -> Path:
         (None, {"JUPYTER_PORT": ""}, "JUPYTER_PORT=9001\n", 9001),
     ],
 )
-def test_port_precedence(
-    tmp_path: Path, flag: str | None, environ: dict[str, str], dotenv: str, expected: int
-) -> None:
+def test_port_precedence(tmp_path: Path, flag: str | None, environ: dict[str, str], dotenv: str, expected: int) -> None:
     write_env(tmp_path, dotenv)
     settings = resolve({"port": flag}, {"HOME": str(tmp_path), **environ}, cwd=tmp_path)
     assert settings.port == expected

@@ -50,7 +50,7 @@ T = TypeVar("T")
 
 
 def wait_until(
-    condition: Callable[[], T], *, timeout: float = 10.0, interval: float = 0.02, message: str = "condition"
+    condition: Callable[[], T | None], *, timeout: float = 10.0, interval: float = 0.02, message: str = "condition"
 ) -> T:
     """Poll ``condition`` until it returns something truthy, and return that; TimeoutError at the deadline."""
     deadline = time.monotonic() + timeout
@@ -121,6 +121,7 @@ class FakeNgrok:
         self._control = agent.ControlDir(self.control_dir)
         self._configs: list[PyngrokConfig] = []
         self._known: dict[int, int | None] = {}  # pid -> /proc start time, kept after records go
+        self._binaries: list[Path] = []
         self.path = self.add_binary("ngrok")
 
     def add_binary(self, name: str) -> Path:
@@ -135,6 +136,7 @@ class FakeNgrok:
             f'exec {shlex.quote(sys.executable)} {shlex.quote(str(AGENT_SCRIPT))} "$@"\n'
         )
         path.chmod(path.stat().st_mode | stat.S_IXUSR | stat.S_IXGRP | stat.S_IXOTH)
+        self._binaries.append(path)
         return path
 
     # ---- configuration
@@ -224,27 +226,61 @@ class FakeNgrok:
             self._known[record["pid"]] = record.get("start_time")
         return records
 
-    def live_agent_pids(self) -> list[int]:
-        """Pids of fake agents that really run (checked in /proc; zombies and reused pids excluded)."""
-        return sorted(record["pid"] for record in self.agents())
+    def _scan_proc(self) -> dict[int, int]:
+        """Processes of this fake found in /proc (pid -> start time), registered or not yet.
 
-    def kill_all(self, timeout: float = 5.0) -> None:
-        """SIGKILL every agent this control dir knows of, and wait until none runs."""
-        self.agents()  # refresh what we know from the registry
+        An agent writes its registry record a few milliseconds after exec; the scan also
+        catches it before that, and while it is still the wrapper shell.
+        """
+        marker = f"{agent.CONTROL_DIR_ENV}={self.control_dir}".encode()
+        wrappers = {str(p).encode() for p in self._binaries}
+        found: dict[int, int] = {}
+        for entry in os.listdir("/proc"):
+            if not entry.isdigit() or int(entry) == os.getpid():
+                continue
+            try:
+                args = Path(f"/proc/{entry}/cmdline").read_bytes().split(b"\0")
+                ours = bool(wrappers.intersection(args[:2])) or (
+                    str(AGENT_SCRIPT).encode() in args
+                    and marker in Path(f"/proc/{entry}/environ").read_bytes().split(b"\0")
+                )
+            except OSError:
+                continue
+            started = agent.process_start_time(int(entry)) if ours else None
+            if started is not None:
+                found[int(entry)] = started
+        return found
+
+    def _refresh(self) -> None:
+        self.agents()
         for record in self._control.agent_records():
             self._known.setdefault(record["pid"], record.get("start_time"))
-        for pid, started in self._known.items():
-            if started is not None and agent.process_start_time(pid) == started:
+        self._known.update(self._scan_proc())
+
+    def _alive(self) -> list[int]:
+        return sorted(
+            pid
+            for pid, started in self._known.items()
+            if started is not None and agent.process_start_time(pid) == started
+        )
+
+    def live_agent_pids(self) -> list[int]:
+        """Pids of fake agents that really run (checked in /proc; zombies and reused pids excluded)."""
+        self._refresh()
+        return self._alive()
+
+    def kill_all(self, timeout: float = 5.0) -> None:
+        """SIGKILL every agent of this fake (registered or found in /proc) and wait until none runs."""
+
+        def none_left() -> bool:
+            self._refresh()
+            alive = self._alive()
+            for pid in alive:
                 with contextlib.suppress(ProcessLookupError):
                     os.kill(pid, signal.SIGKILL)
-        wait_until(
-            lambda: not any(
-                started is not None and agent.process_start_time(pid) == started
-                for pid, started in self._known.items()
-            ),
-            timeout=timeout,
-            message="fake agents to die",
-        )
+            return not alive
+
+        wait_until(none_left, timeout=timeout, message="fake agents to die")
 
     def close(self) -> None:
         """Stop what this fake started: pyngrok's agents (reaped by pyngrok) and any other agent."""

@@ -90,6 +90,9 @@ Deliberate simplifications:
   ignored; any other action type is refused with 400 so a test never silently relies on it;
   the legacy ``basic_auth: ["user:password"]`` option works as a basic-auth action;
 * ``pooling_enabled`` is recorded but does not pool: a second agent still gets ERR_NGROK_334;
+  ``inspect`` is recorded (default false) but there is no traffic inspector;
+* a reserved domain's remembered port taken by some other program makes the POST fail
+  (400) rather than silently change the URL;
 * an outage (``control.json`` ``outage``) lasts from the moment the first agent sees its id
   for ``seconds``: live agents log ``failed to reconnect session`` every 0.5 s, reset every
   public connection (the listening ports stay bound, so URLs survive) and then log
@@ -364,11 +367,7 @@ def quote_logfmt(value: str) -> str:
     if value and _BARE_VALUE.fullmatch(value):
         return value
     escaped = (
-        value.replace("\\", "\\\\")
-        .replace('"', '\\"')
-        .replace("\n", "\\n")
-        .replace("\r", "\\r")
-        .replace("\t", "\\t")
+        value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n").replace("\r", "\\r").replace("\t", "\\t")
     )
     return f'"{escaped}"'
 
@@ -948,8 +947,14 @@ class Endpoint:
         try:
             link.upstream = dial_upstream(self.upstream)
         except OSError as e:
-            self.agent.log.log("warn", "failed to open private leg", "tunnels.session",
-                               id=self.id, privaddr=f"{self.upstream.host}:{self.upstream.port}", err=str(e))
+            self.agent.log.log(
+                "warn",
+                "failed to open private leg",
+                "tunnels.session",
+                id=self.id,
+                privaddr=f"{self.upstream.host}:{self.upstream.port}",
+                err=str(e),
+            )
             if self.proto == "http":
                 send_and_close(link.client, bad_gateway(self.upstream, str(e)))
             return
@@ -971,7 +976,7 @@ class Endpoint:
             "upstream": {"url": self.upstream.url, "protocol": "http1"},
             "traffic_policy": self.policy.raw if self.policy.raw is not None else "",
             "pooling_enabled": bool(self.spec.get("pooling_enabled", False)),
-            "inspect": bool(self.spec.get("inspect", True)),
+            "inspect": bool(self.spec.get("inspect", False)),
             "metrics": self.metrics(),
         }
 
@@ -1171,6 +1176,8 @@ class Agent:
             self.log.log("info", "no configuration paths supplied")
             default = default_config_path()
             paths = [str(default)] if default.exists() else []
+            for path in paths:
+                self.log.log("info", "using configuration at default config path", path=path)
         settings = load_config(paths)
         for path in paths:
             self.log.log("info", "open config file", path=path, err="nil")
@@ -1259,8 +1266,12 @@ class Agent:
         return outage_id, self.outage_ends[outage_id]
 
     def _log_reconnect_failure(self) -> None:
-        self.log.log("eror", "failed to reconnect session", "tunnels.session",
-                     err="dial tcp: lookup connect.ngrok-agent.com: no such host")
+        self.log.log(
+            "eror",
+            "failed to reconnect session",
+            "tunnels.session",
+            err="dial tcp: lookup connect.ngrok-agent.com: no such host",
+        )
         self.next_outage_log = time.monotonic() + OUTAGE_LOG_SECONDS
 
     def _wait_out_startup_outage(self) -> None:
@@ -1291,8 +1302,12 @@ class Agent:
             endpoints = list(self.endpoints.values())
         for endpoint in endpoints:
             endpoint.drop_connections()
-        self.log.log("warn", "session closed, starting reconnect loop", "tunnels.session",
-                     err="read tcp: connection reset by peer")
+        self.log.log(
+            "warn",
+            "session closed, starting reconnect loop",
+            "tunnels.session",
+            err="read tcp: connection reset by peer",
+        )
         self._log_reconnect_failure()
         self.control.append_event("outage_started", id=window[0], urls=[e.public_url for e in endpoints])
 
@@ -1401,8 +1416,17 @@ class Agent:
             if name in self.endpoints:
                 raise invalid_config(f"an endpoint named {name!r} already exists in this agent session")
         listener, public_url = self._open_listener(proto, domain)
-        endpoint = Endpoint(self, spec, name=name, public_url=public_url, proto=proto, upstream=upstream,
-                            policy=policy, domain=domain, listener=listener)
+        endpoint = Endpoint(
+            self,
+            spec,
+            name=name,
+            public_url=public_url,
+            proto=proto,
+            upstream=upstream,
+            policy=policy,
+            domain=domain,
+            listener=listener,
+        )
         with self.lock:
             if name in self.endpoints:  # a concurrent POST won the name
                 listener.close()
@@ -1424,8 +1448,9 @@ class Agent:
             held = [r for r in self.control.live_agents() if domain in r.get("domains", [])]
             if held:
                 url = f"https://{domain}"
-                raise ApiError(400, 103, "failed to start tunnel",
-                               error_message("ERR_NGROK_334", url=url, context="endpoint"))
+                raise ApiError(
+                    400, 103, "failed to start tunnel", error_message("ERR_NGROK_334", url=url, context="endpoint")
+                )
             try:
                 listener = bind_listener(self.control.domain_port(domain))
             except OSError as e:
