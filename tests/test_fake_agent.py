@@ -460,6 +460,15 @@ def test_outage_keeps_the_same_url(fake: FakeNgrok, upstream: RecordingServer) -
     assert [log.msg for log in logs].count("client session established") == 2
 
 
+def test_agent_started_during_an_outage_connects_when_it_ends(fake: FakeNgrok) -> None:
+    fake.start_outage(0.6)  # the window starts when the first agent sees it
+    cfg = fake.pyngrok_config()
+
+    assert ngrok.get_ngrok_process(cfg).api_url
+    messages = [log.msg for log in ngrok.get_ngrok_process(cfg).logs]
+    assert messages.index("failed to reconnect session") < messages.index("client session established")
+
+
 def test_reserved_domain_keeps_its_url_across_restarts(fake: FakeNgrok, upstream: RecordingServer) -> None:
     cfg = fake.pyngrok_config()
     first = ngrok.connect(upstream.url, name="jupyter", url="https://mydomain.ngrok.localhost", pyngrok_config=cfg)
@@ -538,6 +547,28 @@ def test_sigterm_closes_listeners_and_exits_0(fake: FakeNgrok, upstream: Recordi
         proc.wait()
         assert proc.stdout is not None
         proc.stdout.close()
+
+
+def test_agent_dies_of_sigpipe_when_its_log_reader_goes(fake: FakeNgrok, upstream: RecordingServer) -> None:
+    proc = subprocess.Popen(
+        [str(fake.path), "start", "--none", "--log", "stdout", "--config", str(fake.write_config())],
+        stdout=subprocess.PIPE,
+    )
+    try:
+        api_url = fake.wait_for_event("started", pid=proc.pid)["url"]
+        assert proc.stdout is not None
+        proc.stdout.close()  # as when the Python process that ran pyngrok is gone
+
+        # The next log line ("started tunnel") hits the closed pipe, as with the Go binary.
+        ngrok.api_request(
+            f"{api_url}/api/endpoints", method="POST", data={"name": "a", "upstream": {"url": upstream.url}}
+        )
+
+        assert proc.wait(timeout=10) == -signal.SIGPIPE
+        assert fake.wait_for_event("exited", pid=proc.pid)["reason"] == "sigpipe"
+    finally:
+        proc.kill()
+        proc.wait()
 
 
 def test_kill_all_finds_agents_before_they_register(fake: FakeNgrok) -> None:

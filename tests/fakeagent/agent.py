@@ -28,7 +28,8 @@ Control directory
 ``control.json``
     fault injection, re-read every 100 ms (a missing or half-written file counts as ``{}``):
     ``hang`` (true: the local API and all forwarding stop answering; connections are accepted
-    and held), ``outage`` (``{"id": str, "seconds": float}``: a lost link to the ngrok cloud,
+    and held; it takes effect from the first poll after startup, so set it on a running
+    agent), ``outage`` (``{"id": str, "seconds": float}``: a lost link to the ngrok cloud,
     see below), ``startup_error`` and ``endpoint_error`` (an error code such as
     ``"ERR_NGROK_108"`` or ``"108"``; the first fails startup, the second fails every
     ``POST /api/endpoints``).
@@ -36,7 +37,7 @@ Control directory
     one JSON object per line, appended by every agent: ``{"event", "pid", "at", ...}`` with
     event ``started`` (``url`` = local API URL), ``startup_failed`` (``error_code``),
     ``endpoint_created`` / ``endpoint_deleted`` (``name``, ``url``), ``outage_started`` /
-    ``outage_ended`` (``id``, ``url`` of each endpoint), ``exited`` (``code``, ``reason``).
+    ``outage_ended`` (``id``, ``urls`` of the endpoints), ``exited`` (``code``, ``reason``).
 ``agents/PID.json``
     one record per agent (pid, /proc start time, state, a hash of the token, held domains):
     the basis of the one-session-per-authtoken rule (ERR_NGROK_108) and of domain ownership
@@ -45,6 +46,31 @@ Control directory
     the local port of each reserved domain, so the domain keeps its URL across restarts.
 ``outages/``
     when each outage id was first seen: an outage is one shared window of wall-clock time.
+
+Authentication (simulated)
+--------------------------
+No token -> ERR_NGROK_4018; a token starting with ``bad`` -> ERR_NGROK_105, with ``revoked`` ->
+ERR_NGROK_107 (both messages quote the token, as ngrok's do); another live agent of the same
+control dir with the same token -> ERR_NGROK_108. Any other token is accepted.
+
+Log lines (logfmt on the ``--log`` target; values quoted so ``shlex`` reads them back)
+------------------------------------------------------------------------------------
+Startup: ``msg="no configuration paths supplied"`` and ``msg="using configuration at default
+config path" path=P`` (without ``--config``), ``msg="open config file" path=P err=nil``,
+``msg="starting web service" obj=web addr=127.0.0.1:PORT allow_hosts=[]`` (the API answers
+already), ``msg="client session established" obj=tunnels.session``, ``msg="tunnel session
+started" obj=tunnels.session``. Failed session: ``lvl=eror`` ``msg="failed to reconnect
+session" obj=tunnels.session``, ``msg="session closing" obj=tunnels.session``,
+``msg="terminating with error" obj=app``, then ``lvl=crit msg="command failed"``, each with
+``err="<message>\\r\\n\\r\\nERR_NGROK_NNN"``, plus ``ERROR:  `` lines on stderr; exit 1. Bad
+configuration or flags: ``lvl=crit msg="command failed" err=...``. Endpoints: ``msg="started
+tunnel" obj=tunnels name=N addr=UPSTREAM url=PUBLIC``, ``msg="stopped tunnel" obj=tunnels
+name=N url=PUBLIC``, ``lvl=warn msg="failed to open private leg" obj=tunnels.session id=ID
+privaddr=H:P err=...`` (upstream down). Outage: ``lvl=warn msg="session closed, starting
+reconnect loop"``, ``lvl=eror msg="failed to reconnect session" obj=tunnels.session err=...``
+every 0.5 s, ``lvl=info msg="client session established"``. Stop: ``msg="received stop
+request" obj=app stopReq="{err:<nil> restart:false}"``, ``msg="session closing"
+obj=tunnels.session err=nil``.
 
 Local API (JSON, like ngrok's agent API)
 ----------------------------------------
@@ -372,8 +398,8 @@ def quote_logfmt(value: str) -> str:
     return f'"{escaped}"'
 
 
-def _die_of_sigpipe() -> NoReturn:
-    # The Go agent dies of SIGPIPE when its stdout reader is gone; do the same.
+def die_of_sigpipe() -> NoReturn:
+    """Die the way the Go agent dies when its stdout reader is gone (main thread only)."""
     signal.signal(signal.SIGPIPE, signal.SIG_DFL)
     os.kill(os.getpid(), signal.SIGPIPE)
     os._exit(141)
@@ -386,10 +412,11 @@ class LogSink:
         self.stream = stream
         self.json_format = json_format
         self.lock = threading.Lock()
+        self.broken = threading.Event()  # the reader of the log went away
         self.on_broken_pipe: Callable[[], None] = lambda: None
 
     def log(self, lvl: str, msg: str, obj: str | None = None, **fields: object) -> None:
-        if self.stream is None:
+        if self.stream is None or self.broken.is_set():
             return
         pairs: list[tuple[str, str]] = [("t", time.strftime("%Y-%m-%dT%H:%M:%S%z")), ("lvl", lvl), ("msg", msg)]
         if obj is not None:
@@ -404,8 +431,10 @@ class LogSink:
                 self.stream.write(line + "\n")
                 self.stream.flush()
             except BrokenPipeError:
-                self.on_broken_pipe()
-                _die_of_sigpipe()
+                self.broken.set()
+        if self.broken.is_set():
+            # Python sets signal dispositions only in the main thread: Agent.run dies there.
+            self.on_broken_pipe()
 
 
 # --------------------------------------------------------------------------- configuration
@@ -1002,6 +1031,11 @@ class ApiServer(ThreadingHTTPServer):
         self.agent = agent
         super().__init__(address, ApiHandler)
 
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        # A client that gave up (timeout, hang) before its answer is not worth a traceback.
+        if not isinstance(sys.exc_info()[1], OSError):
+            super().handle_error(request, client_address)
+
     def server_bind(self) -> None:
         # HTTPServer.server_bind would resolve the host name; nothing here needs it.
         socketserver.TCPServer.server_bind(self)
@@ -1130,12 +1164,16 @@ class Agent:
     def run(self) -> int:
         self.control.write_agent(self.record)
         try:
-            return self._run()
+            code = self._run()
         finally:
             if self.server is not None:
                 self.server.shutdown()
                 self.server.server_close()
             self.control.remove_agent(self.pid)
+        if self.log.broken.is_set():
+            self.control.append_event("exited", code=-int(signal.SIGPIPE), reason="sigpipe", url=self.api_url)
+            die_of_sigpipe()
+        return code
 
     def _run(self) -> int:
         try:
@@ -1231,10 +1269,14 @@ class Agent:
         for endpoint in endpoints:
             endpoint.close()
         self.log.log("info", "session closing", "tunnels.session", err="nil")
-        self.control.append_event("exited", code=0, reason="signal", url=self.api_url)
+        if not self.log.broken.is_set():
+            self.control.append_event("exited", code=0, reason="signal", url=self.api_url)
         return 0
 
     def stop(self, signum: int, frame: FrameType | None) -> None:
+        self.stopping.set()
+
+    def stop_for_broken_pipe(self) -> None:
         self.stopping.set()
 
     def wait_gate(self) -> bool:
@@ -1484,7 +1526,7 @@ def start_command(args: list[str]) -> int:
     control = ControlDir(default_control_dir())
     log = LogSink(open_log(options.log_target), json_format=options.log_format == "json")
     agent = Agent(control, log, options)
-    log.on_broken_pipe = lambda: control.append_event("exited", code=-signal.SIGPIPE, reason="sigpipe")
+    log.on_broken_pipe = agent.stop_for_broken_pipe
     signal.signal(signal.SIGTERM, agent.stop)
     signal.signal(signal.SIGINT, agent.stop)
     return agent.run()
