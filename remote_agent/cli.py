@@ -37,12 +37,19 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--root-dir", help="notebook directory (JUPYTER_ROOT_DIR; default: where serve first ran)")
     serve.add_argument("--tunnel", choices=["ngrok", "ssh"], help="ngrok (needs NGROK_AUTHTOKEN) or ssh only")
     serve.add_argument("--domain", help="reserved ngrok domain for a URL that never changes (NGROK_DOMAIN)")
+    serve.add_argument("--oauth", metavar="PROVIDER", help="visitors log in with google, github, ... at ngrok's edge")
+    serve.add_argument(
+        "--allow-email", action="append", dest="allow_emails", metavar="ADDRESS", help="with --oauth: who may pass"
+    )
+    serve.add_argument("--app", choices=["notebook", "lab"], help="Jupyter Notebook or JupyterLab (JUPYTER_APP)")
+    serve.add_argument("--qr", action="store_true", help="also draw the public URL as a QR code, for a phone")
     serve.add_argument("--detach", action="store_true", help="print the URL and return instead of following")
     serve.add_argument("--json", action="store_true", help="one JSON object per event")
 
     status = sub.add_parser("status", help="what runs: Jupyter, kernels, tunnel")
     status.add_argument("--json", action="store_true", help="one JSON object")
-    sub.add_parser("url", help="the current public URL alone, for scripts")
+    url = sub.add_parser("url", help="the current public URL alone, for scripts")
+    url.add_argument("--qr", action="store_true", help="and draw it as a QR code, for a phone")
     stop = sub.add_parser("stop", help="stop the tunnel keeper and Jupyter cleanly")
     stop.add_argument("--tunnel-only", action="store_true", help="leave Jupyter and its kernels running")
     logs = sub.add_parser("logs", help="Jupyter's and the tunnel keeper's logs")
@@ -52,6 +59,10 @@ def build_parser() -> argparse.ArgumentParser:
     password = sub.add_parser("password", help="set or change the Jupyter password")
     password.add_argument("--stdin", action="store_true", help="read the password from standard input")
     sub.add_parser("doctor", help="check prerequisites and configuration")
+    install = sub.add_parser("install-service", help="start Jupyter and the tunnel at boot (a systemd unit)")
+    install.add_argument("--user", action="store_true", help="a user unit even when root (the default for others)")
+    uninstall = sub.add_parser("uninstall-service", help="remove the systemd unit of install-service")
+    uninstall.add_argument("--user", action="store_true", help="the user unit, when root installed one with --user")
     return parser
 
 
@@ -60,7 +71,7 @@ def run(args: argparse.Namespace, settings: Settings, console: Console) -> int:
     if command == "serve":
         from remote_agent.serve import serve
 
-        return serve(settings, console, detach=args.detach)
+        return serve(settings, console, detach=args.detach, qr=args.qr)
     if command == "status":
         from remote_agent.status import status
 
@@ -68,7 +79,7 @@ def run(args: argparse.Namespace, settings: Settings, console: Console) -> int:
     if command == "url":
         from remote_agent.status import url
 
-        return url(settings, console)
+        return url(settings, console, qr=args.qr)
     if command == "stop":
         from remote_agent.stop import stop
 
@@ -87,6 +98,11 @@ def run(args: argparse.Namespace, settings: Settings, console: Console) -> int:
         from remote_agent.doctor import doctor
 
         return doctor(settings, console)
+    if command in ("install-service", "uninstall-service"):
+        from remote_agent.service import install_service, uninstall_service
+
+        action = install_service if command == "install-service" else uninstall_service
+        return action(settings, console, user=args.user)
     raise BadInput(f"Unknown command {command!r}.", "See `remote-agent --help`.")
 
 
@@ -118,6 +134,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             "root_dir": getattr(args, "root_dir", None),
             "tunnel": getattr(args, "tunnel", None),
             "domain": getattr(args, "domain", None),
+            "app": getattr(args, "app", None),
+            "oauth": getattr(args, "oauth", None),
+            "allow_emails": getattr(args, "allow_emails", None),
         }
         settings = resolve(flags, os.environ)
         remove_secrets_from_environ()

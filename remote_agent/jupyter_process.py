@@ -10,7 +10,9 @@ import sys
 from pathlib import Path
 
 from remote_agent import procs
+from remote_agent.errors import MissingPrerequisite
 from remote_agent.redaction import SECRET_ENV_KEYS
+from remote_agent.state import read_json
 
 
 def server_args(port: int, root_dir: Path) -> list[str]:
@@ -39,10 +41,27 @@ def server_args(port: int, root_dir: Path) -> list[str]:
     return args
 
 
-def window_command(port: int, root_dir: Path, log: Path) -> str:
+# The module each JUPYTER_APP runs; both are jupyter_server apps that take the same server args.
+APP_MODULES = {"notebook": "notebook", "lab": "jupyterlab"}
+APP_NAMES = {"notebook": "Jupyter Notebook", "lab": "JupyterLab"}
+
+
+def require_app(app: str) -> None:
+    """JupyterLab is an extra: say how to get it rather than fail inside tmux."""
+    import importlib.util
+
+    module = APP_MODULES.get(app, app)
+    if importlib.util.find_spec(module) is None:
+        raise MissingPrerequisite(
+            f"{APP_NAMES.get(app, app)} is not installed in {sys.prefix}.",
+            f"Install it: {sys.executable} -m pip install {module}   (or use --app notebook)",
+        )
+
+
+def window_command(port: int, root_dir: Path, log: Path, app: str = "notebook") -> str:
     """The tmux window's shell command: Jupyter becomes the pane's process (exec), secrets unset."""
     unset = " ".join(f"-u {key}" for key in SECRET_ENV_KEYS)
-    argv = [sys.executable, "-m", "notebook", *server_args(port, root_dir)]
+    argv = [sys.executable, "-m", APP_MODULES.get(app, "notebook"), *server_args(port, root_dir)]
     return f"exec env {unset} {shlex.join(argv)} >>{shlex.quote(str(log))} 2>&1"
 
 
@@ -78,6 +97,30 @@ def kernel_pids(jupyter_pid: int) -> list[int]:
     return found
 
 
+# A kernel is busy when it (or a program its cell started) used this share of one CPU while
+# `status` watched it; Jupyter's own busy/idle is behind the login, which status cannot pass.
+BUSY_CPU_SHARE = 0.2
+
+
+def kernel_activity(jupyter_pid: int, sample: float = 0.25) -> tuple[int, int]:
+    """(busy, idle) kernels: CPU used by each kernel's process tree during `sample` seconds."""
+    import time
+
+    kernels = kernel_pids(jupyter_pid)
+    if not kernels:
+        return 0, 0
+
+    def used() -> list[int]:
+        return [sum(procs.cpu_ticks(p) or 0 for p in (k, *procs.descendants(k))) for k in kernels]
+
+    before = used()
+    time.sleep(sample)
+    after = used()
+    threshold = BUSY_CPU_SHARE * sample * os.sysconf("SC_CLK_TCK")
+    busy = sum(1 for b, a in zip(before, after, strict=True) if a - b >= threshold)
+    return busy, len(kernels) - busy
+
+
 def runtime_dir() -> Path:
     env = os.environ.get("JUPYTER_RUNTIME_DIR")
     if env:
@@ -93,6 +136,13 @@ def runtime_dir() -> Path:
 def runtime_files(pid: int) -> list[Path]:
     directory = runtime_dir()
     return [p for p in (directory / f"jpserver-{pid}.json", directory / f"jpserver-{pid}-open.html") if p.exists()]
+
+
+def runtime_port(pid: int) -> int | None:
+    """The port a running Jupyter wrote into its runtime file, if it answers there."""
+    info = read_json(runtime_dir() / f"jpserver-{pid}.json") or {}
+    port = info.get("port")
+    return port if isinstance(port, int) and answers(port) else None
 
 
 def remove_runtime_files(pid: int) -> None:

@@ -17,13 +17,14 @@ import sys
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from types import FrameType
 from typing import Any
 
-from remote_agent import procs
-from remote_agent.ngrok_agent import FATAL_HINTS, Agent, AgentError, is_our_agent
+from remote_agent import edge_policy, procs
+from remote_agent.ngrok_agent import FATAL_HINTS, Agent, AgentError, is_our_agent, public_url_answers
+from remote_agent.notify import Notifier
 from remote_agent.redaction import RedactingFilter
 from remote_agent.state import Home, TunnelState, now_iso, read_json, write_json
 
@@ -32,10 +33,11 @@ log = logging.getLogger("remote_agent.keeper")
 CHECK_INTERVAL = 1.0
 PROBE_TIMEOUT = 1.0
 PROBE_FAILURES_BEFORE_REPLACE = 2
+PUBLIC_PROBE_TIMEOUT = 1.5
 # The agent reconnects by itself after a network blip and keeps its URL; give it this long.
 RECONNECT_GRACE = 60.0
 SHORT_BACKOFF = (0.0, 0.5, 1.0, 2.0, 4.0, 8.0, 15.0)
-LONG_BACKOFF = (30.0, 60.0, 120.0, 300.0)
+LONG_BACKOFF = (10.0, 30.0, 60.0, 120.0, 300.0)
 
 
 @dataclass(frozen=True)
@@ -46,28 +48,32 @@ class KeeperConfig:
     ngrok_path: str
     domain: str | None = None
     basic_auth: str | None = None
+    oauth_provider: str | None = None
+    allow_emails: tuple[str, ...] = ()
+    login_rate: int = edge_policy.DEFAULT_LOGIN_RATE
+    on_url_change: str | None = None  # a command run with each new public URL (notify.py)
+    webhook: str | None = None  # a URL that gets a POST with each new public URL
 
     def to_dict(self) -> dict[str, Any]:
-        return {"port": self.port, "ngrok_path": self.ngrok_path, "domain": self.domain, "basic_auth": self.basic_auth}
+        data = asdict(self)
+        data["allow_emails"] = list(self.allow_emails)
+        return data
 
     @classmethod
     def load(cls, path: Path) -> KeeperConfig | None:
         data = read_json(path)
         if not data or not isinstance(data.get("port"), int) or not data.get("ngrok_path"):
             return None
-        return cls(
-            port=data["port"],
-            ngrok_path=str(data["ngrok_path"]),
-            domain=data.get("domain") or None,
-            basic_auth=data.get("basic_auth") or None,
-        )
+        known = {f.name for f in fields(cls)}
+        values = {k: v for k, v in data.items() if k in known}
+        values["allow_emails"] = tuple(values.get("allow_emails") or ())
+        try:
+            return cls(**values)
+        except TypeError:
+            return None
 
     def traffic_policy(self) -> dict[str, Any] | None:
-        if not self.basic_auth:
-            return None
-        return {
-            "on_http_request": [{"actions": [{"type": "basic-auth", "config": {"credentials": [self.basic_auth]}}]}]
-        }
+        return edge_policy.build(self.basic_auth, self.oauth_provider, self.allow_emails, self.login_rate)
 
 
 class Backoff:
@@ -115,9 +121,11 @@ class Keeper:
         self.wake = threading.Event()
         self.stopping = False
         self.reconnecting_since: float | None = None
+        self.written: tuple[int, int] | None = None
         self.state = TunnelState(provider="ngrok", status="starting", keeper_pid=os.getpid(), port=config.port)
         self.short = Backoff(SHORT_BACKOFF)
         self.long = Backoff(LONG_BACKOFF, jitter=0.2)
+        self.notifier = Notifier(config.on_url_change, config.webhook, self.secrets)
 
     # -- what the agent says, on pyngrok's monitor thread: keep it quick
     def on_agent_log(self, line: Any) -> None:
@@ -135,8 +143,23 @@ class Keeper:
             setattr(self.state, key, value)
         try:
             self.home.write_tunnel(self.state)
+            self.written = self.state_file_identity()
         except Exception as e:  # a full disk must not stop the tunnel itself
             log.error("could not record the tunnel state: %s", e)
+            self.written = None
+
+    def state_file_identity(self) -> tuple[int, int] | None:
+        try:
+            st = self.home.tunnel_state.stat()
+        except OSError:
+            return None
+        return st.st_ino, st.st_mtime_ns
+
+    def restore_state_file(self) -> None:
+        """Rewrite the state file if someone removed, replaced or corrupted it: one stat a second."""
+        if self.state_file_identity() != self.written:
+            log.warning("the tunnel state file changed under the keeper; writing it again")
+            self.save()
 
     def stop(self, signum: int, _frame: FrameType | None) -> None:
         self.stopping = True
@@ -152,6 +175,9 @@ class Keeper:
             procs.wait_gone(pid, 5)
         if previous is not None:
             self.state.reopened = previous.reopened if previous.status != "stopped" else 0
+            self.state.last_url = previous.last_url or previous.public_url
+            if previous.status != "stopped":
+                self.state.url_changes, self.state.reopen_reasons = previous.url_changes, previous.reopen_reasons
 
     def pause(self, seconds: float) -> None:
         self.wake.wait(seconds)
@@ -165,12 +191,29 @@ class Keeper:
             agent.kill()
             self.handle_refusal(e)
             return None
-        previous = self.state.public_url
-        reopened = self.state.reopened + (1 if self.state.status not in ("starting",) else 0)
-        self.save(status="up", public_url=url, since=now_iso(), agent_pid=agent.pid, reopened=reopened)
+        previous = self.state.public_url or self.state.last_url
+        is_reopen = self.state.status not in ("starting",)
+        reopened = self.state.reopened + (1 if is_reopen else 0)
+        reasons = self.state.reopen_reasons
+        if is_reopen:
+            reasons = count_reason(reasons, self.state.last_error)
+        changes = self.state.url_changes + (1 if is_reopen and previous and previous != url else 0)
+        self.save(
+            status="up",
+            public_url=url,
+            since=now_iso(),
+            agent_pid=agent.pid,
+            reopened=reopened,
+            api_url=agent.api_url,
+            last_url=url,
+            url_changes=changes,
+            reopen_reasons=reasons,
+        )
         log.info("tunnel open: %s -> 127.0.0.1:%s", url, self.config.port)
         if previous and previous != url:
             log.info("the public URL changed: %s (was %s)", url, previous)
+        if previous != url:
+            self.notifier.url_changed(url, previous)  # queued: the hooks run on their own thread
         self.short.reset()
         self.long.reset()
         self.reconnecting_since = None
@@ -182,6 +225,9 @@ class Keeper:
         self.wake.set()
 
     def handle_refusal(self, e: AgentError) -> None:
+        # What the failed agent logged on its way out must not cut the wait short.
+        self.reconnecting_since = None
+        self.wake.clear()
         message = e.explain()
         hint = FATAL_HINTS.get(e.code or "", "")
         if e.kind == "fatal":
@@ -223,12 +269,15 @@ class Keeper:
             log.warning("the agent no longer lists the endpoint; reopening")
             self.save(status="down", last_error="the endpoint disappeared")
             return False, 0
+        # The local API did not answer: is the tunnel itself still carrying traffic?
         failures += 1
-        if failures >= PROBE_FAILURES_BEFORE_REPLACE:
-            log.warning("the agent has stopped answering; replacing it")
-            self.save(status="down", last_error="the ngrok agent stopped answering")
-            return False, 0
-        return True, failures
+        url = self.state.public_url
+        patience = PROBE_FAILURES_BEFORE_REPLACE * 3
+        if url and failures < patience and public_url_answers(url, PUBLIC_PROBE_TIMEOUT):
+            return True, failures
+        log.warning("the agent has stopped answering (its API and the public URL); replacing it")
+        self.save(status="down", last_error="the ngrok agent stopped answering")
+        return False, 0
 
     def run(self) -> int:
         self.kill_leftover_agent()
@@ -244,6 +293,7 @@ class Keeper:
                 if self.stopping:
                     break
                 keep, failures = self.check(agent, failures)
+                self.restore_state_file()
                 if not keep:
                     agent.kill()
                     agent = None
@@ -254,6 +304,16 @@ class Keeper:
                 self.save(status="stopped", public_url=None, agent_pid=None)
             log.info("keeper stopped")
         return 0
+
+
+def count_reason(reasons: dict[str, int], reason: str | None, keep: int = 8) -> dict[str, int]:
+    """Tally why the tunnel was reopened; the rarest reasons go once there are too many kinds."""
+    counted = dict(reasons)
+    key = reason or "unknown"
+    counted[key] = counted.get(key, 0) + 1
+    while len(counted) > keep:
+        counted.pop(min((k for k in counted if k != key), key=lambda k: counted[k]))
+    return counted
 
 
 def write_keeper_config(home: Home, config: KeeperConfig) -> bool:

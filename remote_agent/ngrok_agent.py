@@ -7,10 +7,12 @@ The authtoken lives in the agent's own 0600 config file, never on its command li
 from __future__ import annotations
 
 import contextlib
+import http.client
 import json
 import os
 import threading
 import urllib.error
+import urllib.parse
 import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -91,6 +93,8 @@ def write_agent_config(path: Path, authtoken: str) -> None:
         f"  authtoken: {json.dumps(authtoken)}",
         "  web_addr: 127.0.0.1:4040",
         "  update_check: false",
+        # No traffic inspector: it would keep visitors' cookies and Jupyter's XSRF tokens in memory.
+        "  inspect_db_size: -1",
         "",
     ]
     write_private(path, "\n".join(lines))
@@ -241,6 +245,27 @@ class Agent:
             with contextlib.suppress(Exception):
                 self._proc.wait(5)
         self.api_url = None
+
+
+def public_url_answers(url: str, timeout: float) -> bool:
+    """True when a request through the public URL gets any HTTP answer (even ngrok's error page).
+
+    Names under .localhost are loopback by RFC 6761: connect to 127.0.0.1 and send the
+    name as the Host header, as a browser does.
+    """
+    parts = urllib.parse.urlsplit(url)
+    host = parts.hostname or ""
+    address = "127.0.0.1" if host == "localhost" or host.endswith(".localhost") else host
+    connection_class = http.client.HTTPSConnection if parts.scheme == "https" else http.client.HTTPConnection
+    conn = connection_class(address, parts.port, timeout=timeout)
+    try:
+        conn.request("HEAD", "/api", headers={"Host": parts.netloc, "ngrok-skip-browser-warning": "1"})
+        conn.getresponse().read(0)
+        return True
+    except (OSError, http.client.HTTPException):
+        return False
+    finally:
+        conn.close()
 
 
 def is_our_agent(pid: int, config_path: Path) -> bool:

@@ -70,3 +70,47 @@ def terminate(pid: int, timeout: float) -> bool:
     signal_pid(pid, signal.SIGKILL)
     wait_gone(pid, 5)
     return False
+
+
+def _stat_fields(pid: int) -> list[str] | None:
+    """The fields of /proc/PID/stat after the command name (fields[0] is the state letter)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return None
+
+
+def cpu_ticks(pid: int) -> int | None:
+    """CPU time `pid` used so far, user and system, all threads, in clock ticks."""
+    fields = _stat_fields(pid)
+    return int(fields[11]) + int(fields[12]) if fields and len(fields) > 12 else None
+
+
+def started_at(pid: int) -> float | None:
+    """When `pid` started, in seconds since the epoch (from /proc, so right even after a record is lost)."""
+    fields = _stat_fields(pid)
+    if not fields or len(fields) <= 19:
+        return None
+    try:
+        boot = next(
+            int(line.split()[1]) for line in Path("/proc/stat").read_text().splitlines() if line.startswith("btime")
+        )
+    except (OSError, StopIteration, ValueError, IndexError):
+        return None
+    return boot + int(fields[19]) / os.sysconf("SC_CLK_TCK")
+
+
+def descendants(pid: int) -> list[int]:
+    """Children, grandchildren ... of `pid`, from one pass over /proc."""
+    parents: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            fields = _stat_fields(int(entry.name))
+            if fields and len(fields) > 1:
+                parents.setdefault(int(fields[1]), []).append(int(entry.name))
+    found, todo = [], [pid]
+    while todo:
+        for child in parents.get(todo.pop(), []):
+            found.append(child)
+            todo.append(child)
+    return found

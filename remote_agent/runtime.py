@@ -24,6 +24,7 @@ class JupyterRecord:
     root_dir: str | None
     provider: str
     started_at: str | None
+    app: str = "notebook"  # notebook | lab; older records lack it
 
     @classmethod
     def load(cls, home: Home) -> JupyterRecord | None:
@@ -36,6 +37,7 @@ class JupyterRecord:
             root_dir=data.get("root_dir"),
             provider=str(data.get("provider") or "ngrok"),
             started_at=data.get("started_at"),
+            app=str(data.get("app") or "notebook"),
         )
 
     def to_dict(self) -> dict[str, Any]:

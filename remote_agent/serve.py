@@ -14,7 +14,14 @@ from types import FrameType
 from remote_agent import jupyter_config, procs
 from remote_agent.console import Console
 from remote_agent.errors import BadInput, StartFailed
-from remote_agent.jupyter_process import answers, port_in_use, window_command
+from remote_agent.jupyter_process import (
+    APP_NAMES,
+    answers,
+    port_in_use,
+    require_app,
+    runtime_port,
+    window_command,
+)
 from remote_agent.keeper import KeeperConfig, write_keeper_config
 from remote_agent.password import prompt_twice, warn_if_short
 from remote_agent.runtime import JupyterRecord, live_window_pid, remembered_root
@@ -23,8 +30,10 @@ from remote_agent.ssh_hint import host_is_private, laptop_url, ssh_command
 from remote_agent.state import (
     Home,
     TunnelState,
+    append_private,
     exclusive_lock,
     now_iso,
+    read_json,
     write_json,
 )
 from remote_agent.tmux_session import JUPYTER_WINDOW, KEEPER_WINDOW, TmuxSession, require_tmux
@@ -145,11 +154,23 @@ def ensure_jupyter(settings: Settings, home: Home, tmux: TmuxSession, console: C
                 f"Jupyter already runs on port {record.port}; keeping it. "
                 "To change the port: `remote-agent stop`, then serve again."
             )
+        if settings.app is not None and settings.app != record.app:
+            console.warn(
+                f"{APP_NAMES.get(record.app, record.app)} already runs; keeping it. "
+                f"To switch to {APP_NAMES[settings.app]}: `remote-agent stop`, then serve --app {settings.app}."
+            )
         ensure_password(settings, console, jupyter_running=True)
         return pid, record.port, False
     if pid is not None:
-        # A Jupyter window without our record: left by something else; do not guess, replace it.
+        # Our window, but the record is lost or corrupt: Jupyter's own runtime file tells its port.
+        port = runtime_port(pid)
+        if port is not None:
+            write_json(home.jupyter_record, JupyterRecord(pid, port, None, settings.provider, None).to_dict())
+            console.note(f"Found Jupyter running (pid {pid}) on port {port}; its record was missing and is rewritten.")
+            return pid, port, False
         procs.terminate(pid, 10)
+    app = settings.app or "notebook"
+    require_app(app)
     ensure_password(settings, console, jupyter_running=False)
     if record and record.pid and not procs.is_alive(record.pid):
         console.note(
@@ -164,18 +185,16 @@ def ensure_jupyter(settings: Settings, home: Home, tmux: TmuxSession, console: C
         )
     root = root_dir_for(settings, home)
     marker = f"--- remote-agent: Jupyter starting at {now_iso()} ---"
-    with open(home.jupyter_log, "a", encoding="utf-8") as f:
-        f.write(marker + "\n")
-    os.chmod(home.jupyter_log, 0o600)
+    append_private(home.jupyter_log, marker + "\n")
     tmux.start_window(
-        JUPYTER_WINDOW, window_command(settings.port, root, home.jupyter_log), passed_environment(settings), root
+        JUPYTER_WINDOW, window_command(settings.port, root, home.jupyter_log, app), passed_environment(settings), root
     )
     pid = live_window_pid(tmux, JUPYTER_WINDOW)
     if pid is None:
         raise StartFailed("Jupyter exited at once.", *_log_hint(home, marker))
     write_json(
         home.jupyter_record,
-        JupyterRecord(pid, settings.port, str(root), settings.provider, now_iso()).to_dict(),
+        JupyterRecord(pid, settings.port, str(root), settings.provider, now_iso(), app).to_dict(),
     )
     return pid, settings.port, True
 
@@ -214,7 +233,17 @@ def ensure_keeper(settings: Settings, home: Home, tmux: TmuxSession, port: int, 
     ensure_binary(ngrok_path, settings.ngrok_path is not None, console.note)
     token = settings.ngrok_authtoken or ""
     agent_config_changed = _write_if_changed(home.ngrok_config, token, write_agent_config)
-    config = KeeperConfig(port=port, ngrok_path=ngrok_path, domain=settings.domain, basic_auth=settings.basic_auth)
+    config = KeeperConfig(
+        port=port,
+        ngrok_path=ngrok_path,
+        domain=settings.domain,
+        basic_auth=settings.basic_auth,
+        oauth_provider=settings.oauth_provider,
+        allow_emails=settings.allow_emails,
+        login_rate=settings.login_rate,
+        on_url_change=settings.on_url_change,
+        webhook=settings.webhook,
+    )
     changed = write_keeper_config(home, config) or agent_config_changed
     pid = live_window_pid(tmux, KEEPER_WINDOW)
     if pid is not None and not changed:
@@ -284,7 +313,7 @@ def wait_for_tunnel(home: Home, keeper_pid: int, console: Console, started: floa
 def print_ready(
     settings: Settings, console: Console, pid: int, port: int, started_now: bool, public_url: str | None, provider: str
 ) -> None:
-    ssh = ssh_command(port, os.environ, settings.ssh_host, settings.ssh_key)
+    ssh = ssh_command(port, os.environ, settings.ssh_host, settings.ssh_key, settings.laptop_port)
     local_url = f"http://127.0.0.1:{port}/"
     console.event("ready", public_url=public_url, local_url=local_url, ssh_command=ssh, jupyter_pid=pid)
     state = "started" if started_now else "already running"
@@ -294,7 +323,7 @@ def print_ready(
         console.line("Share it    Send the URL and the Jupyter password. On ngrok's free plan a visitor")
         console.line("            clicks 'Visit Site' once on ngrok's warning page, then logs in.")
     console.line(f"SSH         On your laptop: {ssh}")
-    console.line(f"            then open {laptop_url()} and log in with the Jupyter password.")
+    console.line(f"            then open {laptop_url(settings.laptop_port)} and log in with the Jupyter password.")
     if host_is_private(os.environ, settings.ssh_host):
         console.line("            (If you reach this server by another name, e.g. EC2's public DNS, use that as the")
         console.line("            host, or set REMOTE_AGENT_SSH_HOST.)")
@@ -305,7 +334,26 @@ def print_ready(
         )
 
 
-def follow(home: Home, tmux: TmuxSession, console: Console, last: TunnelState) -> int:
+def draw_qr(console: Console, url: str) -> None:
+    if not console.json_mode:
+        from remote_agent import qr
+
+        qr.draw(url, console.out)
+
+
+def suggest_stable_url(home: Home, console: Console, state: TunnelState) -> None:
+    """Once, after a reopen changed the URL: a reserved domain would have kept it."""
+    if console.json_mode or state.url_changes < 1:
+        return
+    config = KeeperConfig.load(home.keeper_config)
+    if config is None or config.domain or (read_json(home.hints) or {}).get("ngrok_domain"):
+        return
+    write_json(home.hints, {**(read_json(home.hints) or {}), "ngrok_domain": now_iso()})
+    console.line("Tip         The URL changed when the tunnel was reopened. For one URL that never changes,")
+    console.line("            set NGROK_DOMAIN in .env to your free static domain (dashboard.ngrok.com/domains).")
+
+
+def follow(home: Home, tmux: TmuxSession, console: Console, last: TunnelState, qr: bool = False) -> int:
     """Print each new URL the keeper records until Ctrl-C or hangup."""
     console.line("")
     console.line("Following the tunnel: new URLs appear here. Ctrl-C stops following;")
@@ -337,6 +385,9 @@ def follow(home: Home, tmux: TmuxSession, console: Console, last: TunnelState) -
             console.event("url_changed", public_url=state.public_url)
             console.line(f"New public URL  {state.public_url}")
             last_url = state.public_url
+            if qr:
+                draw_qr(console, state.public_url)
+            suggest_stable_url(home, console, state)
         if state.status == "fatal":
             console.note(state.last_error or "ngrok refused the tunnel; the keeper stopped.")
             return 5
@@ -353,7 +404,7 @@ def _raise_hangup(_signum: int, _frame: FrameType | None) -> None:
 # -- the command ------------------------------------------------------------------
 
 
-def serve(settings: Settings, console: Console, detach: bool) -> int:
+def serve(settings: Settings, console: Console, detach: bool, qr: bool = False) -> int:
     require_tmux()
     home = Home(settings.home).ensure()
     if settings.env_file is not None and settings.env_file_exposed:
@@ -379,11 +430,17 @@ def serve(settings: Settings, console: Console, detach: bool) -> int:
             wait_for_jupyter(pid, port, home, console, started)
         tunnel = wait_for_tunnel(home, keeper_pid, console, started) if keeper_pid else None
     print_ready(settings, console, pid, port, started_now, tunnel.public_url if tunnel else None, provider)
+    if qr and tunnel is not None and tunnel.public_url:
+        draw_qr(console, tunnel.public_url)
+    elif qr:
+        console.note("--qr: there is no public URL to draw (the tunnel is SSH).")
+    if tunnel is not None:
+        suggest_stable_url(home, console, tunnel)
     if detach or tunnel is None:
         return 0
     signal.signal(signal.SIGHUP, _raise_hangup)
     try:
-        return follow(home, tmux, console, tunnel)
+        return follow(home, tmux, console, tunnel, qr)
     except (Hangup, BrokenPipeError):
         return 130
     except OSError:

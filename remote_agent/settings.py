@@ -16,8 +16,10 @@ from typing import Literal
 from dotenv import dotenv_values
 
 from remote_agent.errors import BadInput
+from remote_agent.ssh_hint import LAPTOP_PORT
 
 Provider = Literal["ngrok", "ssh"]
+App = Literal["notebook", "lab"]
 
 DEFAULT_PORT = 8888
 DEFAULT_SESSION = "remote-agent"
@@ -31,11 +33,18 @@ KEYS = (
     "JUPYTER_ROOT_DIR",
     "NGROK_DOMAIN",
     "NGROK_BASIC_AUTH",
+    "NGROK_OAUTH",
+    "NGROK_OAUTH_ALLOW_EMAILS",
+    "NGROK_LOGIN_RATE_LIMIT",
     "REMOTE_AGENT_SESSION",
     "REMOTE_AGENT_HOME",
     "PYNGROK_NGROK_PATH",
     "REMOTE_AGENT_SSH_HOST",
     "REMOTE_AGENT_SSH_KEY",
+    "REMOTE_AGENT_LAPTOP_PORT",
+    "JUPYTER_APP",
+    "REMOTE_AGENT_ON_URL_CHANGE",
+    "REMOTE_AGENT_WEBHOOK",
 )
 
 
@@ -52,11 +61,19 @@ class Settings:
     requested_provider: Provider | None = None
     ssh_host: str | None = None
     ssh_key: str | None = None
+    laptop_port: int = LAPTOP_PORT
     env_file: Path | None = None
     env_file_exposed: bool = False
+    oauth_provider: str | None = None
+    allow_emails: tuple[str, ...] = ()
+    login_rate: int = 20
     ngrok_authtoken: str | None = field(default=None, repr=False)
     jupyter_password: str | None = field(default=None, repr=False)
     basic_auth: str | None = field(default=None, repr=False)
+    app: App | None = None  # None: notebook, without overriding a running JupyterLab
+    # Hooks for a new public URL; both may hold secrets (a Slack URL), so neither is shown.
+    on_url_change: str | None = field(default=None, repr=False)
+    webhook: str | None = field(default=None, repr=False)
 
     @property
     def provider(self) -> Provider:
@@ -141,6 +158,28 @@ def _parse_basic_auth(raw: str) -> str:
     return raw
 
 
+def _parse_login_rate(raw: str) -> int:
+    try:
+        rate = int(raw)
+    except ValueError:
+        rate = -1
+    if rate < 0:
+        raise BadInput(
+            f"NGROK_LOGIN_RATE_LIMIT must be a number of login attempts per minute, not {raw!r}.",
+            "Use e.g. 20, or 0 to turn the limit off.",
+        )
+    return rate
+
+
+def _parse_emails(raw: object) -> tuple[str, ...]:
+    items = raw if isinstance(raw, (list, tuple)) else str(raw).split(",")
+    emails = tuple(str(e).strip() for e in items if str(e).strip())
+    for email in emails:
+        if "@" not in email or " " in email or "'" in email:
+            raise BadInput(f"{email!r} is not an e-mail address.", "Give addresses like ana@example.com.")
+    return emails
+
+
 def _parse_session(raw: str) -> str:
     if not raw or any(c in raw for c in ".: "):
         raise BadInput(
@@ -150,7 +189,42 @@ def _parse_session(raw: str) -> str:
     return raw
 
 
-def resolve(
+def _parse_app(raw: str, source: str) -> App:
+    value = raw.strip().lower()
+    if value in ("notebook", "lab"):
+        return "lab" if value == "lab" else "notebook"
+    raise BadInput(f"{source} must be notebook or lab, not {raw!r}.", "notebook is Jupyter Notebook, lab JupyterLab.")
+
+
+def _parse_hook_command(raw: str) -> str:
+    """Check REMOTE_AGENT_ON_URL_CHANGE's quoting; the command runs as given (see notify.py)."""
+    import shlex
+
+    try:
+        words = shlex.split(raw)
+    except ValueError as e:
+        raise BadInput(
+            f"REMOTE_AGENT_ON_URL_CHANGE cannot be parsed: {e}.",
+            "Check its quotes; in .env, wrap the whole command in single quotes.",
+        ) from None
+    if not words:
+        raise BadInput("REMOTE_AGENT_ON_URL_CHANGE is blank.", "Set a command, or remove the setting.")
+    return raw.strip()
+
+
+def _parse_webhook(raw: str) -> str:
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(raw.strip())
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise BadInput(
+            "REMOTE_AGENT_WEBHOOK must be an http:// or https:// URL.",
+            "Use the URL your service gave you, e.g. https://hooks.slack.com/services/...",
+        )
+    return raw.strip()
+
+
+def resolve(  # noqa: PLR0915 (one straight pass over every setting reads best)
     flags: Mapping[str, object | None],
     environ: Mapping[str, str],
     cwd: Path | None = None,
@@ -206,7 +280,23 @@ def resolve(
             "or use --tunnel ssh.",
         )
 
+    app_flag = flags.get("app")
+    app_raw = str(app_flag) if app_flag is not None else pick("JUPYTER_APP")
+    hook_raw = pick("REMOTE_AGENT_ON_URL_CHANGE")
+    webhook_raw = pick("REMOTE_AGENT_WEBHOOK")
+    oauth_flag = flags.get("oauth")
+    oauth = str(oauth_flag) if oauth_flag is not None else pick("NGROK_OAUTH")
+    emails_flag = flags.get("allow_emails")
+    emails = _parse_emails(emails_flag if emails_flag else pick("NGROK_OAUTH_ALLOW_EMAILS") or "")
+    if emails and not oauth:
+        raise BadInput(
+            "An e-mail allow-list needs OAuth at the edge.",
+            "Add --oauth google (or set NGROK_OAUTH), or drop --allow-email.",
+        )
+    rate_raw = pick("NGROK_LOGIN_RATE_LIMIT")
+
     basic_raw = pick("NGROK_BASIC_AUTH")
+    laptop_raw = pick("REMOTE_AGENT_LAPTOP_PORT")
     home_raw = pick("REMOTE_AGENT_HOME")
     settings = Settings(
         port=port,
@@ -218,11 +308,18 @@ def resolve(
         requested_provider=requested,
         ssh_host=pick("REMOTE_AGENT_SSH_HOST"),
         ssh_key=pick("REMOTE_AGENT_SSH_KEY"),
+        laptop_port=_parse_port(laptop_raw, "REMOTE_AGENT_LAPTOP_PORT") if laptop_raw else LAPTOP_PORT,
         env_file=path if path.is_file() else None,
         env_file_exposed=path.is_file() and _is_exposed(path),
         ngrok_authtoken=token,
         jupyter_password=pick("JUPYTER_PASSWORD"),
         basic_auth=_parse_basic_auth(basic_raw) if basic_raw else None,
+        oauth_provider=oauth or None,
+        allow_emails=emails,
+        login_rate=_parse_login_rate(rate_raw) if rate_raw is not None else 20,
+        app=_parse_app(app_raw, "--app" if app_flag is not None else "JUPYTER_APP") if app_raw else None,
+        on_url_change=_parse_hook_command(hook_raw) if hook_raw else None,
+        webhook=_parse_webhook(webhook_raw) if webhook_raw else None,
     )
     return settings
 

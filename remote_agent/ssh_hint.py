@@ -19,10 +19,12 @@ def server_address(environ: Mapping[str, str]) -> tuple[str | None, str | None]:
     return None, None
 
 
-def ssh_command(jupyter_port: int, environ: Mapping[str, str], host: str | None, key: str | None) -> str:
+def ssh_command(
+    jupyter_port: int, environ: Mapping[str, str], host: str | None, key: str | None, laptop_port: int = LAPTOP_PORT
+) -> str:
     """e.g. `ssh -i ~/.ssh/KEY.pem -N -L 12345:localhost:8888 ubuntu@203.0.113.7`."""
     address, ssh_port = server_address(environ)
-    argv = ["ssh", "-i", key or KEY_PLACEHOLDER, "-N", "-L", f"{LAPTOP_PORT}:localhost:{jupyter_port}"]
+    argv = ["ssh", "-i", key or KEY_PLACEHOLDER, "-N", "-L", f"{laptop_port}:localhost:{jupyter_port}"]
     if ssh_port and ssh_port != "22":
         argv += ["-p", ssh_port]
     argv.append(f"{getpass.getuser()}@{host or address or 'HOST'}")
@@ -44,5 +46,5 @@ def host_is_private(environ: Mapping[str, str], host: str | None) -> bool:
     return ip.is_private and not ip.is_loopback
 
 
-def laptop_url() -> str:
-    return f"http://localhost:{LAPTOP_PORT}/"
+def laptop_url(laptop_port: int = LAPTOP_PORT) -> str:
+    return f"http://localhost:{laptop_port}/"

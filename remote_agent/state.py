@@ -14,7 +14,7 @@ import os
 import tempfile
 import time
 from collections.abc import Iterator
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, field, fields
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -77,6 +77,18 @@ def write_private(path: Path, text: str) -> None:
         raise _explain(path, e) from e
 
 
+def append_private(path: Path, text: str) -> None:
+    """Append to a 0600 log file, with the same plain error as other writes when the disk is full."""
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+        try:
+            os.write(fd, text.encode())
+        finally:
+            os.close(fd)
+    except OSError as e:
+        raise _explain(path, e) from e
+
+
 def write_json(path: Path, data: dict[str, Any]) -> None:
     write_private(path, json.dumps(data, indent=2, sort_keys=True) + "\n")
 
@@ -129,6 +141,11 @@ class TunnelState:
     agent_pid: int | None = None
     port: int | None = None
     updated_at: str | None = None
+    # Optional, added later (older files lack them and read as these defaults):
+    api_url: str | None = None  # the agent's local API, where status asks for region and latency
+    last_url: str | None = None  # the latest public URL, kept while the tunnel is down or stopped
+    url_changes: int = 0  # reopens that gave a different public URL
+    reopen_reasons: dict[str, int] = field(default_factory=dict)  # why it was reopened, how often
     version: int = STATE_VERSION
 
     @classmethod
@@ -174,6 +191,11 @@ class Home:
     @property
     def remembered(self) -> Path:
         return self.root / "remembered.json"
+
+    @property
+    def hints(self) -> Path:
+        """Tips already given once (e.g. NGROK_DOMAIN after the URL changed)."""
+        return self.root / "hints.json"
 
     @property
     def lock(self) -> Path:

@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import json
+import time
+from datetime import datetime, timezone
 from typing import Any
 
 from remote_agent.console import Console
 from remote_agent.errors import NotRunning
 from remote_agent.runtime import Snapshot, snapshot
 from remote_agent.settings import Settings
-from remote_agent.state import Home
+from remote_agent.state import Home, TunnelState
 from remote_agent.tmux_session import TmuxSession
 
 
@@ -65,26 +67,124 @@ def status(settings: Settings, console: Console) -> int:
     if console.json_mode:
         console.out.write(json.dumps(as_json(snap)) + "\n")
         return 3 if found else 0
-    data = as_json(snap)
-    j, t = data["jupyter"], data["tunnel"]
-    if j["running"]:
-        console.line(f"Jupyter   running, pid {j['pid']}, {j['local_url']}, {j['kernels']} kernel(s)")
-    else:
-        console.line("Jupyter   not running")
-    if t["provider"] == "ssh":
-        console.line("Tunnel    ssh (no public URL; `remote-agent serve` prints the ssh command)")
-    elif t["public_url"]:
-        console.line(f"Tunnel    ngrok, {t['public_url']}, up since {t['since']}, reopened {t['reopened']} time(s)")
-    else:
-        console.line("Tunnel    ngrok, down")
-    if t["last_error"]:
-        console.line(f"Last error  {t['last_error']}")
+    for line in table(snap):
+        console.line(line)
     for problem in found:
         console.line(f"! {problem}")
     return 3 if found else 0
 
 
-def url(settings: Settings, console: Console) -> int:
+# -- the table for people -------------------------------------------------------
+
+
+def duration(seconds: float) -> str:
+    """12 s, 5 min, 2 h 14 min, 3 d 4 h."""
+    s = max(0, int(seconds))
+    if s < 60:
+        return f"{s} s"
+    if s < 3600:
+        return f"{s // 60} min"
+    if s < 86400:
+        return f"{s // 3600} h {s % 3600 // 60} min"
+    return f"{s // 86400} d {s % 86400 // 3600} h"
+
+
+def _since(iso: str | None) -> tuple[float | None, str]:
+    """(epoch seconds, 'since 2025-11-22 13:40 UTC') for a state file's ISO time."""
+    if not iso:
+        return None, ""
+    try:
+        at = datetime.fromisoformat(iso)
+    except ValueError:
+        return None, ""
+    if at.tzinfo is None:
+        at = at.replace(tzinfo=timezone.utc)
+    return at.timestamp(), "since " + at.astimezone(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+
+
+def agent_status(api_url: str | None, timeout: float = 0.5) -> dict[str, Any]:
+    """The agent's own GET /api/status (loopback, no auth): region, latency; {} when it does not answer."""
+    if not api_url:
+        return {}
+    import urllib.request
+
+    try:
+        with urllib.request.urlopen(f"{api_url}/api/status", timeout=timeout) as r:  # noqa: S310 (the agent's loopback API)
+            data = json.loads(r.read(65536))
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def region_and_latency(status: dict[str, Any]) -> str | None:
+    """'region eu, latency 23 ms' from what the agent reports, in either place it may put it."""
+    found = status.get("session")
+    session: dict[str, Any] = found if isinstance(found, dict) else {}
+    region = status.get("region") or session.get("region")
+    latency = status.get("latency_ms", session.get("latency_ms"))
+    parts = [f"region {region}"] if isinstance(region, str) and region else []
+    if isinstance(latency, (int, float)) and not isinstance(latency, bool):
+        parts.append(f"latency {latency:.0f} ms")
+    state = status.get("status")
+    if isinstance(state, str) and state and state != "online":
+        parts.append(state)
+    return ", ".join(parts) or None
+
+
+def reopen_summary(tunnel: TunnelState) -> str:
+    if not tunnel.reopened:
+        return "never"
+    times = "once" if tunnel.reopened == 1 else f"{tunnel.reopened} times"
+    reasons = sorted(tunnel.reopen_reasons.items(), key=lambda kv: -kv[1]) if tunnel.reopen_reasons else []
+    why = "; ".join(f"{reason} ({count})" for reason, count in reasons[:3])
+    changed = f", the URL changed {tunnel.url_changes}x" if tunnel.url_changes else ""
+    return f"{times}{changed}" + (f": {why}" if why else "")
+
+
+def table(snap: Snapshot, now: float | None = None) -> list[str]:
+    """status for people: a line per thing, grouped under Jupyter and Tunnel."""
+    from remote_agent.jupyter_process import APP_NAMES, kernel_activity
+    from remote_agent.procs import started_at
+
+    now = time.time() if now is None else now
+    rows: list[str] = []
+    if snap.jupyter_running and snap.jupyter_pid:
+        app = APP_NAMES.get(snap.record.app if snap.record else "notebook", "Jupyter")
+        rows.append(f"Jupyter   running, pid {snap.jupyter_pid} ({app}), http://127.0.0.1:{snap.jupyter_port}/")
+        started = started_at(snap.jupyter_pid)
+        since = _since(datetime.fromtimestamp(started, timezone.utc).isoformat()) if started else _since(None)
+        if since[0] is None and snap.record is not None:
+            since = _since(snap.record.started_at)
+        if since[0] is not None:
+            rows.append(f"  uptime    {duration(now - since[0])}, {since[1]}")
+        busy, idle = kernel_activity(snap.jupyter_pid)
+        count = busy + idle
+        rows.append(f"  kernels   {count}" + (f": {busy} busy, {idle} idle" if count else ""))
+    elif snap.jupyter_pid:
+        rows.append(f"Jupyter   pid {snap.jupyter_pid}, not answering on port {snap.jupyter_port}")
+    else:
+        rows.append("Jupyter   not running")
+    t = snap.tunnel
+    if snap.provider == "ssh":
+        rows.append("Tunnel    ssh (no public URL; `remote-agent serve` prints the ssh command)")
+        return rows
+    if snap.public_url and t is not None:
+        rows.append(f"Tunnel    ngrok, {snap.public_url}")
+        opened, since_text = _since(t.since)
+        if opened is not None:
+            rows.append(f"  age       {duration(now - opened)}, {since_text}")
+    else:
+        rows.append(f"Tunnel    ngrok, down ({t.status})" if t is not None else "Tunnel    ngrok, not started")
+    if t is not None:
+        rows.append(f"  reopened  {reopen_summary(t)}")
+        if snap.public_url:
+            rows.append(f"  ngrok     {region_and_latency(agent_status(t.api_url)) or 'region and latency unknown'}")
+        if t.last_error:
+            rows.append(f"  error     {t.last_error} (the last one)")
+    return rows
+
+
+def url(settings: Settings, console: Console, qr: bool = False) -> int:
     snap = take(settings)
     if snap.provider == "ssh":
         raise NotRunning(
@@ -94,4 +194,8 @@ def url(settings: Settings, console: Console) -> int:
         found = problems(snap) or ["The tunnel is not up."]
         raise NotRunning(found[0])
     console.out.write(snap.public_url + "\n")
+    if qr:
+        from remote_agent import qr as qr_code
+
+        qr_code.draw(snap.public_url, console.out)
     return 0

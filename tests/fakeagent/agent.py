@@ -608,7 +608,8 @@ def invalid_config(err: str) -> ApiError:
     return ApiError(400, 102, "invalid endpoint configuration", err)
 
 
-SUPPORTED_ACTIONS = ("basic-auth", "oauth", "rate-limit")
+# deny and rate-limit are accepted but not enforced: rule expressions are not evaluated here.
+SUPPORTED_ACTIONS = ("basic-auth", "oauth", "rate-limit", "deny")
 _PHASES = {
     "on_http_request": "on_http_request",
     "inbound": "on_http_request",

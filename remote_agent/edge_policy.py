@@ -1,0 +1,59 @@
+"""The ngrok traffic policy put in front of Jupyter: checks made at ngrok's edge, before Jupyter.
+
+Jupyter has no limit on failed logins, and scanners find public Jupyter servers within
+minutes. What the edge can add:
+- a rate limit on login attempts per client address (on by default);
+- HTTP basic auth (NGROK_BASIC_AUTH): scanners never see Jupyter at all;
+- OAuth with an allow-list of e-mail addresses (--oauth PROVIDER --allow-email ADDRESS).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from typing import Any
+
+DEFAULT_LOGIN_RATE = 20  # login attempts per minute per client address
+
+
+def _login_rate_limit(per_minute: int) -> dict[str, Any]:
+    return {
+        "expressions": ["req.method == 'POST' && req.url.path == '/login'"],
+        "actions": [
+            {
+                "type": "rate-limit",
+                "config": {
+                    "name": "remote-agent login attempts",
+                    "algorithm": "sliding_window",
+                    "capacity": per_minute,
+                    "rate": "60s",
+                    "bucket_key": ["conn.client_ip"],
+                },
+            }
+        ],
+    }
+
+
+def build(
+    basic_auth: str | None,
+    oauth_provider: str | None,
+    allow_emails: Sequence[str],
+    login_rate: int,
+) -> dict[str, Any] | None:
+    """The policy as a dict (ngrok takes it as JSON), or None when there is nothing to check."""
+    rules: list[dict[str, Any]] = []
+    if login_rate > 0:
+        rules.append(_login_rate_limit(login_rate))
+    if basic_auth:
+        rules.append({"actions": [{"type": "basic-auth", "config": {"credentials": [basic_auth]}}]})
+    if oauth_provider:
+        rules.append({"actions": [{"type": "oauth", "config": {"provider": oauth_provider}}]})
+        if allow_emails:
+            allowed = ", ".join(json.dumps(e).replace('"', "'") for e in allow_emails)
+            rules.append(
+                {
+                    "expressions": [f"!(actions.ngrok.oauth.identity.email in [{allowed}])"],
+                    "actions": [{"type": "deny"}],
+                }
+            )
+    return {"on_http_request": rules} if rules else None

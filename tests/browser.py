@@ -1,0 +1,190 @@
+"""Debian's Chromium driven by Playwright, and the few things a user does in Jupyter Notebook 7.
+
+No browser is downloaded (that cannot work here): Playwright drives /usr/bin/chromium.
+Public URLs of the fake agent are under .ngrok.localhost, which Chromium resolves to
+loopback by itself. Each step's screenshot lands in test-artifacts/browser/TEST/.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import re
+import signal
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from conftest import REPO, descendants, pid_alive, wait_until
+from playwright.sync_api import BrowserContext, Page, sync_playwright
+
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_ARGS = [
+    "--no-sandbox",  # we run as root
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-proxy-server",  # *.localhost must be reached directly
+]
+ARTIFACTS = REPO / "test-artifacts" / "browser"
+VIEWPORT = {"width": 1000, "height": 700}
+TIMEOUT_MS = 60_000  # page loads on a busy 2-core machine
+
+
+class Browser:
+    """One Chromium profile; `shot` keeps a numbered screenshot of a page."""
+
+    def __init__(self, context: BrowserContext, shots: Path) -> None:
+        self.context = context
+        self.shots = shots
+        self._count = 0
+
+    def new_page(self) -> Page:
+        """A new tab; the first is the one Chromium opened with the profile."""
+        blank = [page for page in self.context.pages if page.url == "about:blank"]
+        return blank[0] if blank else self.context.new_page()
+
+    def shot(self, page: Page, name: str) -> Path:
+        self._count += 1
+        path = self.shots / f"{self._count:02d}-{name}.png"
+        page.screenshot(path=path)
+        return path
+
+    def shoot_every_page(self, name: str) -> None:
+        """What each tab shows when a test failed."""
+        for page in self.context.pages:
+            with contextlib.suppress(Exception):
+                self.shot(page, name)
+
+
+@contextlib.contextmanager
+def chromium(profile: Path, test_name: str) -> Iterator[Browser]:
+    """Chromium with a fresh profile; every process it started is killed by pid at the end."""
+    if not CHROMIUM.exists():
+        pytest.fail(
+            f"{CHROMIUM} is missing: these tests drive Debian's Chromium, never a downloaded one. "
+            "Install it: sudo apt-get install -y chromium   (scripts/test.sh does).",
+            pytrace=False,
+        )
+    shots = ARTIFACTS / re.sub(r"[^\w.-]+", "_", test_name)
+    shots.mkdir(parents=True, exist_ok=True)
+    for old in shots.glob("*.png"):
+        old.unlink()
+    with sync_playwright() as playwright:
+        before = set(descendants(os.getpid()))
+        context = playwright.chromium.launch_persistent_context(
+            profile,
+            executable_path=CHROMIUM,
+            args=CHROMIUM_ARGS,
+            headless=True,
+            viewport=VIEWPORT,  # type: ignore[arg-type]
+        )
+        started = [pid for pid in descendants(os.getpid()) if pid not in before]
+        context.set_default_timeout(TIMEOUT_MS)
+        try:
+            yield Browser(context, shots)
+        finally:
+            with contextlib.suppress(Exception):
+                context.close()
+            for pid in started:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
+            for pid in started:
+                wait_until(lambda p=pid: not pid_alive(p), 10, f"Chromium pid {pid} to end")  # type: ignore[misc]
+
+
+# -- Jupyter Notebook 7, as a user clicks through it ----------------------------------
+
+
+def log_in(page: Page, url: str, password: str, browser: Browser, shot: str) -> None:
+    """Open the URL, see the login page (screenshot), log in, land on the file list."""
+    page.goto(url)
+    page.wait_for_selector("#password_input")
+    browser.shot(page, shot)
+    page.fill("#password_input", password)
+    page.click("#login_submit")
+    page.wait_for_url(re.compile(r"/tree"))
+    page.wait_for_selector(".jp-DirListing-content")
+
+
+def new_notebook(tree: Page) -> Page:
+    """New > Python 3 on the file list: the notebook opens in a new tab."""
+    tree.get_by_text("New", exact=True).click()
+    with tree.context.expect_page() as opened:
+        tree.get_by_role("menuitem", name=re.compile(r"Python 3")).click()
+    notebook = opened.value
+    wait_for_kernel(notebook)
+    return notebook
+
+
+def open_notebook(tree: Page, name: str) -> Page:
+    """Double-click a notebook in the file list: it opens in a new tab."""
+    with tree.context.expect_page() as opened:
+        tree.locator(".jp-DirListing-content").get_by_text(name, exact=True).dblclick()
+    notebook = opened.value
+    wait_for_kernel(notebook)
+    return notebook
+
+
+def wait_for_kernel(notebook: Page) -> None:
+    """The kernel indicator beside its name says idle: the notebook is connected to its kernel."""
+    notebook.wait_for_selector(".jp-Notebook .jp-Cell")
+    notebook.wait_for_selector(".jp-Notebook-ExecutionIndicator[data-status='idle']")
+
+
+def cells(notebook: Page) -> Any:
+    return notebook.locator(".jp-Notebook .jp-Cell")
+
+
+def run_in_new_cell(notebook: Page, code: str) -> int:
+    """Type code into the last cell (adding one if it is used) and press Shift+Enter; its index."""
+    count = cells(notebook).count()
+    last = cells(notebook).nth(count - 1)
+    if last.locator(".cm-content").inner_text().strip():
+        last.locator(".cm-content").click()
+        notebook.keyboard.press("Escape")
+        notebook.keyboard.press("b")  # command mode: insert a cell below
+        wait_until(lambda: cells(notebook).count() == count + 1, 10, "a new cell")
+        count += 1
+    index = count - 1
+    editor = cells(notebook).nth(index).locator(".cm-content")
+    editor.click()
+    # insert_text, not typing: the editor would auto-indent and close brackets on its own.
+    notebook.keyboard.insert_text(code)
+    notebook.keyboard.press("Shift+Enter")
+    return index
+
+
+def prompt(notebook: Page, index: int) -> str:
+    """A cell's prompt: '[ ]:' never run, '[*]:' running, '[3]:' done."""
+    text: str = cells(notebook).nth(index).locator(".jp-InputPrompt").inner_text()
+    return text.strip()
+
+
+def output(notebook: Page, index: int) -> str:
+    area = cells(notebook).nth(index).locator(".jp-OutputArea-output")
+    return "\n".join(area.all_inner_texts())
+
+
+def wait_for_output(notebook: Page, index: int, expected: str, timeout: float) -> None:
+    wait_until(lambda: expected in output(notebook, index), timeout, f"cell {index} to show {expected!r}", 0.2)
+
+
+def save(notebook: Page, path: Path, expected: str) -> dict[str, Any]:
+    """Ctrl+S, then wait until the file on disk holds `expected` in an output; the notebook as JSON."""
+    notebook.keyboard.press("Control+s")
+
+    def saved() -> dict[str, Any] | None:
+        try:
+            data: dict[str, Any] = json.loads(path.read_text())
+        except (OSError, ValueError):
+            return None
+        return data if expected in json.dumps(data) else None
+
+    result: dict[str, Any] = wait_until(saved, 30, f"{path.name} to be saved with {expected!r}", 0.2)
+    return result

@@ -1,0 +1,130 @@
+"""A collaborator's browser: Debian's Chromium through the public URL, as a user clicks.
+
+Only the ngrok cloud is replaced (tests/fakeagent); Jupyter, kernels, tmux, sshd and
+Chromium are real. Screenshots of each step: test-artifacts/browser/TEST/NN-STEP.png.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from browser import (
+    Browser,
+    chromium,
+    log_in,
+    new_notebook,
+    open_notebook,
+    output,
+    prompt,
+    run_in_new_cell,
+    save,
+    wait_for_output,
+)
+from conftest import PASSWORD, Sandbox, descendants, pid_alive, wait_until
+from sshd import Sshd, running_sshd, serve_command, write_user_dotenv
+
+URL_LINE = r"Public URL\s+(http://[0-9a-f]+\.ngrok\.localhost:\d+)"
+NEW_URL_LINE = r"New public URL\s+(http://[0-9a-f]+\.ngrok\.localhost:\d+)"
+LONG_CELL_SECONDS = 20
+
+
+@pytest.fixture
+def browser(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Browser]:
+    failed_before = request.session.testsfailed
+    with chromium(tmp_path / "chromium-profile", request.node.name) as b:
+        yield b
+        if request.session.testsfailed > failed_before:
+            b.shoot_every_page("at-failure")
+
+
+@pytest.fixture
+def server(sandbox: Sandbox, tmp_path: Path) -> Iterator[Sshd]:
+    with running_sshd(tmp_path / "sshd", {"HOME": str(sandbox.home), "TMUX_TMPDIR": str(sandbox.tmux_dir)}) as sshd:
+        yield sshd
+
+
+def test_collaborator_logs_in_runs_a_cell_and_comes_back_through_the_new_url(
+    sandbox: Sandbox, browser: Browser
+) -> None:
+    serve = sandbox.follow()
+    url = serve.wait_for(URL_LINE, timeout=90)[1]
+
+    tree = browser.new_page()
+    log_in(tree, url, PASSWORD, browser, "login-page")
+    browser.shot(tree, "file-list")
+    notebook = new_notebook(tree)
+    cell = run_in_new_cell(notebook, "x = 6 * 7\nprint('x is', x)")
+    wait_for_output(notebook, cell, "x is 42", timeout=60)
+    saved = save(notebook, sandbox.notebooks / "Untitled.ipynb", "x is 42")
+    browser.shot(notebook, "cell-output")
+    assert "".join(saved["cells"][0]["source"]) == "x = 6 * 7\nprint('x is', x)"
+
+    # ngrok's agent dies; the keeper opens a new tunnel and serve prints its URL.
+    os.kill(sandbox.tunnel_state()["agent_pid"], signal.SIGKILL)
+    new_url = serve.wait_for(NEW_URL_LINE, timeout=30)[1]
+    assert new_url != url
+
+    # The new URL is another origin: log in again, open the notebook; its kernel still holds x.
+    again = browser.new_page()
+    log_in(again, new_url, PASSWORD, browser, "login-at-new-url")
+    browser.shot(again, "file-list-at-new-url")
+    reopened = open_notebook(again, "Untitled.ipynb")
+    assert "x is 42" in output(reopened, 0), "the saved output is gone"
+    cell = run_in_new_cell(reopened, "print('still', x)")
+    wait_for_output(reopened, cell, "still 42", timeout=60)
+    browser.shot(reopened, "kernel-still-holds-x")
+
+
+def test_long_computation_finishes_while_the_laptop_is_away(
+    sandbox: Sandbox, server: Sshd, browser: Browser
+) -> None:
+    # A reserved domain (one is free per account): the URL survives the agent's death, so the
+    # browser tab left open on the laptop reconnects by itself and receives the cell's output.
+    domain = "team-notebook.ngrok.localhost"
+    write_user_dotenv(sandbox, server, NGROK_DOMAIN=domain)
+    first = server.terminal(server.ssh_argv("-t", command=serve_command()))
+    domain_url_line = rf"Public URL\s+(http://{re.escape(domain)}:\d+)"
+    url = first.wait_for(domain_url_line, timeout=90)[1]
+    first.wait_for("Following the tunnel")
+
+    tree = browser.new_page()
+    log_in(tree, url, PASSWORD, browser, "login-page")
+    notebook = new_notebook(tree)
+    code = f"import time\nstarted = time.time()\ntime.sleep({LONG_CELL_SECONDS})\nprint('done after', round(time.time() - started), 's')"
+    cell = run_in_new_cell(notebook, code)
+    run_started = time.monotonic()
+    wait_until(lambda: prompt(notebook, cell) == "[*]:", 30, "the cell to run")
+    browser.shot(notebook, "long-cell-running")
+    jupyter_pid = sandbox.jupyter_record()["pid"]
+    kernels = descendants(jupyter_pid)
+    assert kernels
+
+    # The laptop closes: the SSH client vanishes; then ngrok's agent dies too.
+    first.kill()
+    wait_until(lambda: not server.remote_processes("-m", "remote_agent", "serve"), 20, "the remote serve to end")
+    agent_pid = sandbox.tunnel_state()["agent_pid"]
+    os.kill(agent_pid, signal.SIGKILL)
+    wait_until(
+        lambda: sandbox.tunnel_state().get("status") == "up" and sandbox.tunnel_state().get("agent_pid") != agent_pid,
+        30,
+        "the keeper to reopen the tunnel",
+    )
+    assert prompt(notebook, cell) == "[*]:", "the cell ended before the laptop came back: the test proves nothing"
+
+    # The user SSHes in again: the same Jupyter, the same URL, at once.
+    second = server.terminal(server.ssh_argv("-t", command=serve_command()))
+    assert second.wait_for(domain_url_line, timeout=30)[1] == url
+    assert f"already running (pid {jupyter_pid})" in second.text
+    assert all(pid_alive(pid) for pid in kernels)
+
+    # The tab reconnects; the cell finishes with its output.
+    wait_for_output(notebook, cell, f"done after {LONG_CELL_SECONDS} s", timeout=LONG_CELL_SECONDS + 60)
+    assert time.monotonic() - run_started >= LONG_CELL_SECONDS - 1
+    assert prompt(notebook, cell) == "[1]:"
+    browser.shot(notebook, "long-cell-finished")

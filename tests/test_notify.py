@@ -1,0 +1,213 @@
+"""Hooks on a new public URL: a command and a webhook, tested against a local HTTP receiver.
+
+The in-process tests drive remote_agent.notify directly (real processes, a real HTTP
+server on 127.0.0.1); the last one runs the whole thing: serve, the keeper, the fake
+agent dying, and the hooks hearing about both URLs.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import signal
+import socket
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+from conftest import PASSWORD, TOKEN, Sandbox, free_port, pid_alive, wait_until
+from receiver import Receiver
+
+from remote_agent.notify import Notifier, command_argv, needs_shell
+from remote_agent.settings import resolve
+
+URL_LINE = r"Public URL\s+(http://[0-9a-f]+\.ngrok\.localhost:\d+)"
+NEW_URL_LINE = r"New public URL\s+(http://[0-9a-f]+\.ngrok\.localhost:\d+)"
+ENVIRON = {"PATH": os.environ["PATH"], "HOME": "/nonexistent", "NGROK_AUTHTOKEN": TOKEN, "JUPYTER_PASSWORD": PASSWORD}
+
+
+def recording_hook(directory: Path, exit_code: int = 0) -> tuple[str, Path]:
+    """A command line that appends its argv and environment to a JSON-lines file."""
+    record = directory / "hook-calls.jsonl"
+    script = directory / "hook.py"
+    script.write_text(
+        "import json, os, sys\n"
+        f"with open({str(record)!r}, 'a') as f:\n"
+        "    f.write(json.dumps({'argv': sys.argv[1:], 'env': dict(os.environ)}) + '\\n')\n"
+        f"sys.exit({exit_code})\n"
+    )
+    return f"{sys.executable} {script}", record
+
+
+def calls(record: Path) -> list[dict[str, Any]]:
+    try:
+        return [json.loads(line) for line in record.read_text().splitlines()]
+    except OSError:
+        return []
+
+
+def test_shell_only_when_the_command_needs_one() -> None:
+    assert not needs_shell("/usr/local/bin/announce --to 'my team'")
+    assert command_argv("/usr/local/bin/announce --to 'my team'", "https://x") == [
+        "/usr/local/bin/announce",
+        "--to",
+        "my team",
+        "https://x",
+    ]
+    ntfy = 'curl -d "Jupyter: $REMOTE_AGENT_PUBLIC_URL" ntfy.sh/mytopic'
+    assert needs_shell(ntfy)
+    assert command_argv(ntfy, "https://x") == ["/bin/sh", "-c", ntfy, "remote-agent", "https://x"]
+
+
+def test_command_gets_the_url_as_argument_and_environment_without_secrets(tmp_path: Path) -> None:
+    command, record = recording_hook(tmp_path)
+    notifier = Notifier(command, None, environ=ENVIRON, host="box-1")
+    notifier.url_changed("http://new.example", "http://old.example")
+    assert notifier.wait_idle(20)
+    (call,) = calls(record)
+    assert call["argv"] == ["http://new.example"]
+    env = call["env"]
+    assert env["REMOTE_AGENT_PUBLIC_URL"] == "http://new.example"
+    assert env["REMOTE_AGENT_PREVIOUS_URL"] == "http://old.example"
+    assert env["REMOTE_AGENT_HOST"] == "box-1"
+    assert "NGROK_AUTHTOKEN" not in env
+    assert "JUPYTER_PASSWORD" not in env
+    assert TOKEN not in json.dumps(env)
+
+
+def test_shell_command_sees_the_url_as_dollar_one(tmp_path: Path) -> None:
+    out = tmp_path / "out.txt"
+    notifier = Notifier(f'printf "%s|%s\\n" "$1" "$REMOTE_AGENT_PREVIOUS_URL" >> {out}', None, environ=ENVIRON)
+    notifier.url_changed("http://first.example", None)
+    assert notifier.wait_idle(20)
+    assert out.read_text() == "http://first.example|\n"
+
+
+def test_webhook_posts_the_documented_body() -> None:
+    with Receiver() as receiver:
+        notifier = Notifier(None, receiver.url, host="box-1")
+        notifier.url_changed("http://new.example", "http://old.example")
+        assert notifier.wait_idle(20)
+        (request,) = receiver.requests
+    assert request["path"] == "/hook/secret-path"
+    assert request["headers"]["Content-Type"] == "application/json"
+    body = request["body"]
+    assert set(body) == {"public_url", "previous_url", "at", "host"}
+    assert body["public_url"] == "http://new.example"
+    assert body["previous_url"] == "http://old.example"
+    assert body["host"] == "box-1"
+    assert body["at"].endswith("+00:00")
+
+
+def test_failing_hooks_are_logged_retried_and_never_raise(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO, logger="remote_agent.notify")
+    command, record = recording_hook(tmp_path, exit_code=3)
+    with Receiver(status=500) as receiver:
+        notifier = Notifier(command, receiver.url, environ=ENVIRON, retry_delays=(0.05,))
+        notifier.url_changed("http://new.example", None)
+        assert notifier.wait_idle(20)
+        assert len(receiver.requests) == 2, "tried again once"
+    assert len(calls(record)) == 2
+    text = caplog.text
+    assert "the URL-change command failed (exit 3" in text
+    assert "answered 500" in text
+    assert "gave up on the command and webhook" in text
+    assert "secret-path" not in text, "a webhook's path is often its secret: never logged"
+
+    caplog.clear()
+    unreachable = Notifier(None, f"http://127.0.0.1:{free_port()}/x", retry_delays=())
+    unreachable.url_changed("http://new.example", None)
+    assert unreachable.wait_idle(20)
+    assert "could not be reached" in caplog.text
+
+
+def test_slow_command_is_stopped_and_never_blocks_the_caller(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    pid_file = tmp_path / "pid"
+    notifier = Notifier(f"echo $$ > {pid_file}; exec sleep 60", None, command_timeout=0.5, retry_delays=())
+    started = time.monotonic()
+    notifier.url_changed("http://new.example", None)
+    assert time.monotonic() - started < 0.1
+    assert notifier.wait_idle(20)
+    assert "did not finish within 0 s" in caplog.text or "did not finish within 1 s" in caplog.text
+    assert not pid_alive(int(pid_file.read_text()))
+
+
+# The README's one-line templates, as they go into .env; the service's URL points at a local receiver.
+TEMPLATES = {
+    "ntfy": (
+        """REMOTE_AGENT_ON_URL_CHANGE='curl -fsS -d "Jupyter on $REMOTE_AGENT_HOST: $REMOTE_AGENT_PUBLIC_URL" """
+        """https://ntfy.sh/my-topic'""",
+        "Jupyter on box-1: http://new.example",
+    ),
+    "slack": (
+        """REMOTE_AGENT_ON_URL_CHANGE='curl -fsS -H "Content-Type: application/json" """
+        """-d "{\\"text\\": \\"Jupyter: $REMOTE_AGENT_PUBLIC_URL\\"}" https://hooks.slack.com/services/T0/B0/XXXX'""",
+        {"text": "Jupyter: http://new.example"},
+    ),
+    "discord": (
+        """REMOTE_AGENT_ON_URL_CHANGE='curl -fsS -H "Content-Type: application/json" """
+        """-d "{\\"content\\": \\"Jupyter: $REMOTE_AGENT_PUBLIC_URL\\"}" https://discord.com/api/webhooks/1/XXXX'""",
+        {"content": "Jupyter: http://new.example"},
+    ),
+}
+
+
+@pytest.mark.skipif(shutil.which("curl") is None, reason="the templates use curl")
+@pytest.mark.parametrize("service", sorted(TEMPLATES))
+def test_documented_templates_send_what_the_service_expects(tmp_path: Path, service: str) -> None:
+    line, expected = TEMPLATES[service]
+    with Receiver() as receiver:
+        for real in (
+            "https://ntfy.sh/my-topic",
+            "https://hooks.slack.com/services/T0/B0/XXXX",
+            "https://discord.com/api/webhooks/1/XXXX",
+        ):
+            line = line.replace(real, receiver.url)
+        (tmp_path / ".env").write_text(line + "\n")
+        settings = resolve({}, {"HOME": str(tmp_path)}, cwd=tmp_path)
+        assert settings.on_url_change is not None
+        notifier = Notifier(settings.on_url_change, None, environ=ENVIRON, host="box-1", retry_delays=())
+        notifier.url_changed("http://new.example", None)
+        assert notifier.wait_idle(20)
+        assert receiver.bodies == [expected]
+
+
+def test_keeper_runs_the_hooks_on_each_new_url_and_serve_suggests_a_domain(sandbox: Sandbox) -> None:
+    command, record = recording_hook(sandbox.root)
+    with Receiver() as receiver:
+        serve = sandbox.follow(REMOTE_AGENT_WEBHOOK=receiver.url, REMOTE_AGENT_ON_URL_CHANGE=command)
+        first = serve.wait_for(URL_LINE, timeout=90)[1]
+        wait_until(lambda: receiver.bodies and calls(record), 20, "the hooks to hear of the first URL")
+        assert receiver.bodies[0]["public_url"] == first
+        assert receiver.bodies[0]["previous_url"] is None
+        assert receiver.bodies[0]["host"] == socket.gethostname()
+
+        os.kill(sandbox.tunnel_state()["agent_pid"], signal.SIGKILL)
+        second = serve.wait_for(NEW_URL_LINE, timeout=15)[1]
+        # After the first reopen that changed the URL, serve suggests a reserved domain, once.
+        serve.wait_for(r"set NGROK_DOMAIN in \.env", timeout=5)
+        assert any(line.startswith("Tip ") for line in serve.lines)
+        wait_until(lambda: len(receiver.bodies) >= 2, 20, "the webhook to hear of the new URL")
+        assert receiver.bodies[1]["public_url"] == second
+        assert receiver.bodies[1]["previous_url"] == first
+
+    wait_until(lambda: len(calls(record)) >= 2, 20, "the command to hear of the new URL")
+    first_call, second_call = calls(record)[:2]
+    assert first_call["argv"] == [first]
+    assert second_call["argv"] == [second]
+    assert second_call["env"]["REMOTE_AGENT_PREVIOUS_URL"] == first
+    for call in calls(record):
+        assert TOKEN not in json.dumps(call), "no secret reaches the hook"
+        assert PASSWORD not in json.dumps(call)
+    keeper_log = (sandbox.state_dir / "keeper.log").read_text()
+    assert "the webhook http://127.0.0.1:" in keeper_log
+    assert "secret-path" not in keeper_log
+
+    again = sandbox.run("serve", "--detach", REMOTE_AGENT_WEBHOOK=receiver.url, REMOTE_AGENT_ON_URL_CHANGE=command)
+    assert again.returncode == 0, again.stderr
+    assert "NGROK_DOMAIN" not in again.stdout, "the suggestion comes once"
+    assert "restarting the tunnel keeper" not in again.stderr, "unchanged hooks keep the keeper"
