@@ -388,6 +388,8 @@ def follow(home: Home, tmux: TmuxSession, console: Console, last: TunnelState, q
             if qr:
                 draw_qr(console, state.public_url)
             suggest_stable_url(home, console, state)
+        elif state.status == "up" and last_status != "up" and state.public_url == last_url:
+            console.line(f"Tunnel up again, the same URL  {last_url}")
         if state.status == "fatal":
             console.note(state.last_error or "ngrok refused the tunnel; the keeper stopped.")
             return 5

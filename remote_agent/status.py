@@ -135,10 +135,11 @@ def reopen_summary(tunnel: TunnelState) -> str:
     if not tunnel.reopened:
         return "never"
     times = "once" if tunnel.reopened == 1 else f"{tunnel.reopened} times"
-    reasons = sorted(tunnel.reopen_reasons.items(), key=lambda kv: -kv[1]) if tunnel.reopen_reasons else []
-    why = "; ".join(f"{reason} ({count})" for reason, count in reasons[:3])
-    changed = f", the URL changed {tunnel.url_changes}x" if tunnel.url_changes else ""
-    return f"{times}{changed}" + (f": {why}" if why else "")
+    reasons = sorted(tunnel.reopen_reasons.items(), key=lambda kv: -kv[1])[:3]
+    if len(reasons) == 1 and reasons[0][1] == tunnel.reopened:
+        return f"{times}: {reasons[0][0]}"
+    why = ", ".join(f"{reason} ({count})" for reason, count in reasons)
+    return f"{times}: {why}" if why else times
 
 
 def table(snap: Snapshot, now: float | None = None) -> list[str]:
@@ -179,8 +180,8 @@ def table(snap: Snapshot, now: float | None = None) -> list[str]:
         rows.append(f"  reopened  {reopen_summary(t)}")
         if snap.public_url:
             rows.append(f"  ngrok     {region_and_latency(agent_status(t.api_url)) or 'region and latency unknown'}")
-        if t.last_error:
-            rows.append(f"  error     {t.last_error} (the last one)")
+        if t.last_error and not snap.public_url:
+            rows.append(f"  why       {t.last_error}")
     return rows
 
 

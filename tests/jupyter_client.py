@@ -7,6 +7,7 @@ sends the public Host header, exactly what a browser sends.
 
 from __future__ import annotations
 
+import base64
 import json
 import time
 import uuid
@@ -64,12 +65,18 @@ class JupyterClient:
         base_host = self.base.split("://", 1)[1]
         url = f"{ws_scheme}://{base_host}/api/kernels/{kernel_id}/channels?session_id={uuid.uuid4().hex}"
         cookies = "; ".join(f"{c.name}={c.value}" for c in self.session.cookies)
+        headers = [f"X-XSRFToken: {self.xsrf()}"]
+        if isinstance(self.session.auth, tuple):
+            # Basic auth at ngrok's edge applies to the websocket's handshake too.
+            user, password = self.session.auth
+            token = base64.b64encode(f"{user}:{password}".encode()).decode()
+            headers.append(f"Authorization: Basic {token}")
         ws = websocket.create_connection(
             url,
             host=self.host,
             origin=f"{self.scheme}://{self.host}",
             cookie=cookies,
-            header=[f"X-XSRFToken: {self.xsrf()}"],
+            header=headers,
             timeout=timeout,
         )
         try:

@@ -17,6 +17,9 @@ from conftest import PASSWORD, Sandbox, wait_until
 from jupyter_client import JupyterClient, _execute_request
 from qr_decode import decode, qr_blocks
 
+from remote_agent.state import TunnelState
+from remote_agent.status import duration, region_and_latency, reopen_summary
+
 URL_LINE = r"Public URL\s+(http://[0-9a-f]+\.ngrok\.localhost:\d+)"
 
 
@@ -77,9 +80,9 @@ def test_status_table_and_qr_codes(sandbox: Sandbox) -> None:
     assert lines[2] == "  kernels   2: 1 busy, 1 idle"
     assert lines[3] == f"Tunnel    ngrok, {new_url}"
     assert re.fullmatch(r"  age       \d+ s, since .* UTC", lines[4]), lines[4]
-    assert lines[5] == "  reopened  once, the URL changed 1x: the ngrok agent exited (1)"
+    assert lines[5] == "  reopened  once: the ngrok agent exited"
     assert lines[6] == "  ngrok     region us, latency 12 ms"
-    assert lines[7] == "  error     the ngrok agent exited (the last one)"
+    assert len(lines) == 7, "nothing is wrong, so no more lines"
     assert took < 5, f"status took {took:.1f} s"
 
     # --json keeps the contract's shape exactly.
@@ -89,3 +92,20 @@ def test_status_table_and_qr_codes(sandbox: Sandbox) -> None:
     assert set(data["tunnel"]) == {"provider", "running", "public_url", "since", "reopened", "last_error"}
     assert data["jupyter"]["kernels"] == 2
     assert data["tunnel"]["reopened"] == 1
+
+
+def test_reopen_reasons_durations_and_agent_status_shapes() -> None:
+    old_file = {"provider": "ngrok", "status": "up", "public_url": "http://x", "reopened": 3, "version": 1}
+    state = TunnelState.from_dict(old_file)
+    assert state is not None, "a tunnel.json written before the new fields still reads"
+    assert state.reopen_reasons == {}
+    assert state.url_changes == 0
+    assert reopen_summary(state) == "3 times"
+    state.reopen_reasons = {"the ngrok agent exited": 2, "the endpoint disappeared": 1}
+    assert reopen_summary(state) == "3 times: the ngrok agent exited (2), the endpoint disappeared (1)"
+    assert duration(42) == "42 s"
+    assert duration(3 * 3600 + 14 * 60 + 5) == "3 h 14 min"
+    assert duration(2 * 86400 + 5 * 3600) == "2 d 5 h"
+    assert region_and_latency({"status": "online", "region": "eu", "latency_ms": 23.4}) == "region eu, latency 23 ms"
+    assert region_and_latency({"status": "reconnecting", "session": {"region": "ap"}}) == "region ap, reconnecting"
+    assert region_and_latency({}) is None
