@@ -41,8 +41,8 @@ def listeners() -> dict[str, str]:
 
 
 def is_loopback(address: str) -> bool:
-    host = address.split(":")[0]
-    return host == "0100007F" or host == "00000000000000000000000001000000"
+    host = address.split(":", 1)[0]
+    return host in ("0100007F", "00000000000000000000000001000000")
 
 
 def our_processes(sandbox: Sandbox) -> list[int]:
