@@ -17,7 +17,6 @@ from remote_agent.jupyter_process import port_in_use
 from remote_agent.runtime import snapshot
 from remote_agent.settings import Settings
 from remote_agent.state import Home
-from remote_agent.tmux_session import TmuxSession
 
 MIN_TMUX = (3, 2)
 
@@ -122,7 +121,7 @@ def check_password(settings: Settings) -> Check:
 
 
 def check_port(settings: Settings) -> Check:
-    snap = snapshot(Home(settings.home), TmuxSession(settings.session), settings.port)
+    snap = snapshot(Home(settings.home), settings.port)
     if snap.jupyter_running and snap.jupyter_port == settings.port:
         return Check(True, f"port {settings.port} is served by remote-agent's Jupyter")
     if port_in_use(settings.port):

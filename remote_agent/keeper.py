@@ -23,7 +23,14 @@ from types import FrameType
 from typing import Any
 
 from remote_agent import edge_policy, procs
-from remote_agent.ngrok_agent import FATAL_HINTS, Agent, AgentError, is_our_agent, public_url_answers
+from remote_agent.ngrok_agent import (
+    FATAL_HINTS,
+    Agent,
+    AgentError,
+    default_binary,
+    is_our_agent,
+    public_url_answers,
+)
 from remote_agent.notify import Notifier
 from remote_agent.redaction import RedactingFilter
 from remote_agent.state import Home, TunnelState, now_iso, read_json, write_json
@@ -45,7 +52,7 @@ class KeeperConfig:
     """What serve tells the keeper, through a 0600 file rather than argv or environment."""
 
     port: int
-    ngrok_path: str
+    ngrok_path: str | None  # None: pyngrok's default place
     domain: str | None = None
     basic_auth: str | None = None
     oauth_provider: str | None = None
@@ -62,7 +69,7 @@ class KeeperConfig:
     @classmethod
     def load(cls, path: Path) -> KeeperConfig | None:
         data = read_json(path)
-        if not data or not isinstance(data.get("port"), int) or not data.get("ngrok_path"):
+        if not data or not isinstance(data.get("port"), int):
             return None
         known = {f.name for f in fields(cls)}
         values = {k: v for k, v in data.items() if k in known}
@@ -118,6 +125,7 @@ class Keeper:
         self.clock = clock
         self.secrets = (token_from_agent_config(home.ngrok_config), config.basic_auth)
         self.make_agent = make_agent
+        self.ngrok_path = config.ngrok_path or default_binary()
         self.wake = threading.Event()
         self.stopping = False
         self.reconnecting_since: float | None = None
@@ -184,7 +192,7 @@ class Keeper:
         self.wake.clear()
 
     def open_tunnel(self) -> Agent | None:
-        agent = self.make_agent(self.config.ngrok_path, self.home.ngrok_config, self.on_agent_log, self.secrets)
+        agent = self.make_agent(self.ngrok_path, self.home.ngrok_config, self.on_agent_log, self.secrets)
         try:
             url = agent.open(self.config.port, self.config.domain, self.config.traffic_policy())
         except AgentError as e:

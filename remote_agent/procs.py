@@ -29,6 +29,16 @@ def cmdline(pid: int) -> list[str]:
     return [part.decode(errors="replace") for part in raw.split(b"\0") if part]
 
 
+def environ(pid: int) -> dict[str, str]:
+    """A process's environment as it was started (readable for our own processes)."""
+    try:
+        raw = Path(f"/proc/{pid}/environ").read_bytes()
+    except OSError:
+        return {}
+    pairs = (part.decode(errors="replace").partition("=") for part in raw.split(b"\0") if part)
+    return {key: value for key, _, value in pairs}
+
+
 def children(pid: int) -> list[int]:
     """Direct children of `pid`."""
     found = []

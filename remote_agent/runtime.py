@@ -1,4 +1,4 @@
-"""What runs now: Jupyter and the keeper as found in tmux, and the tunnel as the keeper recorded it.
+"""What runs now: Jupyter and the keeper as their records and /proc tell, and the tunnel as the keeper recorded it.
 
 Shared by serve, status, url and stop, so each reads the same truth the same way.
 """
@@ -12,7 +12,7 @@ from typing import Any
 from remote_agent import procs
 from remote_agent.jupyter_process import answers, kernel_pids
 from remote_agent.state import Home, TunnelState, read_json
-from remote_agent.tmux_session import JUPYTER_WINDOW, KEEPER_WINDOW, TmuxSession
+from remote_agent.tmux_session import TmuxSession
 
 
 @dataclass
@@ -81,18 +81,33 @@ def live_window_pid(tmux: TmuxSession, window: str) -> int | None:
     return pid if pid and procs.is_alive(pid) else None
 
 
-def snapshot(home: Home, tmux: TmuxSession, default_port: int) -> Snapshot:
+def running_jupyter(record: JupyterRecord | None) -> int | None:
+    """The recorded Jupyter's pid, if that process still is our Jupyter (pids get reused)."""
+    if record is None or not record.pid or not record.port or not procs.is_alive(record.pid):
+        return None
+    return record.pid if f"--ServerApp.port={record.port}" in procs.cmdline(record.pid) else None
+
+
+def running_keeper(home: Home, tunnel: TunnelState | None) -> int | None:
+    """The recorded keeper's pid, if that process still is the keeper of this home."""
+    pid = tunnel.keeper_pid if tunnel else None
+    if not pid or not procs.is_alive(pid) or "remote_agent.keeper" not in procs.cmdline(pid):
+        return None
+    return pid if procs.environ(pid).get("REMOTE_AGENT_HOME") == str(home.root) else None
+
+
+def snapshot(home: Home, default_port: int) -> Snapshot:
+    """Read from files and /proc only, so `url` and `status` answer without asking tmux."""
     record = JupyterRecord.load(home)
+    tunnel = home.read_tunnel()
     port = record.port if record and record.port else default_port
-    session_exists = tmux.exists()
-    jupyter_pid = live_window_pid(tmux, JUPYTER_WINDOW) if session_exists else None
-    keeper_pid = live_window_pid(tmux, KEEPER_WINDOW) if session_exists else None
+    jupyter_pid = running_jupyter(record)
     return Snapshot(
         jupyter_pid=jupyter_pid,
         jupyter_port=port,
         jupyter_answers=bool(jupyter_pid) and answers(port),
-        keeper_pid=keeper_pid,
-        tunnel=home.read_tunnel(),
+        keeper_pid=running_keeper(home, tunnel),
+        tunnel=tunnel,
         record=record,
     )
 

@@ -24,7 +24,7 @@ from remote_agent.jupyter_process import (
 )
 from remote_agent.keeper import KeeperConfig, write_keeper_config
 from remote_agent.password import prompt_twice, warn_if_short
-from remote_agent.runtime import JupyterRecord, live_window_pid, remembered_root
+from remote_agent.runtime import JupyterRecord, live_window_pid, remembered_root, running_jupyter, running_keeper
 from remote_agent.settings import Settings
 from remote_agent.ssh_hint import host_is_private, laptop_url, ssh_command
 from remote_agent.state import (
@@ -147,7 +147,7 @@ def root_dir_for(settings: Settings, home: Home) -> Path:
 def ensure_jupyter(settings: Settings, home: Home, tmux: TmuxSession, console: Console) -> tuple[int, int, bool]:
     """(pid, port, started_now): reuse a running Jupyter, or start one in the session's window."""
     record = JupyterRecord.load(home)
-    pid = live_window_pid(tmux, JUPYTER_WINDOW)
+    pid = running_jupyter(record)
     if pid is not None and record is not None and record.port:
         if record.port != settings.port:
             console.warn(
@@ -161,6 +161,8 @@ def ensure_jupyter(settings: Settings, home: Home, tmux: TmuxSession, console: C
             )
         ensure_password(settings, console, jupyter_running=True)
         return pid, record.port, False
+    # Not found by its record: ask tmux (the slow way) whether our window still runs one.
+    pid = live_window_pid(tmux, JUPYTER_WINDOW)
     if pid is not None:
         # Our window, but the record is lost or corrupt: Jupyter's own runtime file tells its port.
         port = runtime_port(pid)
@@ -229,13 +231,11 @@ def ensure_keeper(settings: Settings, home: Home, tmux: TmuxSession, port: int, 
     """The keeper's pid: the running one if its config is unchanged, else a fresh one."""
     from remote_agent.ngrok_agent import default_binary, ensure_binary, write_agent_config
 
-    ngrok_path = settings.ngrok_path or default_binary()
-    ensure_binary(ngrok_path, settings.ngrok_path is not None, console.note)
     token = settings.ngrok_authtoken or ""
     agent_config_changed = _write_if_changed(home.ngrok_config, token, write_agent_config)
     config = KeeperConfig(
         port=port,
-        ngrok_path=ngrok_path,
+        ngrok_path=settings.ngrok_path,
         domain=settings.domain,
         basic_auth=settings.basic_auth,
         oauth_provider=settings.oauth_provider,
@@ -245,12 +245,17 @@ def ensure_keeper(settings: Settings, home: Home, tmux: TmuxSession, port: int, 
         webhook=settings.webhook,
     )
     changed = write_keeper_config(home, config) or agent_config_changed
-    pid = live_window_pid(tmux, KEEPER_WINDOW)
+    pid = running_keeper(home, home.read_tunnel())
     if pid is not None and not changed:
         return pid
+    # Starting a keeper: now the agent binary must be there (pyngrok's default path costs an import).
+    ensure_binary(settings.ngrok_path or default_binary(), settings.ngrok_path is not None, console.note)
     if pid is not None:
         console.note("The tunnel settings changed; restarting the tunnel keeper.")
         procs.terminate(pid, 10)
+    stray = live_window_pid(tmux, KEEPER_WINDOW)
+    if stray is not None:
+        procs.terminate(stray, 10)  # a keeper window whose keeper lost its state file
     tmux.start_window(KEEPER_WINDOW, keeper_command(settings), {}, home.root)
     new_pid = live_window_pid(tmux, KEEPER_WINDOW)
     if new_pid is None:
@@ -264,8 +269,8 @@ def _write_if_changed(path: Path, token: str, write: Callable[[Path, str], None]
     return path.read_bytes() != before
 
 
-def stop_keeper(home: Home, tmux: TmuxSession) -> None:
-    pid = live_window_pid(tmux, KEEPER_WINDOW)
+def stop_keeper(home: Home) -> None:
+    pid = running_keeper(home, home.read_tunnel())
     if pid is not None:
         procs.terminate(pid, 10)
 
@@ -427,7 +432,7 @@ def serve(settings: Settings, console: Console, detach: bool, qr: bool = False) 
             # The tunnel opens while Jupyter boots; ngrok shows its 502 page until Jupyter answers.
             keeper_pid = ensure_keeper(settings, home, tmux, port, console)
         else:
-            stop_keeper(home, tmux)
+            stop_keeper(home)
         if started_now or not answers(port):
             wait_for_jupyter(pid, port, home, console, started)
         tunnel = wait_for_tunnel(home, keeper_pid, console, started) if keeper_pid else None

@@ -164,6 +164,17 @@ def _password_known(settings: Settings) -> bool:
     return bool(settings.jupyter_password or jupyter_config.existing_hash(jupyter_config.config_dir()))
 
 
+def _store_password_hash(settings: Settings) -> None:
+    """A password known only to this shell is gone at boot: keep its hash where Jupyter reads it, as serve does."""
+    password = settings.jupyter_password
+    if not password:
+        return
+    directory = jupyter_config.config_dir()
+    current = jupyter_config.existing_hash(directory)
+    if current is None or not jupyter_config.check_password(current, password):
+        jupyter_config.store_hash(directory, jupyter_config.hash_password(password))
+
+
 def _only_in_environment(settings: Settings) -> list[str]:
     """Settings known now that the boot start will not see: they are not in .env."""
     from_file = read_env_file(settings.env_file, True) if settings.env_file else {}
@@ -206,9 +217,7 @@ def install_service(settings: Settings, console: Console, user: bool) -> int:
             "Run `remote-agent password` once (or set JUPYTER_PASSWORD in .env), then install-service again.",
         )
     where = target(user)
-    if settings.jupyter_password and not jupyter_config.existing_hash(jupyter_config.config_dir()):
-        # A password known only to this shell would be gone at boot: keep its hash where Jupyter reads it.
-        jupyter_config.store_hash(jupyter_config.config_dir(), jupyter_config.hash_password(settings.jupyter_password))
+    _store_password_hash(settings)
     text = unit_text(sys.executable, Path.cwd(), carried_environment(dict(os.environ)), where.user_mode)
     try:
         before = where.path.read_text() if where.path.exists() else None

@@ -12,11 +12,10 @@ from remote_agent.errors import NotRunning
 from remote_agent.runtime import Snapshot, snapshot
 from remote_agent.settings import Settings
 from remote_agent.state import Home, TunnelState
-from remote_agent.tmux_session import TmuxSession
 
 
 def take(settings: Settings) -> Snapshot:
-    return snapshot(Home(settings.home), TmuxSession(settings.session), settings.port)
+    return snapshot(Home(settings.home), settings.port)
 
 
 def as_json(snap: Snapshot) -> dict[str, Any]:

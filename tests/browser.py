@@ -18,7 +18,7 @@ from typing import Any
 
 import pytest
 from conftest import REPO, descendants, pid_alive, wait_until
-from playwright.sync_api import BrowserContext, Page, sync_playwright
+from playwright.sync_api import BrowserContext, Locator, Page, ViewportSize, sync_playwright
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = [
@@ -32,7 +32,7 @@ CHROMIUM_ARGS = [
     "--no-proxy-server",  # *.localhost must be reached directly
 ]
 ARTIFACTS = REPO / "test-artifacts" / "browser"
-VIEWPORT = {"width": 1000, "height": 700}
+VIEWPORT: ViewportSize = {"width": 1000, "height": 700}
 TIMEOUT_MS = 60_000  # page loads on a busy 2-core machine
 
 
@@ -82,7 +82,7 @@ def chromium(profile: Path, test_name: str) -> Iterator[Browser]:
             executable_path=CHROMIUM,
             args=CHROMIUM_ARGS,
             headless=True,
-            viewport=VIEWPORT,  # type: ignore[arg-type]
+            viewport=VIEWPORT,
         )
         started = [pid for pid in descendants(os.getpid()) if pid not in before]
         context.set_default_timeout(TIMEOUT_MS)
@@ -137,7 +137,7 @@ def wait_for_kernel(notebook: Page) -> None:
     notebook.wait_for_selector(".jp-Notebook-ExecutionIndicator[data-status='idle']")
 
 
-def cells(notebook: Page) -> Any:
+def cells(notebook: Page) -> Locator:
     return notebook.locator(".jp-Notebook .jp-Cell")
 
 

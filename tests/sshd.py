@@ -28,9 +28,10 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-from conftest import PASSWORD, TOKEN, Sandbox, descendants, free_port, pid_alive, wait_until
+from conftest import PASSWORD, REPO, TOKEN, Sandbox, descendants, free_port, pid_alive, wait_until
 
 SSHD = Path("/usr/sbin/sshd")
+ARTIFACTS = REPO / "test-artifacts" / "ssh"
 USER = "root"
 
 
@@ -223,12 +224,19 @@ class Sshd:
 
 
 @contextlib.contextmanager
-def running_sshd(directory: Path, environment: dict[str, str]) -> Iterator[Sshd]:
+def running_sshd(directory: Path, environment: dict[str, str], test_name: str) -> Iterator[Sshd]:
+    """sshd for one test; what each ssh terminal showed is kept in test-artifacts/ssh/TEST/."""
     server = Sshd(directory, environment)
     try:
         server.start()
         yield server
     finally:
+        transcripts = ARTIFACTS / re.sub(r"[^\w.-]+", "_", test_name)
+        transcripts.mkdir(parents=True, exist_ok=True)
+        for old in transcripts.glob("*.txt"):
+            old.unlink()
+        for number, term in enumerate(server.terminals, 1):
+            (transcripts / f"terminal-{number}.txt").write_text(f"$ {shlex.join(term.argv)}\n{term.text}")
         server.stop()
 
 

@@ -20,8 +20,9 @@ URL_LINE = r"Public URL\s+(http://[0-9a-f]+\.ngrok\.localhost:\d+)"
 
 
 @pytest.fixture
-def server(sandbox: Sandbox, tmp_path: Path) -> Iterator[Sshd]:
-    with running_sshd(tmp_path / "sshd", {"HOME": str(sandbox.home), "TMUX_TMPDIR": str(sandbox.tmux_dir)}) as sshd:
+def server(sandbox: Sandbox, tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Sshd]:
+    environment = {"HOME": str(sandbox.home), "TMUX_TMPDIR": str(sandbox.tmux_dir)}
+    with running_sshd(tmp_path / "sshd", environment, request.node.name) as sshd:
         yield sshd
 
 
