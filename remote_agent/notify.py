@@ -21,6 +21,7 @@ import json
 import logging
 import os
 import queue
+import re
 import shlex
 import signal
 import socket
@@ -105,7 +106,9 @@ class Notifier:
     ) -> None:
         self.command = command
         self.webhook = webhook
-        self.secrets = (*secrets, command, webhook)
+        # A Slack or Discord URL inside the command is a secret too: mask it in what is logged.
+        urls = tuple(re.findall(r"[a-z]+://[^\s'\"`;|&<>()]+", command or ""))
+        self.secrets = (*secrets, command, webhook, *urls)
         self.environ = dict(os.environ if environ is None else environ)
         self.host = host or socket.gethostname()
         self.command_timeout = command_timeout

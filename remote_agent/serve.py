@@ -108,7 +108,7 @@ def tail(path: Path, lines: int, after: str | None = None) -> list[str]:
 # -- password ---------------------------------------------------------------
 
 
-def ensure_password(settings: Settings, console: Console, jupyter_running: bool) -> None:
+def ensure_password(settings: Settings, console: Console) -> None:
     """Make sure Jupyter's config holds a password hash; prompt on a terminal if none is known."""
     directory = jupyter_config.config_dir()
     current = jupyter_config.existing_hash(directory)
@@ -117,8 +117,6 @@ def ensure_password(settings: Settings, console: Console, jupyter_running: bool)
         jupyter_config.store_hash(directory, current)  # a Notebook 6 hash moves to where Notebook 7 reads
         return
     if password is None:
-        if jupyter_running:
-            return
         if not sys.stdin.isatty():
             raise BadInput(
                 "No Jupyter password is set, and there is no terminal to ask for one.",
@@ -130,8 +128,6 @@ def ensure_password(settings: Settings, console: Console, jupyter_running: bool)
         return
     warn_if_short(password, console)
     jupyter_config.store_hash(directory, jupyter_config.hash_password(password))
-    if jupyter_running:
-        console.note("The new password applies when Jupyter restarts (`remote-agent stop`, then `serve`).")
 
 
 # -- Jupyter ------------------------------------------------------------------
@@ -159,10 +155,11 @@ def ensure_jupyter(settings: Settings, home: Home, tmux: TmuxSession, console: C
                 f"{APP_NAMES.get(record.app, record.app)} already runs; keeping it. "
                 f"To switch to {APP_NAMES[settings.app]}: `remote-agent stop`, then serve --app {settings.app}."
             )
-        ensure_password(settings, console, jupyter_running=True)
+        # The running Jupyter keeps the password it started with; a new JUPYTER_PASSWORD is stored
+        # (and checked, which costs a tenth of a second) when Jupyter next starts.
         return pid, record.port, False
-    # Not found by its record: ask tmux (the slow way) whether our window still runs one.
-    pid = live_window_pid(tmux, JUPYTER_WINDOW)
+    # Without a record (lost or corrupt), ask tmux whether our window still runs one.
+    pid = live_window_pid(tmux, JUPYTER_WINDOW) if record is None else None
     if pid is not None:
         # Our window, but the record is lost or corrupt: Jupyter's own runtime file tells its port.
         port = runtime_port(pid)
@@ -173,7 +170,7 @@ def ensure_jupyter(settings: Settings, home: Home, tmux: TmuxSession, console: C
         procs.terminate(pid, 10)
     app = settings.app or "notebook"
     require_app(app)
-    ensure_password(settings, console, jupyter_running=False)
+    ensure_password(settings, console)
     if record and record.pid and not procs.is_alive(record.pid):
         console.note(
             f"Jupyter had stopped (pid {record.pid}); starting a new one. "
@@ -220,7 +217,7 @@ def wait_for_jupyter(pid: int, port: int, home: Home, console: Console, started:
                 *_log_hint(home, "--- remote-agent: Jupyter starting"),
             )
         console.progress("Starting Jupyter", started)
-        time.sleep(0.1)
+        time.sleep(0.05)
     console.end_progress()
 
 
@@ -253,7 +250,7 @@ def ensure_keeper(settings: Settings, home: Home, tmux: TmuxSession, port: int, 
     if pid is not None:
         console.note("The tunnel settings changed; restarting the tunnel keeper.")
         procs.terminate(pid, 10)
-    stray = live_window_pid(tmux, KEEPER_WINDOW)
+    stray = live_window_pid(tmux, KEEPER_WINDOW) if pid is None else None
     if stray is not None:
         procs.terminate(stray, 10)  # a keeper window whose keeper lost its state file
     tmux.start_window(KEEPER_WINDOW, keeper_command(settings), {}, home.root)

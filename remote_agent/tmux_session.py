@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
+import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -54,23 +55,23 @@ class TmuxSession:
         except libtmux.exc.LibTmuxException:
             return None
 
-    def exists(self) -> bool:
-        return self._session() is not None
+    def _query(self, *args: str) -> subprocess.CompletedProcess[str]:
+        # Reads go to tmux directly: importing libtmux costs more than the whole of `url`.
+        return subprocess.run([require_tmux(), *args], capture_output=True, text=True, check=False, timeout=10)
 
-    def _window(self, window: str) -> Any:
-        session = self._session()
-        if session is None:
-            return None
-        return next((w for w in session.windows if w.window_name == window), None)
+    def exists(self) -> bool:
+        return self._query("has-session", "-t", f"={self.name}").returncode == 0
 
     def window_pid(self, window: str) -> int | None:
         """The pid of the program in a window's pane, if the window exists."""
-        found = self._window(window)
-        if found is None:
+        listing = self._query("list-panes", "-s", "-t", f"={self.name}", "-F", "#{window_name}\t#{pane_pid}")
+        if listing.returncode != 0:
             return None
-        pane = found.active_pane
-        pid = getattr(pane, "pane_pid", None) if pane is not None else None
-        return int(pid) if pid else None
+        for line in listing.stdout.splitlines():
+            name, _, pid = line.partition("\t")
+            if name == window and pid.isdigit():
+                return int(pid)
+        return None
 
     def start_window(self, window: str, command: str, environment: dict[str, str], start_dir: Path) -> None:
         """Run `command` in a new window, creating the session if needed."""

@@ -32,6 +32,13 @@ class JupyterClient:
     def get(self, path: str, **kwargs: Any) -> requests.Response:
         return self.session.get(self.base + path, allow_redirects=False, timeout=10, **kwargs)
 
+    def get_ok(self, path: str) -> bool:
+        """True when GET `path` answers 200; False when it answers otherwise or not at all."""
+        try:
+            return self.get(path).status_code == 200
+        except requests.RequestException:
+            return False
+
     def post(self, path: str, **kwargs: Any) -> requests.Response:
         return self.session.post(self.base + path, allow_redirects=False, timeout=10, **kwargs)
 

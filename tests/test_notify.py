@@ -22,6 +22,7 @@ import pytest
 from conftest import PASSWORD, TOKEN, Sandbox, free_port, pid_alive, wait_until
 from receiver import Receiver
 
+from remote_agent.errors import BadInput
 from remote_agent.notify import Notifier, command_argv, needs_shell
 from remote_agent.settings import resolve
 
@@ -119,6 +120,13 @@ def test_failing_hooks_are_logged_retried_and_never_raise(tmp_path: Path, caplog
     assert "secret-path" not in text, "a webhook's path is often its secret: never logged"
 
     caplog.clear()
+    leaky = Notifier("echo https://hooks.example/T0/B0/SECRET; exit 1", None, environ=ENVIRON, retry_delays=())
+    leaky.url_changed("http://new.example", None)
+    assert leaky.wait_idle(20)
+    assert "failed (exit 1" in caplog.text
+    assert "SECRET" not in caplog.text, "a URL in the command is masked in its logged output"
+
+    caplog.clear()
     unreachable = Notifier(None, f"http://127.0.0.1:{free_port()}/x", retry_delays=())
     unreachable.url_changed("http://new.example", None)
     assert unreachable.wait_idle(20)
@@ -211,3 +219,22 @@ def test_keeper_runs_the_hooks_on_each_new_url_and_serve_suggests_a_domain(sandb
     assert again.returncode == 0, again.stderr
     assert "NGROK_DOMAIN" not in again.stdout, "the suggestion comes once"
     assert "restarting the tunnel keeper" not in again.stderr, "unchanged hooks keep the keeper"
+    changed = sandbox.run("serve", "--detach", REMOTE_AGENT_WEBHOOK=receiver.url, REMOTE_AGENT_ON_URL_CHANGE=None)
+    assert changed.returncode == 0, changed.stderr
+    assert "restarting the tunnel keeper" in changed.stderr, "the keeper takes a changed hook at once"
+
+
+def test_hook_settings_are_checked_and_documented(tmp_path: Path) -> None:
+    example = (Path(__file__).resolve().parent.parent / ".env.example").read_text()
+    assert "\nREMOTE_AGENT_ON_URL_CHANGE=" in example
+    assert "\nREMOTE_AGENT_WEBHOOK=" in example
+    env = {"HOME": str(tmp_path)}
+    with pytest.raises(BadInput, match="REMOTE_AGENT_WEBHOOK must be an http"):
+        resolve({}, {**env, "REMOTE_AGENT_WEBHOOK": "ftp://example.com/x"}, cwd=tmp_path)
+    with pytest.raises(BadInput, match="cannot be parsed"):
+        resolve({}, {**env, "REMOTE_AGENT_ON_URL_CHANGE": "notify 'unclosed"}, cwd=tmp_path)
+    (tmp_path / ".env").write_text("REMOTE_AGENT_WEBHOOK=https://from-file.example/x\n")
+    assert resolve({}, env, cwd=tmp_path).webhook == "https://from-file.example/x"
+    overridden = resolve({}, {**env, "REMOTE_AGENT_WEBHOOK": "https://from-env.example/y"}, cwd=tmp_path)
+    assert overridden.webhook == "https://from-env.example/y"
+    assert "from-env" not in repr(overridden), "a webhook URL may be a secret: not in repr"

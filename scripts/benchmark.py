@@ -1,0 +1,211 @@
+#!/usr/bin/env python3
+"""Measure remote-agent against its speed targets, with the fake ngrok agent from tests/.
+
+Every figure is the median of several runs, and timings are also given as a ratio to a
+baseline measured in the same run (a bare `jupyter notebook` for the cold start, a bare
+`python -c pass` for the quick commands), so a slow or busy machine shows as such.
+
+    .venv/bin/python scripts/benchmark.py            # the full run (about 3 minutes)
+    .venv/bin/python scripts/benchmark.py --quick    # one run of each, a 2 s rest: a smoke test
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO / "tests"))
+
+from conftest import PASSWORD, Sandbox, wait_until  # noqa: E402 (the harness lives with the tests)
+from fakeagent import FakeNgrok  # noqa: E402
+from jupyter_client import JupyterClient  # noqa: E402
+
+NEW_URL = r"New public URL\s+(\S+)"
+
+
+@dataclass
+class Figure:
+    name: str
+    value: float
+    unit: str
+    target: float
+    baseline: float | None = None  # the same-run baseline, for a ratio
+
+    @property
+    def met(self) -> bool:
+        return self.value <= self.target
+
+    def row(self) -> str:
+        ratio = f"{self.value / self.baseline:.2f}x" if self.baseline else ""
+        shown = f"{self.value:.3f} {self.unit}" if self.unit == "s" else f"{self.value:.2f} {self.unit}"
+        verdict = "ok" if self.met else "MISSED"
+        return f"| {self.name} | {shown} | {ratio} | {self.target:g} {self.unit} | {verdict} |"
+
+
+@contextmanager
+def sandbox() -> Iterator[Sandbox]:
+    with tempfile.TemporaryDirectory(prefix="ra-bench-") as tmp:
+        root = Path(tmp)
+        box = Sandbox(root, FakeNgrok(root / "ngrok"))
+        # The password is set once, as on every start but the very first.
+        check(box.run("password", "--stdin", input=PASSWORD + "\n"))
+        try:
+            yield box
+        finally:
+            box.cleanup()
+
+
+def timed(action: Callable[[], object]) -> float:
+    start = time.perf_counter()
+    action()
+    return time.perf_counter() - start
+
+
+def check(result: subprocess.CompletedProcess[str]) -> subprocess.CompletedProcess[str]:
+    if result.returncode != 0:
+        raise SystemExit(f"benchmark: {result.args} failed ({result.returncode}):\n{result.stderr}")
+    return result
+
+
+def bare_jupyter_start() -> float:
+    """A plain `jupyter notebook` in a fresh home, until it answers: what serve is compared with."""
+    with sandbox() as box:
+        argv = [
+            sys.executable,
+            "-m",
+            "notebook",
+            "--no-browser",
+            f"--ServerApp.port={box.port}",
+            "--ServerApp.ip=127.0.0.1",
+        ]
+        if os.geteuid() == 0:
+            argv.append("--allow-root")  # as serve does; Jupyter refuses root otherwise
+        start = time.perf_counter()
+        proc = subprocess.Popen(
+            argv,
+            env=box.environ(),
+            cwd=box.notebooks,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        try:
+            wait_until(lambda: JupyterClient(f"http://127.0.0.1:{box.port}/").get_ok("/api"), 120, "Jupyter")
+            return time.perf_counter() - start
+        finally:
+            proc.terminate()
+            proc.wait(30)
+
+
+def cold_serve() -> float:
+    """`serve --detach` with nothing running, until it has printed the URL and the URL answers."""
+    with sandbox() as box:
+        start = time.perf_counter()
+        result = check(box.run("serve", "--detach"))
+        url = next(line.split()[-1] for line in result.stdout.splitlines() if line.startswith("Public URL"))
+        wait_until(lambda: JupyterClient(url).get_ok("/api"), 30, "the public URL")
+        return time.perf_counter() - start
+
+
+def median(values: list[float]) -> float:
+    return statistics.median(values)
+
+
+def measure(runs: int, rest_seconds: float) -> list[Figure]:
+    figures = []
+    python_start = median([timed(lambda: subprocess.run([sys.executable, "-c", "pass"], check=True)) for _ in range(5)])
+
+    bare, cold = [], []
+    for _ in range(runs):  # interleaved, so drift in the machine's load hits both alike
+        bare.append(bare_jupyter_start())
+        cold.append(cold_serve())
+    figures.append(
+        Figure("cold `serve --detach` / bare `jupyter notebook`", median(cold) / median(bare), "ratio", 1.10)
+    )
+    figures.append(Figure("cold `serve --detach` (seconds)", median(cold), "s", float("inf"), median(bare)))
+
+    with sandbox() as box:
+        serve = box.follow()
+        serve.wait_for(r"Public URL\s+(\S+)", timeout=90)
+        quick_runs = max(5, runs)
+        warm = [timed(lambda: check(box.run("serve", "--detach"))) for _ in range(quick_runs)]
+        figures.append(Figure("warm `serve --detach`", median(warm), "s", 0.2, python_start))
+        urls = [timed(lambda: check(box.run("url"))) for _ in range(quick_runs)]
+        figures.append(Figure("`url`", median(urls), "s", 0.15, python_start))
+        statuses = [timed(lambda: check(box.run("status"))) for _ in range(quick_runs)]
+        figures.append(Figure("`status`", median(statuses), "s", 0.15, python_start))
+
+        deaths = []
+        for _ in range(max(5, runs)):
+            seen = len(serve.lines)
+            os.kill(box.tunnel_state()["agent_pid"], signal.SIGKILL)
+            start = time.perf_counter()
+            url = serve.wait_for(NEW_URL, timeout=30, start=seen)[1]
+            deaths.append(time.perf_counter() - start)
+            if check(box.run("url")).stdout.strip() != url:
+                raise SystemExit("benchmark: `url` does not give the URL serve printed")
+        figures.append(Figure("agent killed -> new URL printed (and given by `url`)", median(deaths), "s", 0.5))
+
+        hangs = []
+        for _ in range(max(3, runs)):
+            seen = len(serve.lines)
+            os.kill(box.tunnel_state()["agent_pid"], signal.SIGSTOP)
+            start = time.perf_counter()
+            serve.wait_for(NEW_URL, timeout=30, start=seen)
+            hangs.append(time.perf_counter() - start)
+        figures.append(Figure("hung agent (SIGSTOP) -> replaced", median(hangs), "s", 5.0))
+
+        keeper = box.tunnel_state()["keeper_pid"]
+        ticks = os.sysconf("SC_CLK_TCK")
+
+        def cpu_seconds() -> float:
+            fields = Path(f"/proc/{keeper}/stat").read_text().rsplit(")", 1)[1].split()
+            return (int(fields[11]) + int(fields[12])) / ticks
+
+        before, start = cpu_seconds(), time.perf_counter()
+        time.sleep(rest_seconds)  # the keeper at rest is what is measured: nothing may happen meanwhile
+        used = cpu_seconds() - before
+        share = 100 * used / (time.perf_counter() - start)
+        figures.append(Figure(f"keeper at rest, CPU over {rest_seconds:g} s", share, "% of a core", 0.2))
+        rss_kb = next(
+            int(line.split()[1])
+            for line in Path(f"/proc/{keeper}/status").read_text().splitlines()
+            if line.startswith("VmRSS:")
+        )
+        figures.append(Figure("keeper at rest, resident memory", rss_kb / 1024, "MB", 40))
+    return figures
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--runs", type=int, default=5, help="runs of each timing (median; default 5)")
+    parser.add_argument("--rest-seconds", type=float, default=60.0, help="how long the keeper is watched at rest")
+    parser.add_argument("--quick", action="store_true", help="one run each and a 2 s rest: a smoke test")
+    parser.add_argument("--json", action="store_true", help="print the figures as JSON")
+    args = parser.parse_args()
+    runs, rest = (1, 2.0) if args.quick else (args.runs, args.rest_seconds)
+    figures = measure(runs, rest)
+    if args.json:
+        print(json.dumps([{**f.__dict__, "met": f.met} for f in figures], indent=2))
+    else:
+        print("| figure | median | vs baseline | target | |")
+        print("|---|---|---|---|---|")
+        for figure in figures:
+            print(figure.row())
+        print(f"\n{runs} run(s) each; baselines: bare `jupyter notebook` start, `python -c pass`.")
+    return 0 if all(f.met for f in figures) else 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
