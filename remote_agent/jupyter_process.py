@@ -97,28 +97,43 @@ def kernel_pids(jupyter_pid: int) -> list[int]:
     return found
 
 
-# A kernel is busy when it (or a program its cell started) used this share of one CPU while
-# `status` watched it; Jupyter's own busy/idle is behind the login, which status cannot pass.
-BUSY_CPU_SHARE = 0.2
+# Jupyter's own busy/idle is behind the login, which status cannot pass: a kernel counts
+# as busy when it (or a program its cell started) is seen running on a CPU during a few
+# quick looks at /proc, which costs `status` about 30 ms instead of a long CPU sample.
+LOOKS = 4
+LOOK_INTERVAL = 0.008
 
 
-def kernel_activity(jupyter_pid: int, sample: float = 0.25) -> tuple[int, int]:
-    """(busy, idle) kernels: CPU used by each kernel's process tree during `sample` seconds."""
+def _running(pid: int) -> bool:
+    """True when any thread of `pid` is on a CPU or waiting for one (state R)."""
+    try:
+        tasks = list(Path(f"/proc/{pid}/task").iterdir())
+    except OSError:
+        return False
+    for task in tasks:
+        try:
+            if (task / "stat").read_text().rsplit(")", 1)[1].split()[0] == "R":
+                return True
+        except (OSError, IndexError):
+            continue
+    return False
+
+
+def kernel_activity(jupyter_pid: int) -> tuple[int, int]:
+    """(busy, idle) kernels, by a few looks at their process trees' run states."""
     import time
 
     kernels = kernel_pids(jupyter_pid)
-    if not kernels:
-        return 0, 0
-
-    def used() -> list[int]:
-        return [sum(procs.cpu_ticks(p) or 0 for p in (k, *procs.descendants(k))) for k in kernels]
-
-    before = used()
-    time.sleep(sample)
-    after = used()
-    threshold = BUSY_CPU_SHARE * sample * os.sysconf("SC_CLK_TCK")
-    busy = sum(1 for b, a in zip(before, after, strict=True) if a - b >= threshold)
-    return busy, len(kernels) - busy
+    busy: set[int] = set()
+    for look in range(LOOKS if kernels else 0):
+        for kernel in kernels:
+            if kernel not in busy and any(_running(p) for p in (kernel, *procs.descendants(kernel))):
+                busy.add(kernel)
+        if len(busy) == len(kernels):
+            break
+        if look < LOOKS - 1:
+            time.sleep(LOOK_INTERVAL)
+    return len(busy), len(kernels) - len(busy)
 
 
 def runtime_dir() -> Path:

@@ -122,7 +122,7 @@ def median(values: list[float]) -> float:
     return statistics.median(values)
 
 
-def measure(runs: int, rest_seconds: float) -> list[Figure]:
+def measure(runs: int, rest_seconds: float, quick: bool = False) -> list[Figure]:
     figures = []
     python_start = median([timed(lambda: subprocess.run([sys.executable, "-c", "pass"], check=True)) for _ in range(5)])
 
@@ -138,7 +138,7 @@ def measure(runs: int, rest_seconds: float) -> list[Figure]:
     with sandbox() as box:
         serve = box.follow()
         serve.wait_for(r"Public URL\s+(\S+)", timeout=90)
-        quick_runs = max(5, runs)
+        quick_runs = 3 if quick else max(5, runs)
         warm = [timed(lambda: check(box.run("serve", "--detach"))) for _ in range(quick_runs)]
         figures.append(Figure("warm `serve --detach`", median(warm), "s", 0.2, python_start))
         urls = [timed(lambda: check(box.run("url"))) for _ in range(quick_runs)]
@@ -147,7 +147,7 @@ def measure(runs: int, rest_seconds: float) -> list[Figure]:
         figures.append(Figure("`status`", median(statuses), "s", 0.15, python_start))
 
         deaths = []
-        for _ in range(max(5, runs)):
+        for _ in range(1 if quick else max(5, runs)):
             seen = len(serve.lines)
             os.kill(box.tunnel_state()["agent_pid"], signal.SIGKILL)
             start = time.perf_counter()
@@ -158,7 +158,7 @@ def measure(runs: int, rest_seconds: float) -> list[Figure]:
         figures.append(Figure("agent killed -> new URL printed (and given by `url`)", median(deaths), "s", 0.5))
 
         hangs = []
-        for _ in range(max(3, runs)):
+        for _ in range(1 if quick else max(3, runs)):
             seen = len(serve.lines)
             os.kill(box.tunnel_state()["agent_pid"], signal.SIGSTOP)
             start = time.perf_counter()
@@ -195,7 +195,7 @@ def main() -> int:
     parser.add_argument("--json", action="store_true", help="print the figures as JSON")
     args = parser.parse_args()
     runs, rest = (1, 2.0) if args.quick else (args.runs, args.rest_seconds)
-    figures = measure(runs, rest)
+    figures = measure(runs, rest, args.quick)
     if args.json:
         print(json.dumps([{**f.__dict__, "met": f.met} for f in figures], indent=2))
     else:
