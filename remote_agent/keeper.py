@@ -123,7 +123,8 @@ class Keeper:
         self.home = home
         self.config = config
         self.clock = clock
-        self.secrets = (token_from_agent_config(home.ngrok_config), config.basic_auth)
+        basic_password = config.basic_auth.partition(":")[2] if config.basic_auth else None
+        self.secrets = (token_from_agent_config(home.ngrok_config), config.basic_auth, basic_password)
         self.make_agent = make_agent
         self.ngrok_path = config.ngrok_path or default_binary()
         self.wake = threading.Event()
@@ -349,6 +350,7 @@ def setup_logging(home: Home, secrets: tuple[str | None, ...]) -> None:
 
 
 def main() -> int:
+    os.umask(0o077)  # everything the keeper writes (state, logs, rotated logs) is private
     home = Home(Path(os.environ["REMOTE_AGENT_HOME"])).ensure()
     config = KeeperConfig.load(home.keeper_config)
     if config is None:

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import os
+import shlex
 import signal
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
 
@@ -66,13 +66,6 @@ class Hangup(Exception):
     """The terminal went away (SSH dropped): stop following, quietly."""
 
 
-@dataclass
-class Started:
-    jupyter_pid: int
-    port: int
-    keeper_pid: int | None
-
-
 def passed_environment(settings: Settings) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if k in PASSED_ENV or k.startswith(PASSED_ENV_PREFIXES)}
     env["REMOTE_AGENT_HOME"] = str(settings.home)
@@ -89,8 +82,6 @@ def keeper_command(settings: Settings) -> str:
         "REMOTE_AGENT_HOME": str(settings.home),
         "PYTHONPATH": package_parent,
     }
-    import shlex
-
     assignments = " ".join(shlex.quote(f"{k}={v}") for k, v in keep.items())
     return f"exec env -i {assignments} {shlex.quote(sys.executable)} -m remote_agent.keeper"
 
@@ -355,7 +346,7 @@ def suggest_stable_url(home: Home, console: Console, state: TunnelState) -> None
     console.line("            set NGROK_DOMAIN in .env to your free static domain (dashboard.ngrok.com/domains).")
 
 
-def follow(home: Home, tmux: TmuxSession, console: Console, last: TunnelState, qr: bool = False) -> int:
+def follow(home: Home, console: Console, last: TunnelState, qr: bool = False) -> int:
     """Print each new URL the keeper records until Ctrl-C or hangup."""
     console.line("")
     console.line("Following the tunnel: new URLs appear here. Ctrl-C stops following;")
@@ -444,7 +435,7 @@ def serve(settings: Settings, console: Console, detach: bool, qr: bool = False) 
         return 0
     signal.signal(signal.SIGHUP, _raise_hangup)
     try:
-        return follow(home, tmux, console, tunnel, qr)
+        return follow(home, console, tunnel, qr)
     except (Hangup, BrokenPipeError):
         return 130
     except OSError:
