@@ -15,6 +15,7 @@ import signal
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+from urllib.parse import unquote, urlsplit
 
 import pytest
 from conftest import REPO, descendants, pid_alive, wait_until
@@ -75,22 +76,28 @@ def chromium(profile: Path, test_name: str) -> Iterator[Browser]:
     shots.mkdir(parents=True, exist_ok=True)
     for old in shots.glob("*.png"):
         old.unlink()
+    before = set(descendants(os.getpid()))
     with sync_playwright() as playwright:
-        before = set(descendants(os.getpid()))
-        context = playwright.chromium.launch_persistent_context(
-            profile,
-            executable_path=CHROMIUM,
-            args=CHROMIUM_ARGS,
-            headless=True,
-            viewport=VIEWPORT,
-        )
-        started = [pid for pid in descendants(os.getpid()) if pid not in before]
-        context.set_default_timeout(TIMEOUT_MS)
+        # Chromium's processes: whatever runs under Playwright's driver, which has just started.
+        drivers = set(descendants(os.getpid())) - before
+        started: set[int] = set()
+        context = None
         try:
+            context = playwright.chromium.launch_persistent_context(
+                profile,
+                executable_path=CHROMIUM,
+                args=CHROMIUM_ARGS,
+                headless=True,
+                viewport=VIEWPORT,
+            )
+            started.update(pid for driver in drivers for pid in descendants(driver))
+            context.set_default_timeout(TIMEOUT_MS)
             yield Browser(context, shots)
         finally:
-            with contextlib.suppress(Exception):
-                context.close()
+            started.update(pid for driver in drivers for pid in descendants(driver))
+            if context is not None:
+                with contextlib.suppress(Exception):
+                    context.close()
             for pid in started:
                 with contextlib.suppress(ProcessLookupError):
                     os.kill(pid, signal.SIGKILL)
@@ -132,9 +139,21 @@ def open_notebook(tree: Page, name: str) -> Page:
 
 
 def wait_for_kernel(notebook: Page) -> None:
-    """The kernel indicator beside its name says idle: the notebook is connected to its kernel."""
+    """The notebook's kernel runs and is idle, and so says the indicator beside its name.
+
+    The indicator alone says idle before the notebook even has a kernel, so the page also
+    asks the server, with its own cookies, for the notebook's session.
+    """
     notebook.wait_for_selector(".jp-Notebook .jp-Cell")
-    notebook.wait_for_selector(".jp-Notebook-ExecutionIndicator[data-status='idle']")
+    path = unquote(urlsplit(notebook.url).path.split("/notebooks/", 1)[1])
+    ask = "p => fetch('/api/sessions').then(r => r.json()).then(s => s.filter(x => x.path === p))"
+
+    def ready() -> bool:
+        sessions = notebook.evaluate(ask, path)
+        idle = bool(sessions) and sessions[0]["kernel"]["execution_state"] == "idle"
+        return idle and notebook.locator(".jp-Notebook-ExecutionIndicator[data-status='idle']").count() == 1
+
+    wait_until(ready, TIMEOUT_MS / 1000, f"the kernel of {path} to be idle", 0.2)
 
 
 def cells(notebook: Page) -> Locator:

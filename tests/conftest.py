@@ -108,7 +108,7 @@ class Following:
         result: re.Match[str] = wait_until(found, timeout, f"serve to print {pattern!r}")
         return result
 
-    def stop(self, sig: int = signal.SIGINT, timeout: float = 10.0) -> int:
+    def stop(self, sig: int = signal.SIGINT, timeout: float = 30.0) -> int:
         if self.proc.poll() is None:
             self.proc.send_signal(sig)
         return self.proc.wait(timeout)

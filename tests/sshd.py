@@ -19,15 +19,16 @@ import pty
 import re
 import shlex
 import signal
+import socket
 import struct
 import subprocess
 import sys
 import termios
 import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import pytest
 from conftest import PASSWORD, REPO, TOKEN, Sandbox, descendants, free_port, pid_alive, wait_until
 
 SSHD = Path("/usr/sbin/sshd")
@@ -101,7 +102,6 @@ class Sshd:
 
     def __init__(self, directory: Path, environment: dict[str, str]) -> None:
         directory.mkdir(parents=True, exist_ok=True)
-        self.dir = directory
         self.port = free_port()
         host_key = directory / "host_key"
         self.client_key = directory / "laptop_key"
@@ -212,6 +212,8 @@ class Sshd:
             if client.poll() is None:
                 client.kill()
             client.wait(10)
+            if client.stderr:
+                client.stderr.close()
         if self.proc is None:
             return
         pids = [*self.sessions(), self.proc.pid]
@@ -226,6 +228,13 @@ class Sshd:
 @contextlib.contextmanager
 def running_sshd(directory: Path, environment: dict[str, str], test_name: str) -> Iterator[Sshd]:
     """sshd for one test; what each ssh terminal showed is kept in test-artifacts/ssh/TEST/."""
+    missing = [str(p) for p in (SSHD, Path("/usr/bin/ssh"), Path("/usr/bin/ssh-keygen")) if not p.exists()]
+    if missing:
+        pytest.fail(
+            f"{', '.join(missing)} missing: these tests run a real OpenSSH server and client. "
+            "Install them: sudo apt-get install -y openssh-server openssh-client   (scripts/test.sh does).",
+            pytrace=False,
+        )
     server = Sshd(directory, environment)
     try:
         server.start()
@@ -264,8 +273,6 @@ def write_user_dotenv(sandbox: Sandbox, server: Sshd, **more: str) -> dict[str, 
 
 
 def port_accepts(port: int) -> bool:
-    import socket
-
     with socket.socket() as s:
         s.settimeout(1)
         return s.connect_ex(("127.0.0.1", port)) == 0
@@ -279,7 +286,3 @@ def wait_for_port(port: int, proc: subprocess.Popen[bytes], timeout: float = 20)
         return port_accepts(port)
 
     wait_until(ready, timeout, f"ssh to forward port {port}")
-
-
-def elapsed(since: float) -> float:
-    return time.monotonic() - since
