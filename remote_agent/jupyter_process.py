@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import http.client
 import os
 import shlex
 import sys
@@ -67,6 +66,8 @@ def window_command(port: int, root_dir: Path, log: Path, app: str = "notebook") 
 
 def answers(port: int, timeout: float = 1.0) -> bool:
     """True when a Jupyter server answers on 127.0.0.1:port (/api needs no login)."""
+    import http.client  # not at the top: a cold serve starts Jupyter before it first needs this
+
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
     try:
         conn.request("GET", "/api")

@@ -17,12 +17,12 @@ import sys
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from types import FrameType
 from typing import Any
 
-from remote_agent import edge_policy, procs
+from remote_agent import procs
+from remote_agent.keeper_config import KeeperConfig
 from remote_agent.ngrok_agent import (
     FATAL_HINTS,
     Agent,
@@ -33,7 +33,7 @@ from remote_agent.ngrok_agent import (
 )
 from remote_agent.notify import Notifier
 from remote_agent.redaction import RedactingFilter
-from remote_agent.state import Home, TunnelState, now_iso, read_json, write_json
+from remote_agent.state import Home, TunnelState, now_iso
 
 log = logging.getLogger("remote_agent.keeper")
 
@@ -45,42 +45,6 @@ PUBLIC_PROBE_TIMEOUT = 1.5
 RECONNECT_GRACE = 60.0
 SHORT_BACKOFF = (0.0, 0.5, 1.0, 2.0, 4.0, 8.0, 15.0)
 LONG_BACKOFF = (10.0, 30.0, 60.0, 120.0, 300.0)
-
-
-@dataclass(frozen=True)
-class KeeperConfig:
-    """What serve tells the keeper, through a 0600 file rather than argv or environment."""
-
-    port: int
-    ngrok_path: str | None  # None: pyngrok's default place
-    domain: str | None = None
-    basic_auth: str | None = None
-    oauth_provider: str | None = None
-    allow_emails: tuple[str, ...] = ()
-    login_rate: int = edge_policy.DEFAULT_LOGIN_RATE
-    on_url_change: str | None = None  # a command run with each new public URL (notify.py)
-    webhook: str | None = None  # a URL that gets a POST with each new public URL
-
-    def to_dict(self) -> dict[str, Any]:
-        data = asdict(self)
-        data["allow_emails"] = list(self.allow_emails)
-        return data
-
-    @classmethod
-    def load(cls, path: Path) -> KeeperConfig | None:
-        data = read_json(path)
-        if not data or not isinstance(data.get("port"), int):
-            return None
-        known = {f.name for f in fields(cls)}
-        values = {k: v for k, v in data.items() if k in known}
-        values["allow_emails"] = tuple(values.get("allow_emails") or ())
-        try:
-            return cls(**values)
-        except TypeError:
-            return None
-
-    def traffic_policy(self) -> dict[str, Any] | None:
-        return edge_policy.build(self.basic_auth, self.oauth_provider, self.allow_emails, self.login_rate)
 
 
 class Backoff:
@@ -323,14 +287,6 @@ def count_reason(reasons: dict[str, int], reason: str | None, keep: int = 8) -> 
     while len(counted) > keep:
         counted.pop(min((k for k in counted if k != key), key=lambda k: counted[k]))
     return counted
-
-
-def write_keeper_config(home: Home, config: KeeperConfig) -> bool:
-    """Write the keeper's config; True when it changed (a running keeper must restart)."""
-    if read_json(home.keeper_config) == config.to_dict():
-        return False
-    write_json(home.keeper_config, config.to_dict())
-    return True
 
 
 def setup_logging(home: Home, secrets: tuple[str | None, ...]) -> None:

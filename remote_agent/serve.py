@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 import shlex
 import signal
 import sys
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -22,7 +24,7 @@ from remote_agent.jupyter_process import (
     runtime_port,
     window_command,
 )
-from remote_agent.keeper import KeeperConfig, write_keeper_config
+from remote_agent.keeper_config import KeeperConfig, write_keeper_config
 from remote_agent.password import prompt_twice, warn_if_short
 from remote_agent.runtime import JupyterRecord, live_window_pid, remembered_root, running_jupyter, running_keeper
 from remote_agent.settings import Settings
@@ -99,14 +101,36 @@ def tail(path: Path, lines: int, after: str | None = None) -> list[str]:
 # -- password ---------------------------------------------------------------
 
 
-def ensure_password(settings: Settings, console: Console) -> None:
-    """Make sure Jupyter's config holds a password hash; prompt on a terminal if none is known."""
+def _env_file_fingerprint(settings: Settings, current_hash: str) -> dict[str, object] | None:
+    """What identifies "this .env file, unchanged, against this stored hash": nothing derived from the password."""
+    if not settings.password_from_file or settings.env_file is None:
+        return None
+    try:
+        st = settings.env_file.stat()
+    except OSError:
+        return None
+    return {
+        "env_file": str(settings.env_file),
+        "inode": st.st_ino,
+        "mtime_ns": st.st_mtime_ns,
+        "size": st.st_size,
+        "hash_sha256": hashlib.sha256(current_hash.encode()).hexdigest(),
+    }
+
+
+def prepare_password(settings: Settings, console: Console, home: Home) -> Callable[[], None]:
+    """Make sure Jupyter's config will hold a password hash; prompt on a terminal if none is known.
+
+    What can fail on bad input, or needs the user, happens now. Checking a given password
+    against the stored hash (argon2 takes a tenth of a second) and storing a new one run on a
+    thread while tmux and the keeper start; the returned function waits for them.
+    """
     directory = jupyter_config.config_dir()
     current = jupyter_config.existing_hash(directory)
     password = settings.jupyter_password
     if password is None and current:
         jupyter_config.store_hash(directory, current)  # a Notebook 6 hash moves to where Notebook 7 reads
-        return
+        return lambda: None
     if password is None:
         if not sys.stdin.isatty():
             raise BadInput(
@@ -115,10 +139,39 @@ def ensure_password(settings: Settings, console: Console) -> None:
             )
         console.note("Jupyter needs a password; it is stored only as a salted hash.")
         password = prompt_twice()
-    if current and jupyter_config.check_password(current, password):
-        return
-    warn_if_short(password, console)
-    jupyter_config.store_hash(directory, jupyter_config.hash_password(password))
+    given = password
+    # A password read from an unchanged .env was checked against this very hash before: skip argon2.
+    fingerprint = _env_file_fingerprint(settings, current) if current else None
+    if fingerprint is not None and read_json(home.password_checked) == fingerprint:
+        return lambda: None
+    outcome: dict[str, BaseException | bool] = {}
+
+    def check_and_store() -> None:
+        try:
+            if current and jupyter_config.check_password(current, given):
+                outcome["stored"] = False
+                return
+            jupyter_config.store_hash(directory, jupyter_config.hash_password(given))
+            outcome["stored"] = True
+        except BaseException as e:  # handed to the caller's thread
+            outcome["error"] = e
+
+    worker = threading.Thread(target=check_and_store, name="password", daemon=True)
+    worker.start()
+
+    def finish() -> None:
+        worker.join()
+        error = outcome.get("error")
+        if isinstance(error, BaseException):
+            raise error
+        if outcome.get("stored"):
+            warn_if_short(given, console)
+        stored = jupyter_config.existing_hash(directory)
+        checked = _env_file_fingerprint(settings, stored) if stored else None
+        if checked is not None:
+            write_json(home.password_checked, checked)
+
+    return finish
 
 
 # -- Jupyter ------------------------------------------------------------------
@@ -131,8 +184,8 @@ def root_dir_for(settings: Settings, home: Home) -> Path:
     return root
 
 
-def ensure_jupyter(settings: Settings, home: Home, tmux: TmuxSession, console: Console) -> tuple[int, int, bool]:
-    """(pid, port, started_now): reuse a running Jupyter, or start one in the session's window."""
+def find_jupyter(settings: Settings, home: Home, tmux: TmuxSession, console: Console) -> tuple[int, int] | None:
+    """(pid, port) of the Jupyter that already runs, if one does."""
     record = JupyterRecord.load(home)
     pid = running_jupyter(record)
     if pid is not None and record is not None and record.port:
@@ -146,9 +199,12 @@ def ensure_jupyter(settings: Settings, home: Home, tmux: TmuxSession, console: C
                 f"{APP_NAMES.get(record.app, record.app)} already runs; keeping it. "
                 f"To switch to {APP_NAMES[settings.app]}: `remote-agent stop`, then serve --app {settings.app}."
             )
-        # The running Jupyter keeps the password it started with; a new JUPYTER_PASSWORD is stored
-        # (and checked, which costs a tenth of a second) when Jupyter next starts.
-        return pid, record.port, False
+        if record.provider != settings.provider:
+            record.provider = settings.provider
+            write_json(home.jupyter_record, record.to_dict())
+        # The running Jupyter keeps the password it started with; a new JUPYTER_PASSWORD is
+        # checked and stored when Jupyter next starts.
+        return pid, record.port
     # Without a record (lost or corrupt), ask tmux whether our window still runs one.
     pid = live_window_pid(tmux, JUPYTER_WINDOW) if record is None else None
     if pid is not None:
@@ -157,21 +213,31 @@ def ensure_jupyter(settings: Settings, home: Home, tmux: TmuxSession, console: C
         if port is not None:
             write_json(home.jupyter_record, JupyterRecord(pid, port, None, settings.provider, None).to_dict())
             console.note(f"Found Jupyter running (pid {pid}) on port {port}; its record was missing and is rewritten.")
-            return pid, port, False
+            return pid, port
         procs.terminate(pid, 10)
+    return None
+
+
+def check_can_start(settings: Settings) -> str:
+    """Everything that would stop a new Jupyter, checked before anything starts; the app to run."""
     app = settings.app or "notebook"
     require_app(app)
-    ensure_password(settings, console)
-    if record and record.pid and not procs.is_alive(record.pid):
-        console.note(
-            f"Jupyter had stopped (pid {record.pid}); starting a new one. "
-            "Kernels from before are lost: re-run your notebooks' cells."
-        )
     if port_in_use(settings.port):
         raise StartFailed(
             f"Port {settings.port} on 127.0.0.1 is already used by another program.",
             "Stop that program (`ss -ltnp | grep :PORT` shows it), or pick another port with --port "
             "or JUPYTER_PORT.".replace("PORT", str(settings.port)),
+        )
+    return app
+
+
+def start_jupyter(settings: Settings, home: Home, tmux: TmuxSession, console: Console, app: str) -> int:
+    """Start Jupyter in the session's window; its pid."""
+    record = JupyterRecord.load(home)
+    if record and record.pid and not procs.is_alive(record.pid):
+        console.note(
+            f"Jupyter had stopped (pid {record.pid}); starting a new one. "
+            "Kernels from before are lost: re-run your notebooks' cells."
         )
     root = root_dir_for(settings, home)
     marker = f"--- remote-agent: Jupyter starting at {now_iso()} ---"
@@ -186,7 +252,7 @@ def ensure_jupyter(settings: Settings, home: Home, tmux: TmuxSession, console: C
         home.jupyter_record,
         JupyterRecord(pid, settings.port, str(root), settings.provider, now_iso(), app).to_dict(),
     )
-    return pid, settings.port, True
+    return pid
 
 
 def _log_hint(home: Home, marker: str | None = None) -> tuple[str]:
@@ -399,6 +465,31 @@ def _raise_hangup(_signum: int, _frame: FrameType | None) -> None:
 # -- the command ------------------------------------------------------------------
 
 
+def bring_up(
+    settings: Settings, home: Home, tmux: TmuxSession, console: Console, started: float
+) -> tuple[int, int, bool, TunnelState | None]:
+    """Under the lock: reuse or start Jupyter and the keeper. (Jupyter pid, port, started now?, tunnel)."""
+    found = find_jupyter(settings, home, tmux, console)
+    if found is None:
+        app = check_can_start(settings)
+        finish_password = prepare_password(settings, console, home)
+        tmux.load()  # libtmux's import overlaps the password check on the other thread
+        finish_password()
+        pid, port, started_now = start_jupyter(settings, home, tmux, console, app), settings.port, True
+    else:
+        (pid, port), started_now = found, False
+    keeper_pid = None
+    if settings.provider == "ngrok":
+        # The tunnel opens while Jupyter boots; ngrok shows its 502 page until Jupyter answers.
+        keeper_pid = ensure_keeper(settings, home, tmux, port, console)
+    else:
+        stop_keeper(home)
+    if started_now or not answers(port):
+        wait_for_jupyter(pid, port, home, console, started)
+    tunnel = wait_for_tunnel(home, keeper_pid, console, started) if keeper_pid else None
+    return pid, port, started_now, tunnel
+
+
 def serve(settings: Settings, console: Console, detach: bool, qr: bool = False) -> int:
     require_tmux()
     home = Home(settings.home).ensure()
@@ -409,21 +500,8 @@ def serve(settings: Settings, console: Console, detach: bool, qr: bool = False) 
     tmux = TmuxSession(settings.session)
     started = time.monotonic()
     with exclusive_lock(home.lock):
-        pid, port, started_now = ensure_jupyter(settings, home, tmux, console)
-        provider = settings.provider
-        record = JupyterRecord.load(home)
-        if record is not None and record.provider != provider:
-            record.provider = provider
-            write_json(home.jupyter_record, record.to_dict())
-        keeper_pid = None
-        if provider == "ngrok":
-            # The tunnel opens while Jupyter boots; ngrok shows its 502 page until Jupyter answers.
-            keeper_pid = ensure_keeper(settings, home, tmux, port, console)
-        else:
-            stop_keeper(home)
-        if started_now or not answers(port):
-            wait_for_jupyter(pid, port, home, console, started)
-        tunnel = wait_for_tunnel(home, keeper_pid, console, started) if keeper_pid else None
+        pid, port, started_now, tunnel = bring_up(settings, home, tmux, console, started)
+    provider = settings.provider
     print_ready(settings, console, pid, port, started_now, tunnel.public_url if tunnel else None, provider)
     if qr and tunnel is not None and tunnel.public_url:
         draw_qr(console, tunnel.public_url)

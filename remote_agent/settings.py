@@ -69,6 +69,7 @@ class Settings:
     login_rate: int = 20
     ngrok_authtoken: str | None = field(default=None, repr=False)
     jupyter_password: str | None = field(default=None, repr=False)
+    password_from_file: bool = False  # JUPYTER_PASSWORD came from the .env file
     basic_auth: str | None = field(default=None, repr=False)
     app: App | None = None  # None: notebook, without overriding a running JupyterLab
     # Hooks for a new public URL; both may hold secrets (a Slack URL), so neither is shown.
@@ -313,6 +314,7 @@ def resolve(  # noqa: PLR0915 (one straight pass over every setting reads best)
         env_file_exposed=path.is_file() and _is_exposed(path),
         ngrok_authtoken=token,
         jupyter_password=pick("JUPYTER_PASSWORD"),
+        password_from_file=not environ.get("JUPYTER_PASSWORD") and bool(from_file.get("JUPYTER_PASSWORD")),
         basic_auth=_parse_basic_auth(basic_raw) if basic_raw else None,
         oauth_provider=oauth or None,
         allow_emails=emails,

@@ -198,6 +198,10 @@ class Home:
         return self.root / "hints.json"
 
     @property
+    def password_checked(self) -> Path:
+        return self.root / "password-checked.json"
+
+    @property
     def lock(self) -> Path:
         return self.root / "serve.lock"
 

@@ -55,6 +55,10 @@ class TmuxSession:
         except libtmux.exc.LibTmuxException:
             return None
 
+    def load(self) -> None:
+        """Import libtmux now, e.g. while another thread waits on something else."""
+        self._libtmux()
+
     def _query(self, *args: str) -> subprocess.CompletedProcess[str]:
         # Reads go to tmux directly: importing libtmux costs more than the whole of `url`.
         return subprocess.run([require_tmux(), *args], capture_output=True, text=True, check=False, timeout=10)

@@ -59,12 +59,18 @@ def sandbox() -> Iterator[Sandbox]:
     with tempfile.TemporaryDirectory(prefix="ra-bench-") as tmp:
         root = Path(tmp)
         box = Sandbox(root, FakeNgrok(root / "ngrok"))
-        # The password is set once, as on every start but the very first.
-        check(box.run("password", "--stdin", input=PASSWORD + "\n"))
         try:
             yield box
         finally:
             box.cleanup()
+
+
+def as_the_readme_sets_up(box: Sandbox) -> dict[str, str | None]:
+    """Token and password in the project's .env (mode 0600), not in the shell's environment."""
+    env_file = box.notebooks / ".env"
+    env_file.write_text(f"NGROK_AUTHTOKEN={box.env['NGROK_AUTHTOKEN']}\nJUPYTER_PASSWORD={PASSWORD}\n")
+    env_file.chmod(0o600)
+    return {"NGROK_AUTHTOKEN": None, "JUPYTER_PASSWORD": None}
 
 
 def timed(action: Callable[[], object]) -> float:
@@ -79,43 +85,42 @@ def check(result: subprocess.CompletedProcess[str]) -> subprocess.CompletedProce
     return result
 
 
-def bare_jupyter_start() -> float:
-    """A plain `jupyter notebook` in a fresh home, until it answers: what serve is compared with."""
-    with sandbox() as box:
-        argv = [
-            sys.executable,
-            "-m",
-            "notebook",
-            "--no-browser",
-            f"--ServerApp.port={box.port}",
-            "--ServerApp.ip=127.0.0.1",
-        ]
-        if os.geteuid() == 0:
-            argv.append("--allow-root")  # as serve does; Jupyter refuses root otherwise
-        start = time.perf_counter()
-        proc = subprocess.Popen(
-            argv,
-            env=box.environ(),
-            cwd=box.notebooks,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        try:
-            wait_until(lambda: JupyterClient(f"http://127.0.0.1:{box.port}/").get_ok("/api"), 120, "Jupyter")
-            return time.perf_counter() - start
-        finally:
-            proc.terminate()
-            proc.wait(30)
+def bare_jupyter_start(box: Sandbox) -> float:
+    """A plain `jupyter notebook` until it answers: what serve is compared with."""
+    # Literally what the tutorials have users type: the environment's `jupyter` launcher.
+    argv = [
+        str(Path(sys.executable).with_name("jupyter")),
+        "notebook",
+        "--no-browser",
+        f"--ServerApp.port={box.port}",
+        "--ServerApp.ip=127.0.0.1",
+    ]
+    if os.geteuid() == 0:
+        argv.append("--allow-root")  # as serve does; Jupyter refuses root otherwise
+    start = time.perf_counter()
+    proc = subprocess.Popen(
+        argv, env=box.environ(), cwd=box.notebooks, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+    try:
+        wait_until(lambda: JupyterClient(f"http://127.0.0.1:{box.port}/").get_ok("/api"), 120, "Jupyter")
+        return time.perf_counter() - start
+    finally:
+        proc.terminate()
+        proc.wait(30)
 
 
-def cold_serve() -> float:
-    """`serve --detach` with nothing running, until it has printed the URL and the URL answers."""
+def cold_start_pair() -> tuple[float, float]:
+    """(bare Jupyter, cold serve) in one home, where serve ran on an earlier day and was stopped."""
     with sandbox() as box:
+        env = as_the_readme_sets_up(box)
+        check(box.run("serve", "--detach", env=env))
+        check(box.run("stop", env=env))
+        bare = bare_jupyter_start(box)
         start = time.perf_counter()
-        result = check(box.run("serve", "--detach"))
+        result = check(box.run("serve", "--detach", env=env))
         url = next(line.split()[-1] for line in result.stdout.splitlines() if line.startswith("Public URL"))
         wait_until(lambda: JupyterClient(url).get_ok("/api"), 30, "the public URL")
-        return time.perf_counter() - start
+        return bare, time.perf_counter() - start
 
 
 def median(values: list[float]) -> float:
@@ -128,8 +133,9 @@ def measure(runs: int, rest_seconds: float, quick: bool = False) -> list[Figure]
 
     bare, cold = [], []
     for _ in range(runs):  # interleaved, so drift in the machine's load hits both alike
-        bare.append(bare_jupyter_start())
-        cold.append(cold_serve())
+        one_bare, one_cold = cold_start_pair()
+        bare.append(one_bare)
+        cold.append(one_cold)
     figures.append(
         Figure("cold `serve --detach` / bare `jupyter notebook`", median(cold) / median(bare), "ratio", 1.10)
     )

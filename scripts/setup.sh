@@ -36,7 +36,8 @@ if [ ! -x .venv/bin/python ]; then
 fi
 .venv/bin/python -m pip install -q --upgrade pip
 if [ -n "$extra" ]; then
-  .venv/bin/python -m pip install -q -e ".$extra"
+  # compat: a path entry instead of an import hook, which every command would pay for at start-up
+  .venv/bin/python -m pip install -q -e ".$extra" --config-settings editable_mode=compat
 else
   .venv/bin/python -m pip install -q .
 fi

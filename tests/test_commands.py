@@ -175,3 +175,23 @@ def test_attach_opens_the_session_on_a_terminal(sandbox: Sandbox) -> None:
     finally:
         proc.kill()
         proc.wait(10)
+
+
+def test_a_changed_password_in_env_file_takes_effect_at_the_next_start(sandbox: Sandbox) -> None:
+    env_file = sandbox.notebooks / ".env"
+    env_file.write_text("JUPYTER_PASSWORD=the first password 1\n")
+    env_file.chmod(0o600)
+    assert sandbox.run("serve", "--detach", JUPYTER_PASSWORD=None).returncode == 0
+    assert sandbox.run("stop").returncode == 0
+    # Unchanged .env: the next start trusts the check it made (no argon2), and the password still works.
+    assert sandbox.run("serve", "--detach", JUPYTER_PASSWORD=None).returncode == 0
+    assert JupyterClient(sandbox.run("url").stdout.strip()).login("the first password 1").status_code == 302
+    assert sandbox.run("stop").returncode == 0
+    env_file.write_text("JUPYTER_PASSWORD=the second password 2\n")
+    assert sandbox.run("serve", "--detach", JUPYTER_PASSWORD=None).returncode == 0
+    url = sandbox.run("url").stdout.strip()
+    assert JupyterClient(url).login("the second password 2").status_code == 302
+    assert JupyterClient(url).login("the first password 1").status_code == 401
+    marker = (sandbox.state_dir / "password-checked.json").read_text()
+    assert "second" not in marker
+    assert "first" not in marker
