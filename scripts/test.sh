@@ -5,8 +5,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 # The tests drive real programs: tmux, an OpenSSH server and client, Debian's Chromium,
-# and systemd-analyze for the unit file.
-apt_packages=(tmux openssh-server openssh-client chromium systemd)
+# systemd-analyze for the unit file, and curl for the README's webhook templates.
+apt_packages=(tmux openssh-server openssh-client chromium systemd curl)
 missing=()
 for package in "${apt_packages[@]}"; do
   dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q "install ok installed" || missing+=("$package")
