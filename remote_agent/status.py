@@ -1,4 +1,4 @@
-"""`status` and `url`: what runs, read from tmux, /proc and the keeper's state file."""
+"""`status` and `url`: what runs, read from the records, /proc and the keeper's state file (never tmux)."""
 
 from __future__ import annotations
 
