@@ -125,10 +125,12 @@ def kernel_activity(jupyter_pid: int) -> tuple[int, int]:
     import time
 
     kernels = kernel_pids(jupyter_pid)
+    # The trees are read once: each look then reads only their processes' states.
+    trees = {kernel: (kernel, *procs.descendants(kernel)) for kernel in kernels}
     busy: set[int] = set()
     for look in range(LOOKS if kernels else 0):
-        for kernel in kernels:
-            if kernel not in busy and any(_running(p) for p in (kernel, *procs.descendants(kernel))):
+        for kernel, tree in trees.items():
+            if kernel not in busy and any(_running(p) for p in tree):
                 busy.add(kernel)
         if len(busy) == len(kernels):
             break

@@ -10,11 +10,15 @@ from remote_agent.settings import Settings
 from remote_agent.state import Home
 
 
-def _last_lines(path: Path, n: int) -> list[str]:
+def tail(path: Path, lines: int, after: str | None = None) -> list[str]:
+    """The last `lines` lines of a log, only from after the last `after` marker when given."""
     try:
-        return path.read_text(errors="replace").splitlines()[-n:] if n > 0 else []
+        text = path.read_text(errors="replace")
     except OSError:
         return []
+    if after and after in text:
+        text = text.rsplit(after, 1)[1]
+    return text.splitlines()[-lines:] if lines > 0 else []
 
 
 def logs(settings: Settings, console: Console, lines: int, follow: bool) -> int:
@@ -25,7 +29,7 @@ def logs(settings: Settings, console: Console, lines: int, follow: bool) -> int:
         return 0
     for name, path in sources.items():
         console.line(f"==> {name}: {path} <==")
-        for line in _last_lines(path, lines):
+        for line in tail(path, lines):
             console.line(line)
     if not follow:
         return 0

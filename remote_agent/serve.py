@@ -25,6 +25,7 @@ from remote_agent.jupyter_process import (
     window_command,
 )
 from remote_agent.keeper_config import KeeperConfig, write_keeper_config
+from remote_agent.logs import tail
 from remote_agent.password import prompt_twice, warn_if_short
 from remote_agent.runtime import JupyterRecord, live_window_pid, remembered_root, running_jupyter, running_keeper
 from remote_agent.settings import Settings
@@ -86,16 +87,6 @@ def keeper_command(settings: Settings) -> str:
     }
     assignments = " ".join(shlex.quote(f"{k}={v}") for k, v in keep.items())
     return f"exec env -i {assignments} {shlex.quote(sys.executable)} -m remote_agent.keeper"
-
-
-def tail(path: Path, lines: int, after: str | None = None) -> list[str]:
-    try:
-        text = path.read_text(errors="replace")
-    except OSError:
-        return []
-    if after and after in text:
-        text = text.rsplit(after, 1)[1]
-    return text.splitlines()[-lines:]
 
 
 # -- password ---------------------------------------------------------------

@@ -24,6 +24,8 @@ from typing import Any
 import pytest
 from fakeagent import FakeNgrok
 
+from remote_agent import procs
+
 REPO = Path(__file__).resolve().parent.parent
 PASSWORD = "correct horse battery staple"
 TOKEN = "2fakeTokenForTests_abcdefghijklmnop"
@@ -47,29 +49,9 @@ def wait_until(condition: Callable[[], Any], timeout: float, what: str, interval
         time.sleep(interval)
 
 
-def pid_alive(pid: int) -> bool:
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return False
-    return stat.rsplit(")", 1)[1].split()[0] not in ("Z", "X")
-
-
-def descendants(root: int) -> list[int]:
-    parents: dict[int, list[int]] = {}
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
-            except (OSError, IndexError, ValueError):
-                continue
-            parents.setdefault(ppid, []).append(int(entry.name))
-    found, todo = [], [root]
-    while todo:
-        for child in parents.get(todo.pop(), []):
-            found.append(child)
-            todo.append(child)
-    return found
+# The harness finds processes the way the product does, by /proc (see remote_agent.procs).
+pid_alive = procs.is_alive
+descendants = procs.descendants
 
 
 class Following:
@@ -196,6 +178,17 @@ class Sandbox:
             return data
         except (OSError, ValueError):
             return {}
+
+    def kill_agent_and_wait_for_reopen(self, timeout: float = 30.0) -> str:
+        """SIGKILL the tunnel's agent, wait until the keeper has a new one up; the public URL then."""
+        killed = self.tunnel_state()["agent_pid"]
+        os.kill(killed, signal.SIGKILL)
+        wait_until(
+            lambda: self.tunnel_state().get("status") == "up" and self.tunnel_state().get("agent_pid") != killed,
+            timeout,
+            "the keeper to reopen the tunnel",
+        )
+        return str(self.tunnel_state()["public_url"])
 
     def jupyter_record(self) -> dict[str, Any]:
         import json

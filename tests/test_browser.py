@@ -134,13 +134,7 @@ def test_long_computation_finishes_while_the_laptop_is_away(sandbox: Sandbox, se
     # The laptop closes: the SSH client vanishes; then ngrok's agent dies too.
     first.kill()
     wait_until(lambda: not server.remote_processes("-m", "remote_agent", "serve"), 20, "the remote serve to end")
-    agent_pid = sandbox.tunnel_state()["agent_pid"]
-    os.kill(agent_pid, signal.SIGKILL)
-    wait_until(
-        lambda: sandbox.tunnel_state().get("status") == "up" and sandbox.tunnel_state().get("agent_pid") != agent_pid,
-        30,
-        "the keeper to reopen the tunnel",
-    )
+    sandbox.kill_agent_and_wait_for_reopen(30)
     # Still computing while the user is away (else this test would prove nothing).
     [kernel] = api.get("/api/kernels").json()
     assert kernel["execution_state"] == "busy", kernel

@@ -6,14 +6,12 @@ Also `serve --qr` and `url --qr`: the QR code they draw decodes to the public UR
 from __future__ import annotations
 
 import json
-import os
 import re
-import signal
 import time
 import uuid
 
 import websocket
-from conftest import PASSWORD, Sandbox, wait_until
+from conftest import PASSWORD, Sandbox
 from jupyter_client import JupyterClient, _execute_request
 from qr_decode import decode, qr_blocks
 
@@ -55,14 +53,7 @@ def test_status_table_and_qr_codes(sandbox: Sandbox) -> None:
     assert client.execute(idle_kernel, "print('ready')") == "ready\n"
     start_cell(client, busy_kernel, "import time\nend = time.time() + 60\nwhile time.time() < end:\n    pass\n")
 
-    agent_pid = sandbox.tunnel_state()["agent_pid"]
-    os.kill(agent_pid, signal.SIGKILL)
-    wait_until(
-        lambda: sandbox.tunnel_state().get("status") == "up" and sandbox.tunnel_state().get("agent_pid") != agent_pid,
-        15,
-        "the keeper to reopen the tunnel",
-    )
-    new_url = sandbox.tunnel_state()["public_url"]
+    new_url = sandbox.kill_agent_and_wait_for_reopen(15)
 
     shown = sandbox.run("url", "--qr")
     assert shown.returncode == 0, shown.stderr
