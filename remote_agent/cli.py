@@ -45,6 +45,12 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--qr", action="store_true", help="also draw the public URL as a QR code, for a phone")
     serve.add_argument("--detach", action="store_true", help="print the URL and return instead of following")
     serve.add_argument("--json", action="store_true", help="one JSON object per event")
+    serve.add_argument(
+        "--env-file", metavar="PATH", help="read this .env instead of the session's (REMOTE_AGENT_ENV_FILE)"
+    )
+    serve.add_argument(
+        "--reconfigure", action="store_true", help="apply a change that weakens or closes the public endpoint"
+    )
 
     status = sub.add_parser("status", help="what runs: Jupyter, kernels, tunnel")
     status.add_argument("--json", action="store_true", help="one JSON object")
@@ -71,7 +77,7 @@ def run(args: argparse.Namespace, settings: Settings, console: Console) -> int:
     if command == "serve":
         from remote_agent.serve import serve
 
-        return serve(settings, console, detach=args.detach, qr=args.qr)
+        return serve(settings, console, detach=args.detach, qr=args.qr, reconfigure=args.reconfigure)
     if command == "status":
         from remote_agent.status import status
 
@@ -137,6 +143,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             "app": getattr(args, "app", None),
             "oauth": getattr(args, "oauth", None),
             "allow_emails": getattr(args, "allow_emails", None),
+            "env_file": getattr(args, "env_file", None),
         }
         settings = resolve(flags, os.environ)
         remove_secrets_from_environ()
