@@ -32,6 +32,18 @@ def require_tmux() -> str:
     return path
 
 
+MIN_TMUX = (3, 2)
+
+
+def tmux_version() -> tuple[str, bool]:
+    """(`tmux -V` output, new enough?); raises MissingPrerequisite when tmux is not installed."""
+    import re
+
+    out = subprocess.run([require_tmux(), "-V"], capture_output=True, text=True, check=False, timeout=10).stdout.strip()
+    match = re.search(r"(\d+)\.(\d+)", out)
+    return out or "tmux", not match or (int(match[1]), int(match[2])) >= MIN_TMUX
+
+
 class TmuxSession:
     """A named tmux session on the default tmux server (honours TMUX_TMPDIR), owned by one home."""
 

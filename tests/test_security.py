@@ -7,7 +7,7 @@ import os
 import urllib.request
 from pathlib import Path
 
-from conftest import PASSWORD, TOKEN, Sandbox, descendants
+from conftest import PASSWORD, TOKEN, Sandbox, descendants, free_port
 from jupyter_client import JupyterClient
 
 BASIC_USER, BASIC_PASSWORD = "ana", "edge-secret-7x9q"
@@ -52,8 +52,9 @@ def our_processes(sandbox: Sandbox) -> list[int]:
 
 
 def test_no_secret_in_argv_environment_logs_scrollback_or_state(sandbox: Sandbox) -> None:
-    secrets = [PASSWORD, TOKEN, BASIC_PASSWORD, f"{BASIC_USER}:{BASIC_PASSWORD}"]
-    serve = sandbox.follow(NGROK_BASIC_AUTH=f"{BASIC_USER}:{BASIC_PASSWORD}")
+    webhook = f"http://127.0.0.1:{free_port()}/hooks/webhook-secret-path-0123"  # its path is often its secret
+    secrets = [PASSWORD, TOKEN, BASIC_PASSWORD, f"{BASIC_USER}:{BASIC_PASSWORD}", webhook]
+    serve = sandbox.follow(NGROK_BASIC_AUTH=f"{BASIC_USER}:{BASIC_PASSWORD}", REMOTE_AGENT_WEBHOOK=webhook)
     url = serve.wait_for(URL_LINE, timeout=90)[1]
     client = JupyterClient(url)
     client.session.auth = (BASIC_USER, BASIC_PASSWORD)
