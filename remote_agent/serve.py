@@ -25,6 +25,8 @@ from remote_agent.jupyter_process import (
     window_command,
 )
 from remote_agent.keeper_config import KeeperConfig, write_keeper_config
+from remote_agent.kernels import BackgroundSync, check_running_jupyter
+from remote_agent.kernelspecs import jupyter_path
 from remote_agent.logs import tail
 from remote_agent.password import prompt_twice, warn_if_short
 from remote_agent.runtime import JupyterRecord, live_window_pid, remembered_root, running_jupyter, running_keeper
@@ -72,6 +74,7 @@ class Hangup(Exception):
 def passed_environment(settings: Settings) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if k in PASSED_ENV or k.startswith(PASSED_ENV_PREFIXES)}
     env["REMOTE_AGENT_HOME"] = str(settings.home)
+    env["JUPYTER_PATH"] = jupyter_path(settings.home, env.get("JUPYTER_PATH"))  # the kernels remote-agent offers
     return env
 
 
@@ -490,10 +493,14 @@ def serve(settings: Settings, console: Console, detach: bool, qr: bool = False) 
         )
     tmux = TmuxSession(settings.session)
     started = time.monotonic()
+    kernels = BackgroundSync(settings)  # finds the user's environments while Jupyter and the tunnel come up
     with exclusive_lock(home.lock):
         pid, port, started_now, tunnel = bring_up(settings, home, tmux, console, started)
+    if not started_now:
+        check_running_jupyter(settings, pid, console)
     provider = settings.provider
     print_ready(settings, console, pid, port, started_now, tunnel.public_url if tunnel else None, provider)
+    kernels.finish(console)
     if qr and tunnel is not None and tunnel.public_url:
         draw_qr(console, tunnel.public_url)
     elif qr:

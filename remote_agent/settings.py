@@ -45,6 +45,7 @@ KEYS = (
     "JUPYTER_APP",
     "REMOTE_AGENT_ON_URL_CHANGE",
     "REMOTE_AGENT_WEBHOOK",
+    "REMOTE_AGENT_KERNELS",
 )
 
 
@@ -75,6 +76,7 @@ class Settings:
     # Hooks for a new public URL; both may hold secrets (a Slack URL), so neither is shown.
     on_url_change: str | None = field(default=None, repr=False)
     webhook: str | None = field(default=None, repr=False)
+    kernels: Literal["auto", "off"] = "auto"  # off: Jupyter offers only remote-agent's own Python
 
     @property
     def provider(self) -> Provider:
@@ -225,6 +227,15 @@ def _parse_webhook(raw: str) -> str:
     return raw.strip()
 
 
+def _parse_kernels(raw: str) -> Literal["auto", "off"]:
+    value = raw.strip().lower()
+    if value not in ("auto", "off"):
+        raise BadInput(
+            f"REMOTE_AGENT_KERNELS must be auto or off, not {raw!r}.", "auto offers your Python environments."
+        )
+    return "off" if value == "off" else "auto"
+
+
 def resolve(  # noqa: PLR0915 (one straight pass over every setting reads best)
     flags: Mapping[str, object | None],
     environ: Mapping[str, str],
@@ -322,6 +333,7 @@ def resolve(  # noqa: PLR0915 (one straight pass over every setting reads best)
         app=_parse_app(app_raw, "--app" if app_flag is not None else "JUPYTER_APP") if app_raw else None,
         on_url_change=_parse_hook_command(hook_raw) if hook_raw else None,
         webhook=_parse_webhook(webhook_raw) if webhook_raw else None,
+        kernels=_parse_kernels(kernels_raw) if (kernels_raw := pick("REMOTE_AGENT_KERNELS")) else "auto",
     )
     return settings
 
