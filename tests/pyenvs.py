@@ -1,14 +1,14 @@
 """Real Python environments for the kernel tests, built once per test run.
 
 - `analysis`: a project venv (…/analysis/.venv) with ipykernel, the user's active one;
-- `bare`: a venv without ipykernel (pip included, for --install-ipykernel);
+- `scratch`: a project venv without ipykernel (pip included, for --install-ipykernel);
 - `ml`: a prefix shaped like a conda environment (…/miniconda3/envs/ml, with conda-meta and
   an etc/conda/activate.d script that sets a variable); conda itself cannot be installed here.
 
 Each holds a module only it has (`ra_only_in_NAME`). ipykernel and its dependencies are not
 installed again into each: a .pth file adds remote-agent's own site-packages (the same
 Python), which is what an environment that has ipykernel looks like to the interpreter. The
-bare one sees every dependency of ipykernel that way, but not ipykernel itself, so that
+scratch one sees every dependency of ipykernel that way, but not ipykernel itself, so that
 `--install-ipykernel` really runs pip for ipykernel alone.
 """
 
@@ -43,9 +43,14 @@ class PythonEnv:
 @dataclass(frozen=True)
 class PythonEnvs:
     analysis: PythonEnv
-    bare: PythonEnv
+    scratch: PythonEnv
     ml: PythonEnv
     conda_base: Path
+
+    @property
+    def projects(self) -> Path:
+        """A notebook directory whose projects have their own .venv."""
+        return self.analysis.prefix.parent.parent
 
     def environments_txt(self) -> str:
         """What conda writes into ~/.conda/environments.txt: the base and each environment."""
@@ -77,12 +82,12 @@ def _without_ipykernel(site_packages: Path, into: Path) -> Path:
 def build(root: Path) -> PythonEnvs:
     ours = Path(sysconfig.get_paths()["purelib"])
     analysis = PythonEnv(root / "projects" / "analysis" / ".venv", "ra_only_in_analysis")
-    bare = PythonEnv(root / "bare", "ra_only_in_bare")
+    scratch = PythonEnv(root / "projects" / "scratch" / ".venv", "ra_only_in_scratch")
     conda_base = root / "miniconda3"
     ml = PythonEnv(conda_base / "envs" / "ml", "ra_only_in_ml")
 
     _venv(analysis.prefix, with_pip=False)
-    _venv(bare.prefix, with_pip=True)
+    _venv(scratch.prefix, with_pip=True)
     _venv(ml.prefix, with_pip=False)
     (conda_base / "conda-meta").mkdir(parents=True)
     (ml.prefix / "conda-meta").mkdir()
@@ -90,10 +95,10 @@ def build(root: Path) -> PythonEnvs:
     activate_d = ml.prefix / "etc" / "conda" / "activate.d"
     activate_d.mkdir(parents=True)
     (activate_d / "cuda.sh").write_text(f"export {CUDA_VARIABLE}={CUDA_VALUE}\n")
-    for env in (analysis, bare, ml):
+    for env in (analysis, scratch, ml):
         _own_module(env)
     (analysis.purelib / "remote_agent_ipykernel.pth").write_text(f"{ours}\n")
     (ml.purelib / "remote_agent_ipykernel.pth").write_text(f"{ours}\n")
     deps = _without_ipykernel(ours, root / "ipykernel-dependencies")
-    (bare.purelib / "remote_agent_ipykernel_deps.pth").write_text(f"{deps}\n")
-    return PythonEnvs(analysis, bare, ml, conda_base)
+    (scratch.purelib / "remote_agent_ipykernel_deps.pth").write_text(f"{deps}\n")
+    return PythonEnvs(analysis, scratch, ml, conda_base)
