@@ -21,8 +21,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import pytest
 import pyenvs
+import pytest
 from fakeagent import FakeNgrok
 
 from remote_agent import procs

@@ -43,9 +43,11 @@ def in_the_users_shell(sandbox: Sandbox, envs: PythonEnvs) -> dict[str, str | No
     return {"VIRTUAL_ENV": str(envs.analysis.prefix), "PATH": path}
 
 
-def listing(sandbox: Sandbox, **env: str | None) -> dict[str, dict[str, Any]]:
+def listing(
+    sandbox: Sandbox, env: dict[str, str | None] | None = None, **more: str | None
+) -> dict[str, dict[str, Any]]:
     """`kernels --json`, by interpreter."""
-    result = sandbox.run("kernels", "--json", **env)
+    result = sandbox.run("kernels", "--json", env=env, **more)
     assert result.returncode == 0, result.stderr
     kernels: list[dict[str, Any]] = json.loads(result.stdout)["kernels"]
     assert set(kernels[0]) == {"name", "display_name", "python", "kind", "ipykernel", "offered", "fix"}
@@ -80,13 +82,13 @@ def test_user_environments_are_kernels_added_and_removed_without_restarting_jupy
 ) -> None:
     envs = python_envs
     shell = in_the_users_shell(sandbox, envs)
-    served = sandbox.run("serve", "--detach", "--root-dir", str(envs.projects), **shell)
+    served = sandbox.run("serve", "--detach", "--root-dir", str(envs.projects), env=shell)
     assert served.returncode == 0, served.stderr
     assert "Python 3.11 (venv: analysis) (python3, the default)" in served.stdout
     jupyter_pid = sandbox.jupyter_record()["pid"]
 
     # GIVEN what `kernels` reports
-    found = listing(sandbox, **shell)
+    found = listing(sandbox, shell)
     analysis, ml, scratch = (found[str(e.python)] for e in (envs.analysis, envs.ml, envs.scratch))
     assert analysis == {
         "name": "python3",
@@ -97,9 +99,12 @@ def test_user_environments_are_kernels_added_and_removed_without_restarting_jupy
         "offered": True,
         "fix": None,
     }
-    assert ml["kind"] == "conda" and ml["offered"] and ml["display_name"] == "Python 3.11 (conda: ml)"
+    assert ml["kind"] == "conda"
+    assert ml["offered"]
+    assert ml["display_name"] == "Python 3.11 (conda: ml)"
     assert ml["name"].startswith("conda-ml-")
-    assert scratch["offered"] is False and scratch["ipykernel"] is False
+    assert scratch["offered"] is False
+    assert scratch["ipykernel"] is False
     assert scratch["fix"] == f"{envs.scratch.python} -m pip install ipykernel"
     assert not any(k["kind"] == "remote-agent" for k in found.values()), "python3 is the user's Python"
 
@@ -137,7 +142,8 @@ def test_user_environments_are_kernels_added_and_removed_without_restarting_jupy
     assert after["kernelspecs"]["python3"]["spec"]["display_name"] == "Python 3.11 (venv: analysis)"
     assert after["kernelspecs"]["scratch"]["spec"]["display_name"] == "Python 3.11 (venv: scratch)"
     again = listing(sandbox)
-    assert again[str(envs.ml.python)]["offered"] is False and again[str(envs.ml.python)]["fix"] is None
+    assert again[str(envs.ml.python)]["offered"] is False
+    assert again[str(envs.ml.python)]["fix"] is None
     assert again[str(envs.scratch.python)]["kind"] == "added"
     assert sandbox.jupyter_record()["pid"] == jupyter_pid
 
@@ -250,9 +256,11 @@ def test_a_kernelspec_runs_its_interpreter_with_its_bin_first(tmp_path: Path, ki
     spec, launcher = kernelspecs.kernel_json(entry, tmp_path / "spec")
     assert spec["env"]["PATH"] == f"{prefix / 'bin'}:${{PATH}}"
     if kind == "venv":
-        assert spec["argv"][0] == str(python) and launcher is None
+        assert spec["argv"][0] == str(python)
+        assert launcher is None
     else:
-        assert launcher is not None and spec["argv"][0] == "/bin/bash"
+        assert launcher is not None
+        assert spec["argv"][0] == "/bin/bash"
         assert launcher.rstrip().endswith(f'exec {python} -m ipykernel_launcher -f "$1"')
         # The launcher as bash runs it: activation, then the interpreter (here: one that prints X).
         (tmp_path / "spec").mkdir()
