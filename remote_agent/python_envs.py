@@ -137,6 +137,9 @@ def candidates(environ: Mapping[str, str], home: Path, root_dir: Path | None, op
     own = own_python(environ)
     if own is not None:
         found.append(own)
+    on_path = shutil.which("python3", path=environ.get("PATH", os.defpath))
+    if on_path:
+        found.append(Path(on_path))
     prefixes = _conda_prefixes(home, environ)
     if root_dir is not None:
         prefixes.append(root_dir / ".venv")

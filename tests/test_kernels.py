@@ -47,7 +47,7 @@ def listing(
     sandbox: Sandbox, env: dict[str, str | None] | None = None, **more: str | None
 ) -> dict[str, dict[str, Any]]:
     """`kernels --json`, by interpreter."""
-    result = sandbox.run("kernels", "--json", env=env, **more)
+    result = sandbox.run("kernels", "--json", env={**(env or {}), **more})
     assert result.returncode == 0, result.stderr
     kernels: list[dict[str, Any]] = json.loads(result.stdout)["kernels"]
     assert set(kernels[0]) == {"name", "display_name", "python", "kind", "ipykernel", "offered", "fix"}
@@ -177,8 +177,12 @@ def test_discovery_looks_where_environments_live(tmp_path: Path) -> None:
     home, root, opt = tmp_path / "home", tmp_path / "notebooks", tmp_path / "opt"
     base = home / "miniconda3"
     (base / "conda-meta").mkdir(parents=True)
+    system = tmp_path / "usr" / "bin" / "python3"
+    system.parent.mkdir(parents=True)
+    system.touch(mode=0o755)
     expected = [
         touch_python(tmp_path / "active"),  # the active VIRTUAL_ENV comes first
+        system,  # python3 on PATH
         touch_python(tmp_path / "elsewhere" / "listed"),  # ~/.conda/environments.txt
         touch_python(base),  # a conda base and its envs/
         touch_python(base / "envs" / "torch"),
@@ -191,7 +195,7 @@ def test_discovery_looks_where_environments_live(tmp_path: Path) -> None:
     (home / ".conda" / "environments.txt").write_text(f"{tmp_path / 'elsewhere' / 'listed'}\n")
     (opt / "pytorch" / "pyvenv.cfg").write_text("home = /usr/bin\n")
     touch_python(opt / "not-a-venv")
-    environ = {"VIRTUAL_ENV": str(tmp_path / "active"), "PATH": ""}
+    environ = {"VIRTUAL_ENV": str(tmp_path / "active"), "PATH": str(system.parent)}
 
     found = python_envs.candidates(environ, home, root, opt)
 
