@@ -176,6 +176,7 @@ def _logos() -> list[Path]:
 
 def write_specs(home: Path, record: KernelRecord) -> None:
     """Make the folder hold exactly the record's kernels; unchanged files are left alone."""
+    ensure_private_dir(data_dir(home))
     folder = ensure_private_dir(specs_dir(home))
     logos: list[Path] | None = None
     for name, entry in record.kernels.items():
@@ -193,6 +194,7 @@ def write_specs(home: Path, record: KernelRecord) -> None:
         for logo in logos:
             with contextlib.suppress(OSError):
                 shutil.copyfile(logo, spec_dir / logo.name)
+                (spec_dir / logo.name).chmod(0o600)
         write_private(kernel_file, text)
     for spec_dir in folder.iterdir():
         if spec_dir.name not in record.kernels and spec_dir.is_dir():
