@@ -27,7 +27,7 @@ from remote_agent.settings import Settings
 # What a cell prints about the kernel that runs it.
 ABOUT = (
     "import json, os, sys, importlib.util\n"
-    "print(json.dumps({'python': sys.executable, 'path0': os.environ['PATH'].split(':')[0],"
+    "print(json.dumps({'python': sys.executable, 'path': os.environ['PATH'].split(':'),"
     f" 'cuda': os.environ.get({CUDA_VARIABLE!r}),"
     " 'has': sorted(m for m in ('ra_only_in_analysis', 'ra_only_in_scratch', 'ra_only_in_ml')"
     " if importlib.util.find_spec(m))}))"
@@ -73,7 +73,8 @@ def run_in_kernel(client: JupyterClient, name: str) -> dict[str, Any]:
 
 def assert_runs_in(about: dict[str, Any], env: PythonEnv) -> None:
     assert about["python"] == str(env.python)
-    assert about["path0"] == str(env.prefix / "bin"), "`!pip` would install elsewhere"
+    assert about["path"][0] == str(env.prefix / "bin"), "`!pip` would install elsewhere"
+    assert "/usr/bin" in about["path"], "the rest of Jupyter's PATH was not kept (${PATH})"
     assert about["has"] == [env.module]
 
 
