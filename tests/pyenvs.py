@@ -79,6 +79,15 @@ def _without_ipykernel(site_packages: Path, into: Path) -> Path:
     return into
 
 
+def venv_with_ipykernel(prefix: Path, module: str) -> PythonEnv:
+    """One more venv with ipykernel (and its own module), for a single test."""
+    env = PythonEnv(prefix, module)
+    _venv(prefix, with_pip=False)
+    _own_module(env)
+    (env.purelib / "remote_agent_ipykernel.pth").write_text(f"{sysconfig.get_paths()['purelib']}\n")
+    return env
+
+
 def build(root: Path) -> PythonEnvs:
     ours = Path(sysconfig.get_paths()["purelib"])
     analysis = PythonEnv(root / "projects" / "analysis" / ".venv", "ra_only_in_analysis")

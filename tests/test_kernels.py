@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 from conftest import PASSWORD, Sandbox, wait_until
 from jupyter_client import JupyterClient
-from pyenvs import CUDA_VALUE, CUDA_VARIABLE, PythonEnv, PythonEnvs
+from pyenvs import CUDA_VALUE, CUDA_VARIABLE, PythonEnv, PythonEnvs, venv_with_ipykernel
 
 from remote_agent import kernelspecs, python_envs
 from remote_agent.console import Console
@@ -26,11 +26,10 @@ from remote_agent.settings import Settings
 
 # What a cell prints about the kernel that runs it.
 ABOUT = (
-    "import json, os, sys, importlib.util\n"
+    "import json, os, sys, pkgutil\n"
     "print(json.dumps({'python': sys.executable, 'path': os.environ['PATH'].split(':'),"
     f" 'cuda': os.environ.get({CUDA_VARIABLE!r}),"
-    " 'has': sorted(m for m in ('ra_only_in_analysis', 'ra_only_in_scratch', 'ra_only_in_ml')"
-    " if importlib.util.find_spec(m))}))"
+    " 'has': sorted(m.name for m in pkgutil.iter_modules() if m.name.startswith('ra_only_in_'))}))"
 )
 
 
@@ -79,7 +78,7 @@ def assert_runs_in(about: dict[str, Any], env: PythonEnv) -> None:
 
 
 def test_user_environments_are_kernels_added_and_removed_without_restarting_jupyter(
-    sandbox: Sandbox, python_envs: PythonEnvs
+    sandbox: Sandbox, python_envs: PythonEnvs, tmp_path: Path
 ) -> None:
     envs = python_envs
     shell = in_the_users_shell(sandbox, envs)
@@ -135,12 +134,21 @@ def test_user_environments_are_kernels_added_and_removed_without_restarting_jupy
     # WHEN a discovered environment is removed, it is gone and stays hidden after another serve
     assert sandbox.run("kernels", "remove", ml["name"]).returncode == 0
     assert ml["name"] not in specs(client)["kernelspecs"]
-    from_another_shell = sandbox.run("serve", "--detach", cwd=sandbox.home)
+    # ... another shell, where another project's venv is active: it is added, and is not the default
+    other = venv_with_ipykernel(tmp_path / "forecast" / ".venv", "ra_only_in_forecast")
+    other_shell: dict[str, str | None] = {
+        "VIRTUAL_ENV": str(other.prefix),
+        "PATH": f"{other.prefix / 'bin'}:{os.environ['PATH']}",
+    }
+    from_another_shell = sandbox.run("serve", "--detach", cwd=sandbox.home, env=other_shell)
     assert from_another_shell.returncode == 0, from_another_shell.stderr
     assert f"already running (pid {jupyter_pid})" in from_another_shell.stdout
+    assert "Kernel      Python 3.11 (venv: forecast) (venv-forecast-" in from_another_shell.stdout
     after = specs(client)
     assert ml["name"] not in after["kernelspecs"]
     assert after["kernelspecs"]["python3"]["spec"]["display_name"] == "Python 3.11 (venv: analysis)"
+    [forecast] = [name for name in after["kernelspecs"] if name.startswith("venv-forecast-")]
+    assert_runs_in(run_in_kernel(client, forecast), other)
     assert after["kernelspecs"]["scratch"]["spec"]["display_name"] == "Python 3.11 (venv: scratch)"
     again = listing(sandbox)
     assert again[str(envs.ml.python)]["offered"] is False
