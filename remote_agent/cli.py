@@ -65,6 +65,17 @@ def build_parser() -> argparse.ArgumentParser:
     password = sub.add_parser("password", help="set or change the Jupyter password")
     password.add_argument("--stdin", action="store_true", help="read the password from standard input")
     sub.add_parser("doctor", help="check prerequisites and configuration")
+    kernels = sub.add_parser("kernels", help="the Python environments Jupyter offers as kernels")
+    kernels.add_argument("--json", action="store_true", help="one JSON object")
+    kernels_sub = kernels.add_subparsers(dest="kernels_action", metavar="ACTION", parser_class=_Parser)
+    kernels_add = kernels_sub.add_parser("add", help="offer a Python interpreter (or environment folder) as a kernel")
+    kernels_add.add_argument("python", metavar="PYTHON", help="e.g. /opt/pytorch/bin/python or ~/envs/ml")
+    kernels_add.add_argument("--name", help="the kernel's name (default: derived from the environment's path)")
+    kernels_add.add_argument(
+        "--install-ipykernel", action="store_true", help="install ipykernel there first (pip, or conda)"
+    )
+    kernels_remove = kernels_sub.add_parser("remove", help="stop offering a kernel; a found environment stays hidden")
+    kernels_remove.add_argument("name", metavar="NAME")
     install = sub.add_parser("install-service", help="start Jupyter and the tunnel at boot (a systemd unit)")
     install.add_argument("--user", action="store_true", help="a user unit even when root (the default for others)")
     uninstall = sub.add_parser("uninstall-service", help="remove the systemd unit of install-service")
@@ -104,6 +115,14 @@ def run(args: argparse.Namespace, settings: Settings, console: Console) -> int:
         from remote_agent.doctor import doctor
 
         return doctor(settings, console)
+    if command == "kernels":
+        from remote_agent import kernels
+
+        if args.kernels_action == "add":
+            return kernels.add(settings, console, args.python, args.name, args.install_ipykernel)
+        if args.kernels_action == "remove":
+            return kernels.remove(settings, console, args.name)
+        return kernels.show(settings, console, as_json=args.json)
     if command in ("install-service", "uninstall-service"):
         from remote_agent.service import install_service, uninstall_service
 

@@ -12,6 +12,7 @@ from pathlib import Path
 from remote_agent import procs
 from remote_agent.console import Console
 from remote_agent.errors import MissingPrerequisite, StartFailed
+from remote_agent.kernelspecs import jupyter_path
 from remote_agent.redaction import SECRET_ENV_KEYS
 from remote_agent.state import Home, JupyterRecord, append_private, now_iso, process_start, read_json
 from remote_agent.tmux_session import JUPYTER_WINDOW, TmuxSession
@@ -205,6 +206,7 @@ def passed_environment(home: Path) -> dict[str, str]:
         if (k in PASSED_ENV or k.startswith(PASSED_ENV_PREFIXES)) and k not in SECRET_ENV_KEYS
     }
     env["REMOTE_AGENT_HOME"] = str(home)
+    env["JUPYTER_PATH"] = jupyter_path(home, env.get("JUPYTER_PATH"))  # the kernels remote-agent offers
     return env
 
 

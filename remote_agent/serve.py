@@ -19,6 +19,7 @@ from remote_agent.errors import BadInput
 from remote_agent.follow import draw_qr, follow_until_hangup, print_ready, suggest_stable_url
 from remote_agent.jupyter_process import RunningJupyter, answers
 from remote_agent.keeper_launch import ensure_agent_binary, ensure_keeper, stop_keeper, wait_for_tunnel
+from remote_agent.kernels import BackgroundSync, check_running_jupyter
 from remote_agent.password import prepare_password
 from remote_agent.redaction import SECRET_ENV_KEYS
 from remote_agent.runtime import running_keeper, session_owner_problem
@@ -173,13 +174,17 @@ def serve(settings: Settings, console: Console, detach: bool, qr: bool = False, 
     finish_password = prepare_password(settings, console, home)
     if settings.provider == "ngrok" and running_keeper(home, home.read_tunnel()) is None:
         ensure_agent_binary(settings, console)
+    kernels = BackgroundSync(settings)  # finds the user's environments while Jupyter and the tunnel come up
     with exclusive_lock(home.lock, "serve", console.note):
         up = bring_up(settings, home, tmux, console, plan, finish_password)
+    if not up.started_now:
+        check_running_jupyter(settings, up.jupyter_pid, console)
     if up.started_now or not answers(up.port):
         jupyter_process.wait_until_answering(up.jupyter_pid, up.port, home, console, started)
     tunnel = wait_for_tunnel(home, up.keeper_pid, console, started) if up.keeper_pid else None
     public_url = tunnel.public_url if tunnel else None
     print_ready(settings, console, up.jupyter_pid, up.port, up.started_now, public_url, settings.provider)
+    kernels.finish(console)
     if qr and public_url:
         draw_qr(console, public_url)
     elif qr:

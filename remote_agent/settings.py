@@ -46,6 +46,7 @@ KEYS = (
     "JUPYTER_APP",
     "REMOTE_AGENT_ON_URL_CHANGE",
     "REMOTE_AGENT_WEBHOOK",
+    "REMOTE_AGENT_KERNELS",
 )
 
 
@@ -78,6 +79,7 @@ class Settings:
     # Hooks for a new public URL; both may hold secrets (a Slack URL), so neither is shown.
     on_url_change: str | None = field(default=None, repr=False)
     webhook: str | None = field(default=None, repr=False)
+    kernels: Literal["auto", "off"] = "auto"  # off: Jupyter offers only remote-agent's own Python
     # Every setting's text by key as resolved (secrets included), and those given on purpose
     # by this command or an earlier serve of the session: what serve records and compares.
     values: Mapping[str, str] = field(default_factory=dict, repr=False)
@@ -212,6 +214,15 @@ def _parse_webhook(raw: str) -> str:
             "Use the URL your service gave you, e.g. https://hooks.slack.com/services/...",
         )
     return raw.strip()
+
+
+def _parse_kernels(raw: str) -> Literal["auto", "off"]:
+    value = raw.strip().lower()
+    if value not in ("auto", "off"):
+        raise BadInput(
+            f"REMOTE_AGENT_KERNELS must be auto or off, not {raw!r}.", "auto offers your Python environments."
+        )
+    return "off" if value == "off" else "auto"
 
 
 # Command-line flags and the setting each one gives. `--tunnel` has no variable: its key is
@@ -401,6 +412,7 @@ def resolve(
         app=_parse_app(app_raw, source("JUPYTER_APP", "--app")) if app_raw else None,
         on_url_change=_parse_hook_command(hook_raw) if hook_raw else None,
         webhook=_parse_webhook(webhook_raw) if webhook_raw else None,
+        kernels=_parse_kernels(kernels_raw) if (kernels_raw := pick("REMOTE_AGENT_KERNELS")) else "auto",
         values={k: v for k, v in values.items() if k not in UNRECORDED_KEYS},
         given={k: v for k, v in {**earlier, **given}.items() if k not in UNRECORDED_KEYS},
         session_record=record,

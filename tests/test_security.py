@@ -81,7 +81,9 @@ def test_no_secret_in_argv_environment_logs_scrollback_or_state(sandbox: Sandbox
     for window in ("jupyter", "tunnel"):
         screen = sandbox.tmux("capture-pane", "-p", "-S", "-", "-t", f"remote-agent:{window}").stdout
         assert all(s not in screen for s in secrets), f"a secret is in the {window} window's scrollback"
-    for path in sandbox.state_dir.iterdir():
+    for path in sandbox.state_dir.rglob("*"):  # kernelspecs included
+        if path.is_dir():
+            continue
         text = path.read_text(errors="replace")
         if path.name in ("ngrok.yml", "keeper.json", "session-secrets.json"):
             continue  # the agent's, the keeper's and the session's settings: 0600, checked below
@@ -92,8 +94,9 @@ def test_no_secret_in_argv_environment_logs_scrollback_or_state(sandbox: Sandbox
 def test_files_holding_secrets_are_private(sandbox: Sandbox) -> None:
     assert sandbox.run("serve", "--detach", NGROK_BASIC_AUTH=f"{BASIC_USER}:{BASIC_PASSWORD}").returncode == 0
     assert sandbox.state_dir.stat().st_mode & 0o777 == 0o700
-    for path in sandbox.state_dir.iterdir():
-        assert path.stat().st_mode & 0o777 == 0o600, f"{path.name} is not 0600"
+    for path in sandbox.state_dir.rglob("*"):
+        private = 0o700 if path.is_dir() else 0o600
+        assert path.stat().st_mode & 0o777 == private, f"{path} is not {private:o}"
     assert TOKEN in (sandbox.state_dir / "ngrok.yml").read_text()
     config = sandbox.home / ".jupyter" / "jupyter_server_config.json"
     assert config.stat().st_mode & 0o777 == 0o600
