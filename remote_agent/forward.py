@@ -13,6 +13,7 @@ import socket
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Protocol
 
 from remote_agent.errors import BadInput, StartFailed
 from remote_agent.forward_policy import GiveUp, ReconnectPolicy
@@ -21,6 +22,7 @@ from remote_agent.ssh_client import Forward, SshTarget
 PROBE_INTERVAL = 10.0  # seconds between probes while the forward is up
 PROBE_TIMEOUT = 8.0
 FAILED_PROBES = 2  # in a row, before a live ssh is taken for a dead forward
+PROBE_AGAIN = 0.5  # after a probe that failed, or while a forward comes up
 TICK = 0.2
 WAKE_JUMP = 5.0  # the wall clock ran this much further than the loop: the laptop slept
 
@@ -64,6 +66,14 @@ def probe(port: int, timeout: float = PROBE_TIMEOUT) -> str | None:
     return "the server closed the forwarded connection (is Jupyter running there?)"
 
 
+class ForwardProcess(Protocol):
+    """A running `ssh -N -L` (ssh_client.Forward)."""
+
+    def exited(self) -> bool: ...
+    def reason(self) -> str: ...
+    def stop(self) -> None: ...
+
+
 @dataclass
 class Events:
     """What the holder reports; the command turns these into lines or JSON events."""
@@ -84,7 +94,8 @@ class Holder:
     wall: Callable[[], float] = time.time
     sleep: Callable[[float], None] = time.sleep
     probe: Callable[[int], str | None] = probe
-    forward: Forward | None = None
+    open_forward: Callable[[SshTarget, int, int], ForwardProcess] = Forward
+    forward: ForwardProcess | None = None
     _up: bool = False
     _failed_probes: int = 0
     _next_probe: float = 0.0
@@ -97,19 +108,19 @@ class Holder:
             if self.forward is not None:
                 self.forward.stop()
 
-    def _open(self) -> Forward:
+    def _open(self) -> ForwardProcess:
         self.policy.opened(self.monotonic())
-        self.forward = Forward(self.target, self.local_port, self.remote_port)
+        self.forward = self.open_forward(self.target, self.local_port, self.remote_port)
         self._up, self._failed_probes, self._next_probe = False, 0, self.monotonic()
         return self.forward
 
-    def _problem(self, forward: Forward, now: float) -> str | None:
+    def _problem(self, forward: ForwardProcess, now: float) -> str | None:
         """Why this forward is to be given up now, or None while it works or may still come up."""
         if forward.exited():
             return forward.reason()
         if now >= self._next_probe:
             problem = self.probe(self.local_port)
-            self._next_probe = now + (PROBE_INTERVAL if self._up else 0.5)
+            self._next_probe = now + (PROBE_INTERVAL if problem is None else PROBE_AGAIN)
             if problem is None:
                 self._failed_probes = 0
                 if not self._up:

@@ -115,7 +115,9 @@ class Forward:
         code = self.proc.returncode
         if code is not None and code < 0:
             return f"ssh was ended by signal {-code}"
-        return f"ssh exited with status {code}" if code is not None else "no answer through the forward"
+        if code == UNREACHABLE:
+            return "the connection was lost or could not be made (ssh exited with status 255)"
+        return f"ssh exited with status {code}"
 
     def stop(self) -> None:
         if self.proc.poll() is None:

@@ -25,6 +25,7 @@ from sshd import USER, Sshd, port_accepts, running_sshd, write_user_dotenv
 
 from remote_agent import procs
 
+Completed = subprocess.CompletedProcess[str]
 PYTHON39 = Path("/root/.pyenv/versions/3.9.18/bin/python3.9")
 # Short keepalives: a frozen server end is noticed in about 3 s instead of 45.
 FAST_KEEPALIVE = ("-o", "ServerAliveInterval=1", "-o", "ServerAliveCountMax=2")
@@ -51,6 +52,10 @@ def server(sandbox: Sandbox, tmp_path: Path, request: pytest.FixtureRequest) -> 
     environment = {"HOME": str(sandbox.home), "TMUX_TMPDIR": str(sandbox.tmux_dir)}
     with running_sshd(tmp_path / "sshd", environment, request.node.name) as sshd:
         yield sshd
+
+
+def run(argv: list[str], cwd: Path | None = None, env: dict[str, str] | None = None) -> Completed:
+    return subprocess.run(argv, capture_output=True, text=True, timeout=120, cwd=cwd, env=env, check=False)
 
 
 def ssh_flags(server: Sshd) -> list[str]:
@@ -100,9 +105,7 @@ def install_laptop_side(server: Sshd, directory: Path) -> list[str]:
         subprocess.run(fetch, stdout=out, check=True, env=server.laptop_env(), timeout=60)
     venv = directory / "laptop-venv"
     subprocess.run([oldest_python(), "-m", "venv", str(venv)], check=True, timeout=120)
-    pip = subprocess.run(
-        [str(venv / "bin" / "pip"), "install", "-q", str(archive)], capture_output=True, text=True, timeout=300
-    )
+    pip = run([str(venv / "bin" / "pip"), "install", "-q", str(archive)])
     assert pip.returncode == 0, pip.stderr
     return [str(venv / "bin" / "remote-agent")]
 
@@ -112,13 +115,15 @@ def test_connect_from_a_python39_laptop_holds_a_forward_that_heals(
 ) -> None:
     write_user_dotenv(sandbox, server)
     laptop = install_laptop_side(server, tmp_path)
-    version = subprocess.run([laptop[0].replace("remote-agent", "python"), "-V"], capture_output=True, text=True)
+    version = run([laptop[0].replace("remote-agent", "python"), "-V"])
     assert version.stdout.startswith("Python 3.9"), version.stdout
     # The laptop install has no Jupyter: `connect --help` works, server commands say what to install.
-    helped = subprocess.run([*laptop, "connect", "--help"], capture_output=True, text=True, timeout=30)
-    assert helped.returncode == 0 and "--local-port" in helped.stdout, helped.stderr
-    refused = subprocess.run([*laptop, "status"], capture_output=True, text=True, timeout=30)
-    assert refused.returncode == 4 and "remote-agent[server]" in refused.stderr, refused.stderr
+    helped = run([*laptop, "connect", "--help"])
+    assert helped.returncode == 0, helped.stderr
+    assert "--local-port" in helped.stdout
+    refused = run([*laptop, "status"])
+    assert refused.returncode == 4, refused.stderr
+    assert "remote-agent[server]" in refused.stderr
 
     # The laptop's own .env is none of the server's business: connect never reads it.
     laptop_dir = tmp_path / "laptop-project"
@@ -221,12 +226,11 @@ def test_connect_without_tunnel_in_ssh_mode_with_a_remote_command(
 
 def test_unreachable_host_exits_5(tmp_path: Path) -> None:
     closed = free_port()  # nothing listens there
-    done = subprocess.run(
+    laptop = {"PATH": os.environ["PATH"], "HOME": str(tmp_path)}
+    done = run(
         [sys.executable, "-m", "remote_agent", "connect", "ubuntu@127.0.0.1", "-p", str(closed), "--no-browser"],
-        capture_output=True,
-        text=True,
-        timeout=60,
         cwd=tmp_path,
+        env=laptop,
     )
     assert done.returncode == 5, done.stderr
     assert "Cannot reach ubuntu@127.0.0.1" in done.stderr
@@ -238,11 +242,8 @@ def test_a_taken_local_port_exits_2_naming_it(tmp_path: Path) -> None:
         taken.bind(("127.0.0.1", 0))
         taken.listen()
         port = taken.getsockname()[1]
-        done = subprocess.run(
+        done = run(
             [sys.executable, "-m", "remote_agent", "connect", "ubuntu@203.0.113.7", "--local-port", str(port)],
-            capture_output=True,
-            text=True,
-            timeout=60,
             cwd=tmp_path,
         )
     assert done.returncode == 2, done.stderr
@@ -252,11 +253,8 @@ def test_a_taken_local_port_exits_2_naming_it(tmp_path: Path) -> None:
 
 def test_remote_agent_not_found_says_to_pass_remote_command(sandbox: Sandbox, server: Sshd, tmp_path: Path) -> None:
     (sandbox.home / "remote-agent").unlink()  # no clone in the usual place, nothing on PATH
-    done = subprocess.run(
+    done = run(
         [sys.executable, "-m", "remote_agent", "connect", f"{USER}@127.0.0.1", *ssh_flags(server), "--no-browser"],
-        capture_output=True,
-        text=True,
-        timeout=60,
         cwd=tmp_path,
         env=server.laptop_env(),
     )
