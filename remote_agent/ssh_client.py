@@ -111,7 +111,7 @@ class Forward:
         self._reader.join(1)
         said = [line for line in self._said if not line.startswith("Warning: Permanently added")]
         if said:
-            return said[-1]
+            return said[-1].rstrip(".")
         code = self.proc.returncode
         if code is not None and code < 0:
             return f"ssh was ended by signal {-code}"

@@ -220,6 +220,24 @@ def test_connect_without_tunnel_in_ssh_mode_with_a_remote_command(
     connecting.wait_for(rf"here at http://localhost:{local_port}/", timeout=120)
     assert not any("Public URL" in line for line in connecting.lines)
     assert JupyterClient(f"http://localhost:{local_port}/").login(PASSWORD).status_code == 302
+
+    # The server goes away for a while (sshd and its connections end, as when the network is
+    # gone): connect says so, and how long until each next try, then comes back by itself.
+    def said(text: str) -> int:
+        return sum(text in line for line in connecting.err_lines)
+
+    assert server.proc is not None
+    sessions = server.sessions()
+    server.proc.kill()
+    server.proc.wait(10)
+    for pid in sessions:
+        os.kill(pid, signal.SIGKILL)
+    wait_until(lambda: said("Connection refused); next try in") >= 2, 60, "connect to say it keeps trying")
+    assert said("Forward down:") == 1
+    assert said("Forward up again") == 0
+    server.start()
+    wait_until(lambda: said("Forward up again"), 60, "the forward to be back")
+    assert JupyterClient(f"http://localhost:{local_port}/").login(PASSWORD).status_code == 302
     assert connecting.stop() == 130
     assert pid_alive(sandbox.jupyter_record()["pid"])
 
