@@ -199,11 +199,14 @@ def test_connect_from_a_python39_laptop_holds_a_forward_that_heals(
     assert all(set(e) >= {"event", "at"} for e in events(connecting)), "stdout holds only JSON events"
 
 
-def test_connect_without_tunnel_in_ssh_mode_with_a_remote_command(
+def test_without_a_public_url_connect_still_forwards_and_says_why(
     sandbox: Sandbox, server: Sshd, tmp_path: Path
 ) -> None:
-    """Human output; --remote-command as the way to run remote-agent there; no public URL without a token."""
-    write_user_dotenv(sandbox, server, NGROK_AUTHTOKEN="")
+    """ngrok refuses the server's token: serve fails there, Jupyter runs, connect forwards to it.
+
+    Also: human output, and --remote-command as the way to run remote-agent there.
+    """
+    write_user_dotenv(sandbox, server, NGROK_AUTHTOKEN="bad-token-for-the-fake-agent")
     local_port = free_port()
     connecting = laptop_connect(
         server,
@@ -219,6 +222,10 @@ def test_connect_without_tunnel_in_ssh_mode_with_a_remote_command(
     )
     connecting.wait_for(rf"here at http://localhost:{local_port}/", timeout=120)
     assert not any("Public URL" in line for line in connecting.lines)
+    said = "\n".join(connecting.err_lines)
+    assert "ERR_NGROK_105" in said  # serve's own reason, relayed from the server
+    assert "bad-token-for-the-fake-agent" not in said
+    assert "but Jupyter runs there: forwarding to it all the same" in said
     assert JupyterClient(f"http://localhost:{local_port}/").login(PASSWORD).status_code == 302
 
     # The server goes away for a while (sshd and its connections end, as when the network is
@@ -279,3 +286,13 @@ def test_remote_agent_not_found_says_to_pass_remote_command(sandbox: Sandbox, se
     assert done.returncode == 5, done.stderr
     assert "remote-agent was not found on 127.0.0.1" in done.stderr
     assert "--remote-command" in done.stderr
+
+
+def test_no_ssh_on_the_laptop_exits_4(tmp_path: Path) -> None:
+    done = run(
+        [sys.executable, "-m", "remote_agent", "connect", "ubuntu@203.0.113.7", "--no-browser"],
+        cwd=tmp_path,
+        env={"PATH": str(tmp_path), "HOME": str(tmp_path)},  # a PATH without ssh
+    )
+    assert done.returncode == 4, done.stderr
+    assert "ssh is not installed" in done.stderr
