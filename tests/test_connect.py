@@ -222,10 +222,10 @@ def test_without_a_public_url_connect_still_forwards_and_says_why(
     )
     connecting.wait_for(rf"here at http://localhost:{local_port}/", timeout=120)
     assert not any("Public URL" in line for line in connecting.lines)
-    said = "\n".join(connecting.err_lines)
-    assert "ERR_NGROK_105" in said  # serve's own reason, relayed from the server
-    assert "bad-token-for-the-fake-agent" not in said
-    assert "but Jupyter runs there: forwarding to it all the same" in said
+    relayed = "\n".join(connecting.err_lines)
+    assert "ERR_NGROK_105" in relayed  # serve's own reason, relayed from the server
+    assert "bad-token-for-the-fake-agent" not in relayed
+    assert "but Jupyter runs there: forwarding to it all the same" in relayed
     assert JupyterClient(f"http://localhost:{local_port}/").login(PASSWORD).status_code == 302
 
     # The server goes away for a while (sshd and its connections end, as when the network is
