@@ -3,8 +3,9 @@
 autossh's rule: a first connection that fails within its gate time is a configuration
 error (a wrong key, forwarding refused), not a network drop, so it is reported and not
 retried forever. Here the first forward must work (a probe through it answers) within
-`gate_time`; once one has worked, every drop is the network's and is retried with waits
-that double up to `max_wait`, starting over after a forward that stayed up `stable_time`.
+`gate_time`; once one has worked, every drop is the network's: the forward is reopened at
+once, then after waits that double up to `max_wait`, starting over after a forward that
+stayed up `stable_time`.
 """
 
 from __future__ import annotations
@@ -58,6 +59,8 @@ class ReconnectPolicy:
         if self._up_since is not None and now - self._up_since >= self.stable_time:
             self._failures = 0
         self._up_since = None
-        wait = min(self.max_wait, self.first_wait * 2**self._failures)
+        # The first reopen at once (a browser tab retries its websocket within a second or two),
+        # then 1, 2, 4 ... s while the network stays away.
+        wait = 0.0 if self._failures == 0 else min(self.max_wait, self.first_wait * 2 ** (self._failures - 1))
         self._failures += 1
         return Retry(wait)

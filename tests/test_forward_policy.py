@@ -130,8 +130,8 @@ def test_drops_are_reopened_with_waits_that_double_up_to_a_cap() -> None:
     scene.run()
     assert scene.said_of("up") == [True, False]
     assert scene.said_of("down") == ["Connection reset by peer"]
-    # The first reopen comes after 1 s; then each failed one says how long until the next.
-    assert scene.said_of("waiting") == [2.0, 4.0, 8.0, 16.0, 30.0, 30.0, 30.0]
+    # The first reopen comes at once; then each failed one says how long until the next.
+    assert scene.said_of("waiting") == [1.0, 2.0, 4.0, 8.0, 16.0, 30.0, 30.0]
     assert len(scene.forwards) == 9
 
 
@@ -139,7 +139,7 @@ def test_a_forward_that_stayed_up_starts_the_waits_over() -> None:
     flap = [Plan(exits_after=0.1, answers=False)] * 3
     scene = Scene([Plan(exits_after=5), *flap, Plan(exits_after=120), *flap, Plan()], end=600)
     scene.run()
-    assert scene.said_of("waiting") == [2.0, 4.0, 8.0, 2.0, 4.0, 8.0]
+    assert scene.said_of("waiting") == [1.0, 2.0, 4.0, 1.0, 2.0, 4.0]
     assert scene.said_of("up") == [True, False, False]
 
 
@@ -162,10 +162,11 @@ def test_a_dead_connection_is_noticed_by_the_probe_and_at_once_after_a_sleep() -
     [
         # (what happened, at time) ... -> what went_down decides at the last time
         ([("opened", 0)], GiveUp("the first forward failed before it ever worked")),
-        ([("opened", 0), ("came_up", 1)], Retry(1.0)),
-        ([("opened", 0), ("came_up", 1), ("down", 2), ("opened", 3)], Retry(2.0)),
-        ([("opened", 0), ("came_up", 1), ("down", 2), ("opened", 3), ("came_up", 4)], Retry(2.0)),
-        ([("opened", 0), ("came_up", 1), ("down", 2), ("opened", 3), ("came_up", 4), ("at", 64)], Retry(1.0)),
+        ([("opened", 0), ("came_up", 1)], Retry(0.0)),
+        ([("opened", 0), ("came_up", 1), ("down", 2), ("opened", 2)], Retry(1.0)),
+        ([("opened", 0), ("came_up", 1), ("down", 2), ("opened", 2), ("down", 3), ("opened", 4)], Retry(2.0)),
+        ([("opened", 0), ("came_up", 1), ("down", 2), ("opened", 2), ("came_up", 3)], Retry(1.0)),
+        ([("opened", 0), ("came_up", 1), ("down", 2), ("opened", 2), ("came_up", 3), ("at", 63)], Retry(0.0)),
     ],
 )
 def test_reconnect_policy(steps: list[tuple[str, float]], decision: Retry | GiveUp) -> None:
