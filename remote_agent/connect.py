@@ -40,47 +40,72 @@ def check(options: ConnectOptions) -> None:
         raise BadInput(f"--local-port {options.local_port}: not a port.", "Give a number from 1024 to 65535.")
 
 
+class Connection:
+    """One `connect`: serve on the server, then the forward, and what the user is told of each."""
+
+    def __init__(self, options: ConnectOptions, console: Console, open_browser: Callable[[str], bool]) -> None:
+        self.options = options
+        self.console = console
+        self.open_browser = open_browser
+        self.host = options.target.host
+        self.local_url = f"http://localhost:{options.local_port}/"
+        self._down_since: float | None = None
+
+    def start_serve(self) -> remote_serve.RemoteJupyter:
+        o = self.options
+        jupyter = remote_serve.start(o.target, o.remote_dir, o.remote_command, o.tunnel)
+        if jupyter.serve_failed:
+            self.console.warn(
+                f"serve failed on {self.host} (see above), but Jupyter runs there: forwarding to it all the same."
+            )
+        return jupyter
+
+    def run(self) -> int:
+        self.console.note(f"Starting remote-agent on {self.options.target.destination} ...")
+        jupyter = self.start_serve()
+        events = Events(up=lambda first: self.up(first, jupyter), down=self.down, waiting=self.waiting)
+        holder = Holder(self.options.target, self.options.local_port, jupyter.port, events, restart=self.restart)
+        try:
+            holder.hold()
+        except KeyboardInterrupt:
+            self.console.note(f"Forward closed. Jupyter keeps running on {self.host}; connect again to reach it.")
+            return INTERRUPTED
+        return 0  # not reached: holding ends with Ctrl-C or an error
+
+    def up(self, first: bool, jupyter: remote_serve.RemoteJupyter) -> None:
+        console = self.console
+        if not first:
+            console.event("forward_up", local_url=self.local_url)
+            away = f" after {time.monotonic() - self._down_since:.0f} s" if self._down_since else ""
+            console.note(f"Forward up again{away}: {self.local_url}")
+            return
+        console.event("connected", local_url=self.local_url, public_url=jupyter.public_url, jupyter_pid=jupyter.pid)
+        pid = f"pid {jupyter.pid}, " if jupyter.pid else ""
+        console.line(f"Jupyter     on {self.host} ({pid}port {jupyter.port}), here at {self.local_url}")
+        if jupyter.public_url:
+            console.line(f"Public URL  {jupyter.public_url}")
+        console.line("")
+        port = self.options.local_port
+        console.line(f"Holding the SSH forward: when it drops it is reopened on port {port},")
+        console.line(f"so the same browser tab keeps working. Ctrl-C ends it; Jupyter keeps running on {self.host}.")
+        if self.options.browser and not self.open_browser(self.local_url):
+            console.note(f"Open {self.local_url} in your browser.")
+
+    def down(self, why: str) -> None:
+        self._down_since = time.monotonic()
+        self.console.event("forward_down", error=why)
+        self.console.note(f"Forward down: {why}; reopening on port {self.options.local_port} ...")
+
+    def waiting(self, wait: float, why: str) -> None:
+        self.console.note(f"No forward to {self.host} yet ({why}); next try in {wait:.0f} s ...")
+
+    def restart(self) -> int:
+        self.console.note(f"Jupyter does not answer on {self.host}: running serve there again ...")
+        return self.start_serve().port
+
+
 def connect(options: ConnectOptions, console: Console, open_browser: Callable[[str], bool] = webbrowser.open) -> int:
     check(options)
     require_ssh()
     require_local_port(options.local_port)
-    host = options.target.host
-    console.note(f"Starting remote-agent on {options.target.destination} ...")
-    jupyter = remote_serve.start(options.target, options.remote_dir, options.remote_command, options.tunnel)
-    if jupyter.serve_failed:
-        console.warn(f"serve failed on {host} (see above), but Jupyter runs there: forwarding to it all the same.")
-    local_url = f"http://localhost:{options.local_port}/"
-    down_since: list[float] = []
-
-    def up(first: bool) -> None:
-        if first:
-            console.event("connected", local_url=local_url, public_url=jupyter.public_url, jupyter_pid=jupyter.pid)
-            pid = f"pid {jupyter.pid}, " if jupyter.pid else ""
-            console.line(f"Jupyter     on {host} ({pid}port {jupyter.port}), here at {local_url}")
-            if jupyter.public_url:
-                console.line(f"Public URL  {jupyter.public_url}")
-            console.line("")
-            console.line(f"Holding the SSH forward: when it drops it is reopened on port {options.local_port},")
-            console.line(f"so the same browser tab keeps working. Ctrl-C ends it; Jupyter keeps running on {host}.")
-            if options.browser and not open_browser(local_url):
-                console.note(f"Open {local_url} in your browser.")
-            return
-        console.event("forward_up", local_url=local_url)
-        away = f" after {time.monotonic() - down_since.pop():.0f} s" if down_since else ""
-        console.note(f"Forward up again{away}: {local_url}")
-
-    def down(why: str) -> None:
-        down_since[:] = [time.monotonic()]
-        console.event("forward_down", error=why)
-        console.note(f"Forward down: {why}; reopening on port {options.local_port} ...")
-
-    def waiting(wait: float, why: str) -> None:
-        console.note(f"No forward to {host} yet ({why}); next try in {wait:.0f} s ...")
-
-    holder = Holder(options.target, options.local_port, jupyter.port, Events(up, down, waiting))
-    try:
-        holder.hold()
-    except KeyboardInterrupt:
-        console.note(f"Forward closed. Jupyter keeps running on {host}; connect again to reach it.")
-        return INTERRUPTED
-    return 0  # not reached: holding ends with Ctrl-C or an error
+    return Connection(options, console, open_browser).run()

@@ -15,7 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from remote_agent.errors import BadInput, StartFailed
+from remote_agent.errors import BadInput, RemoteAgentError, StartFailed
 from remote_agent.forward_policy import GiveUp, ReconnectPolicy
 from remote_agent.ssh_client import Forward, SshTarget
 
@@ -25,6 +25,8 @@ FAILED_PROBES = 2  # in a row, before a live ssh is taken for a dead forward
 PROBE_AGAIN = 0.5  # after a probe that failed, or while a forward comes up
 TICK = 0.2
 WAKE_JUMP = 5.0  # the wall clock ran this much further than the loop: the laptop slept
+# ssh took the connection but the server refused to connect it on: nothing listens on Jupyter's port.
+JUPYTER_GONE = "Jupyter does not answer on the server (nothing listens on its port there)"
 
 
 def local_port_free(port: int) -> bool:
@@ -54,16 +56,20 @@ def require_local_port(port: int) -> None:
 def probe(port: int, timeout: float = PROBE_TIMEOUT) -> str | None:
     """None when Jupyter answers through the forward; else why not."""
     try:
-        with socket.create_connection(("127.0.0.1", port), timeout=timeout) as s:
-            s.sendall(b"GET /api HTTP/1.0\r\nHost: localhost\r\n\r\n")
-            head = s.recv(16)
-    except socket.timeout:  # noqa: UP041 (TimeoutError is its alias only from Python 3.10; the laptop may have 3.9)
-        return "no answer through the forward"
+        connection = socket.create_connection(("127.0.0.1", port), timeout=timeout)
     except OSError as e:
         return f"the forward's local port does not answer ({e.strerror or e})"
+    with connection:
+        try:
+            connection.sendall(b"GET /api HTTP/1.0\r\nHost: localhost\r\n\r\n")
+            head = connection.recv(16)
+        except socket.timeout:  # noqa: UP041 (TimeoutError is its alias only from Python 3.10; the laptop may have 3.9)
+            return "no answer through the forward"
+        except OSError:
+            head = b""  # ssh hung up on us (a reset): the server could not connect on
     if head.startswith(b"HTTP/"):
         return None
-    return "the server closed the forwarded connection (is Jupyter running there?)"
+    return JUPYTER_GONE
 
 
 class ForwardProcess(Protocol):
@@ -95,6 +101,8 @@ class Holder:
     sleep: Callable[[float], None] = time.sleep
     probe: Callable[[int], str | None] = probe
     open_forward: Callable[[SshTarget, int, int], ForwardProcess] = Forward
+    # Runs serve on the server again when Jupyter is gone there (a reboot, a stop); its new port.
+    restart: Callable[[], int] | None = None
     forward: ForwardProcess | None = None
     _up: bool = False
     _failed_probes: int = 0
@@ -128,7 +136,7 @@ class Holder:
                     first = not self.policy.ever_up
                     self.policy.came_up(now)
                     self.events.up(first)
-            elif self._up:
+            elif self._up or (problem == JUPYTER_GONE and self.policy.ever_up):
                 self._failed_probes += 1
                 if self._failed_probes >= FAILED_PROBES:
                     return problem
@@ -160,8 +168,14 @@ class Holder:
                     "That is no network drop: check that the server allows port forwarding "
                     "(sshd's AllowTcpForwarding) and that Jupyter runs there.",
                 )
-            if not self._up:
-                self.events.waiting(decision.wait, why)
-            self.sleep(decision.wait)
+            wait, restart_failed = decision.wait, False
+            if why == JUPYTER_GONE and self.restart is not None:
+                try:
+                    self.remote_port, wait = self.restart(), 0.0
+                except RemoteAgentError as e:
+                    why, restart_failed = e.message, True
+            if (not self._up and wait) or restart_failed:
+                self.events.waiting(wait, why)
+            self.sleep(wait)
             forward = self._open()
             last_wall, last_mono = self.wall(), self.monotonic()

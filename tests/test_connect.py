@@ -245,6 +245,14 @@ def test_without_a_public_url_connect_still_forwards_and_says_why(
     server.start()
     wait_until(lambda: said("Forward up again"), 60, "the forward to be back")
     assert JupyterClient(f"http://localhost:{local_port}/").login(PASSWORD).status_code == 302
+
+    # Jupyter is stopped on the server (as by a reboot): connect runs serve there again.
+    first_jupyter = sandbox.jupyter_record()["pid"]
+    assert sandbox.run("stop").returncode == 0
+    wait_until(lambda: said("Forward up again") == 2, 90, "the forward to Jupyter started again")
+    assert said("Jupyter does not answer on 127.0.0.1: running serve there again") == 1
+    assert sandbox.jupyter_record()["pid"] != first_jupyter
+    assert JupyterClient(f"http://localhost:{local_port}/").login(PASSWORD).status_code == 302
     assert connecting.stop() == 130
     assert pid_alive(sandbox.jupyter_record()["pid"])
 

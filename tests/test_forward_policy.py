@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 import pytest
 
 from remote_agent.errors import StartFailed
-from remote_agent.forward import PROBE_INTERVAL, Events, ForwardProcess, Holder
+from remote_agent.forward import JUPYTER_GONE, PROBE_INTERVAL, Events, ForwardProcess, Holder
 from remote_agent.forward_policy import GiveUp, ReconnectPolicy, Retry
 from remote_agent.ssh_client import SshTarget
 
@@ -23,6 +23,7 @@ class Plan:
     exits_after: float | None = None
     answers: bool = True
     dies_after: float | None = None  # stops answering then, while its ssh lives on (a dead connection)
+    jupyter_gone_after: float | None = None  # the server refuses to connect on: Jupyter is not running
     reason: str = "Connection reset by peer"
 
 
@@ -57,6 +58,7 @@ class Scene:
     clock: float = 0.0
     slept_at: float | None = None  # the laptop sleeps an hour at this time
     forwards: list[FakeForward] = field(default_factory=list)
+    remote_ports: list[int] = field(default_factory=list)
     said: list[tuple[str, object, float]] = field(default_factory=list)
 
     def monotonic(self) -> float:
@@ -71,13 +73,23 @@ class Scene:
         if self.clock >= self.end:
             raise KeyboardInterrupt
 
-    def open(self, _target: SshTarget, _local: int, _remote: int) -> ForwardProcess:
+    def open(self, _target: SshTarget, _local: int, remote: int) -> ForwardProcess:
+        self.remote_ports.append(remote)
         forward = FakeForward(self, self.plans.pop(0) if self.plans else Plan(), self.clock)
         self.forwards.append(forward)
         return forward
 
     def probe(self, _port: int) -> str | None:
-        return None if self.forwards[-1].answers() else "no answer through the forward"
+        forward = self.forwards[-1]
+        gone = forward.plan.jupyter_gone_after
+        if gone is not None and forward.age() >= gone and not forward.exited():
+            return JUPYTER_GONE
+        return None if forward.answers() else "no answer through the forward"
+
+    def restart(self) -> int:
+        """serve on the server again: Jupyter comes back on another port."""
+        self.said.append(("restart", None, self.clock))
+        return 9999
 
     def holder(self) -> Holder:
         events = Events(
@@ -95,6 +107,7 @@ class Scene:
             sleep=self.sleep,
             probe=self.probe,
             open_forward=self.open,
+            restart=self.restart,
         )
 
     def run(self) -> None:
@@ -155,6 +168,23 @@ def test_a_dead_connection_is_noticed_by_the_probe_and_at_once_after_a_sleep() -
     scene.run()
     (_, _, down_at), *_ = [s for s in scene.said if s[0] == "down"]
     assert 103 < down_at <= 105
+
+
+def test_when_jupyter_is_gone_on_the_server_serve_runs_again_and_the_forward_follows_its_port() -> None:
+    scene = Scene([Plan(jupyter_gone_after=50), Plan()], end=100)
+    scene.run()
+    assert scene.said_of("down") == [JUPYTER_GONE]
+    assert len(scene.said_of("restart")) == 1
+    assert scene.remote_ports == [8888, 9999]
+    assert scene.said_of("up") == [True, False]
+    assert scene.said_of("waiting") == []
+
+
+def test_a_first_forward_to_a_port_where_nothing_listens_is_not_restarted() -> None:
+    scene = Scene([Plan(jupyter_gone_after=0)])
+    with pytest.raises(StartFailed, match="did not work within 30 s: Jupyter does not answer"):
+        scene.holder().hold()
+    assert scene.said_of("restart") == []
 
 
 @pytest.mark.parametrize(
