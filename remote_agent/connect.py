@@ -7,10 +7,12 @@ nothing is asked of it but to run.
 
 from __future__ import annotations
 
+import signal
 import time
 import webbrowser
 from collections.abc import Callable
 from dataclasses import dataclass
+from types import FrameType
 
 from remote_agent import remote_serve
 from remote_agent.console import Console
@@ -40,6 +42,10 @@ def check(options: ConnectOptions) -> None:
         raise BadInput(f"--local-port {options.local_port}: not a port.", "Give a number from 1024 to 65535.")
 
 
+def _interrupt(_signum: int, _frame: FrameType | None) -> None:
+    raise KeyboardInterrupt
+
+
 class Connection:
     """One `connect`: serve on the server, then the forward, and what the user is told of each."""
 
@@ -65,6 +71,8 @@ class Connection:
         jupyter = self.start_serve()
         events = Events(up=lambda first: self.up(first, jupyter), down=self.down, waiting=self.waiting)
         holder = Holder(self.options.target, self.options.local_port, jupyter.port, events, restart=self.restart)
+        # `kill` ends connect as Ctrl-C does: the forward's ssh must not outlive it, holding the port.
+        signal.signal(signal.SIGTERM, _interrupt)
         try:
             holder.hold()
         except KeyboardInterrupt:

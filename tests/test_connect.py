@@ -253,7 +253,11 @@ def test_without_a_public_url_connect_still_forwards_and_says_why(
     assert said("Jupyter does not answer on 127.0.0.1: running serve there again") == 1
     assert sandbox.jupyter_record()["pid"] != first_jupyter
     assert JupyterClient(f"http://localhost:{local_port}/").login(PASSWORD).status_code == 302
-    assert connecting.stop() == 130
+    # `kill` (SIGTERM to connect alone) ends it as Ctrl-C does, its ssh with it.
+    ssh = forward_ssh(connecting)
+    assert connecting.stop(signal.SIGTERM) == 130
+    wait_until(lambda: not pid_alive(ssh), 10, "the forward's ssh to end")
+    assert not port_accepts(local_port)
     assert pid_alive(sandbox.jupyter_record()["pid"])
 
 
