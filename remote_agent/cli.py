@@ -3,15 +3,24 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import sys
 import traceback
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from typing import TYPE_CHECKING
 
 from remote_agent import __version__
 from remote_agent.console import Console
-from remote_agent.errors import BadInput, NotRunning, RemoteAgentError
-from remote_agent.settings import Settings, remove_secrets_from_environ, resolve
+from remote_agent.errors import BadInput, MissingPrerequisite, NotRunning, RemoteAgentError
+
+if TYPE_CHECKING:
+    from remote_agent.settings import Settings
+
+# What the server side imports and a laptop install (`connect` only) lacks: the [server] extra.
+SERVER_PACKAGES = frozenset(
+    {"dotenv", "pyngrok", "libtmux", "jupyter_server", "jupyter_core", "notebook", "argon2", "segno"}
+)
 
 INTERRUPTED = 130
 
@@ -80,6 +89,9 @@ def build_parser() -> argparse.ArgumentParser:
     install.add_argument("--user", action="store_true", help="a user unit even when root (the default for others)")
     uninstall = sub.add_parser("uninstall-service", help="remove the systemd unit of install-service")
     uninstall.add_argument("--user", action="store_true", help="the user unit, when root installed one with --user")
+    from remote_agent.connect_cli import add_connect_parser
+
+    add_connect_parser(sub)
     return parser
 
 
@@ -144,6 +156,21 @@ def attach(settings: Settings) -> int:
     return 0  # not reached: exec replaced this process
 
 
+@contextlib.contextmanager
+def _server_side() -> Iterator[None]:
+    """A laptop install (without the [server] extra) asked for a server command: say what to install."""
+    try:
+        yield
+    except ModuleNotFoundError as e:
+        if (e.name or "").split(".")[0] not in SERVER_PACKAGES:
+            raise
+        raise MissingPrerequisite(
+            f"This install of remote-agent has only the laptop side (`connect`): {e.name} is missing.",
+            "On the server, run scripts/setup.sh in a clone "
+            "(or: pip install 'remote-agent[server]' with Python 3.10 or newer).",
+        ) from e
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     debug = "--debug" in (argv if argv is not None else sys.argv[1:])
     console = Console()
@@ -154,6 +181,13 @@ def main(argv: Sequence[str] | None = None) -> int:
             parser.print_help()
             return BadInput.exit_code
         console = Console(json_mode=bool(getattr(args, "json", False)))
+        if args.command == "connect":
+            # The laptop side: the server keeps its own settings, so no .env here is read.
+            from remote_agent.connect_cli import run_connect
+
+            return run_connect(args, console)
+        with _server_side():
+            from remote_agent.settings import remove_secrets_from_environ, resolve
         flags = {
             "port": getattr(args, "port", None),
             "root_dir": getattr(args, "root_dir", None),
@@ -166,7 +200,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         }
         settings = resolve(flags, os.environ)
         remove_secrets_from_environ()
-        return run(args, settings, console)
+        with _server_side():
+            return run(args, settings, console)
+
     except RemoteAgentError as e:
         console.end_progress()
         if debug:
