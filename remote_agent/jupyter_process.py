@@ -13,6 +13,9 @@ from remote_agent.errors import MissingPrerequisite
 from remote_agent.redaction import SECRET_ENV_KEYS
 from remote_agent.state import read_json
 
+# remote-agent's login (owner's password read afresh, share links, slowed guessing): jupyter_login.py.
+IDENTITY_PROVIDER = "remote_agent.jupyter_login.RemoteAgentIdentityProvider"
+
 
 def server_args(port: int, root_dir: Path) -> list[str]:
     """Jupyter's settings for remote_agent, on the command line so no config file overrides them."""
@@ -34,10 +37,17 @@ def server_args(port: int, root_dir: Path) -> list[str]:
         "--IdentityProvider.token=",
         # Refuse to start at all rather than start without a password.
         "--PasswordIdentityProvider.password_required=True",
+        f"--ServerApp.identity_provider_class={IDENTITY_PROVIDER}",
+        "--PasswordIdentityProvider.allow_password_change=False",
     ]
     if os.geteuid() == 0:
         args.append("--ServerApp.allow_root=True")
     return args
+
+
+def has_identity_provider(pid: int) -> bool:
+    """False for a Jupyter started by an earlier remote-agent: it knows no share links until its next start."""
+    return f"--ServerApp.identity_provider_class={IDENTITY_PROVIDER}" in procs.cmdline(pid)
 
 
 # The module each JUPYTER_APP runs; both are jupyter_server apps that take the same server args.

@@ -8,6 +8,7 @@ import sys
 from remote_agent import jupyter_config
 from remote_agent.console import Console
 from remote_agent.errors import BadInput
+from remote_agent.jupyter_process import has_identity_provider
 from remote_agent.settings import Settings
 from remote_agent.tmux_session import JUPYTER_WINDOW, TmuxSession
 
@@ -48,6 +49,15 @@ def set_password(settings: Settings, console: Console, from_stdin: bool) -> int:
     warn_if_short(password, console)
     path = jupyter_config.store_hash(jupyter_config.config_dir(), jupyter_config.hash_password(password))
     console.line(f"Password saved as a salted hash in {path}.")
-    if TmuxSession(settings.session).window_pid(JUPYTER_WINDOW):
-        console.line("Jupyter is running with the previous password; it applies after `remote-agent stop` and `serve`.")
+    pid = TmuxSession(settings.session).window_pid(JUPYTER_WINDOW)
+    if pid and has_identity_provider(pid):
+        console.line(
+            f"The running Jupyter (pid {pid}) takes it at once, without a restart: browsers logged in with the "
+            "old password log in again; kernels and share links are untouched."
+        )
+    elif pid:
+        console.line(
+            "Jupyter is running with the previous password (it was started by an earlier remote-agent); "
+            "the new one applies after `remote-agent stop` and `serve`."
+        )
     return 0
