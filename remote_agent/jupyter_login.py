@@ -20,6 +20,7 @@ or import much. On top of Jupyter's password login it:
 from __future__ import annotations
 
 import hashlib
+import html
 import json
 import math
 import os
@@ -32,6 +33,7 @@ from typing import Any
 from jupyter_server.auth.decorator import allow_unauthenticated
 from jupyter_server.auth.identity import PasswordIdentityProvider, User
 from jupyter_server.auth.login import LoginFormHandler
+from jupyter_server.base.handlers import APIHandler
 from tornado import web
 from tornado.ioloop import PeriodicCallback
 from tornado.websocket import WebSocketHandler
@@ -78,14 +80,31 @@ class LinkUser(User):
     share_id: str = ""
 
 
-def _refuse(handler: web.RequestHandler, status: int, reason: str) -> web.HTTPError:
-    """An error page for a request that has no user (Jupyter's error page asks who is logged in)."""
+REFUSED_PAGE = """<!doctype html>
+<html><head><meta charset="utf-8"><title>{status}</title></head>
+<body style="font-family: sans-serif; margin: 3em"><h1>{status}</h1><p>{reason}.</p></body></html>
+"""
+
+
+def _refuse(handler: web.RequestHandler, status: int, reason: str, retry_after: float = 0) -> Exception:
+    """The answer to a request that must not go on, written here rather than by Jupyter's error page,
+    which fails for a request refused before it knows its user (Notebook's template needs page data)."""
     handler.current_user = handler._jupyter_current_user = None  # type: ignore[attr-defined]
-    return web.HTTPError(status, reason=reason)
+    if isinstance(handler, WebSocketHandler):
+        return web.HTTPError(status, reason=reason)
+    handler.set_status(status, reason=reason)
+    if retry_after:
+        handler.set_header("Retry-After", str(math.ceil(retry_after)))
+    if isinstance(handler, APIHandler):
+        handler.set_header("Content-Type", "application/json")
+        return web.Finish(json.dumps({"message": reason}))
+    handler.set_header("Content-Type", "text/html; charset=UTF-8")
+    return web.Finish(REFUSED_PAGE.format(status=status, reason=html.escape(reason)))
 
 
-def _too_many(handler: web.RequestHandler, wait: float) -> web.HTTPError:
-    return _refuse(handler, 429, f"Too many failed logins from your address; try again in {math.ceil(wait)} s")
+def _too_many(handler: web.RequestHandler, wait: float) -> Exception:
+    message = f"Too many failed logins from your address; try again in {math.ceil(wait)} s"
+    return _refuse(handler, 429, message, retry_after=wait)
 
 
 class ThrottledLoginHandler(LoginFormHandler):

@@ -20,9 +20,11 @@ from urllib.parse import parse_qs, urlsplit
 
 import pytest
 import websocket
+from browser import chromium, new_notebook, run_in_new_cell, wait_for_output
 from conftest import PASSWORD, Sandbox, descendants, pid_alive, wait_until
 from fakeagent import FakeNgrok
 from jupyter_client import JupyterClient
+from playwright.sync_api import Page
 
 from remote_agent import jupyter_process
 
@@ -196,6 +198,41 @@ def test_an_expired_link_and_its_session_are_refused(box: Sandbox) -> None:
     again = follow_link(link["url"])[1]
     assert again.status_code == 403
     assert "expired" in again.text
+
+
+def click_through_the_warning_page(page: Page) -> None:
+    """ngrok's free plan first shows browsers a warning page with a "Visit Site" button (newer
+    pages say "Visit"); the stand-in agent shows it when it is set to. Click it if it is there."""
+    page.wait_for_selector(".jp-DirListing-content, button:has-text('Visit')")
+    button = page.locator("button:has-text('Visit')")
+    if button.count():
+        button.first.click()
+
+
+def test_a_collaborator_opens_the_link_in_a_browser_and_revoke_cuts_them_off(
+    box: Sandbox, tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
+    link = make_link(box, "--name", "browser")
+    with chromium(tmp_path / "chromium-profile", request.node.name) as browser:
+        tree = browser.new_page()
+        tree.goto(link["url"])
+        click_through_the_warning_page(tree)
+        tree.wait_for_selector(".jp-DirListing-content")
+        assert "/tree" in tree.url
+        assert "token" not in tree.url, "the secret stays in the address bar"
+        browser.shot(tree, "file-list-through-the-link")
+        notebook = new_notebook(tree)
+        cell = run_in_new_cell(notebook, "print('from the link', 6 * 7)")
+        wait_for_output(notebook, cell, "from the link 42", timeout=60)
+        browser.shot(notebook, "cell-output")
+
+        assert box.run("share", "--revoke", "browser").returncode == 0
+        log = box.state_dir / "jupyter.log"
+        closed = re.compile(r"Share link 'browser' ended: closed ([1-9]\d*) kernel/terminal")
+        wait_until(lambda: closed.search(log.read_text()), 30, "the notebook's kernel connection to be closed")
+        notebook.reload()
+        notebook.wait_for_selector("text=revoked")
+        browser.shot(notebook, "refused-after-revoke")
 
 
 # -- the owner's password ---------------------------------------------------------------------------
