@@ -45,6 +45,7 @@ from remote_agent.login_throttle import LoginThrottle
 
 WATCH_INTERVAL_MS = 1000  # how soon a revoked or expired link loses its open websockets
 POLICY_VIOLATION = 1008  # the websocket close code for "no longer allowed"
+LOOPBACK = "127.0.0.1 (ssh or local)"
 
 
 def client_address(handler: web.RequestHandler) -> str:
@@ -53,7 +54,7 @@ def client_address(handler: web.RequestHandler) -> str:
     Jupyter listens on loopback only, so every peer is local: the ngrok agent, sshd's
     forward, or a local user. Behind ngrok the client is the last X-Forwarded-For entry,
     the one the edge added (earlier entries, and X-Real-Ip, come from the client and
-    could be anything). Without it, all clients count as one local address.
+    could be anything). Without it (ssh mode), all clients count as one loopback address.
     """
     entries = [
         part.strip()
@@ -61,7 +62,7 @@ def client_address(handler: web.RequestHandler) -> str:
         for part in value.split(",")
         if part.strip()
     ]
-    return entries[-1] if entries else "local"
+    return entries[-1] if entries else LOOPBACK
 
 
 def _mark(hashed_password: str) -> str:
@@ -213,9 +214,9 @@ class RemoteAgentIdentityProvider(PasswordIdentityProvider):
             self.throttle.failed(address)
             return None
         if not share.active(_now()):
-            state = "revoked" if share.revoked else "expired"
-            self.log.warning("Refused the share link %r: it was %s.", share.name, state)
-            raise _refuse(handler, 403, f"This share link was {state}; ask for a new one")
+            state = "was revoked" if share.revoked else "has expired"
+            self.log.warning("Refused the share link %r: it %s.", share.name, state)
+            raise _refuse(handler, 403, f"This share link {state}; ask for a new one")
         self.throttle.succeeded(address)
         self.log.info("Share link %r logged in from %s.", share.name, address)
         return self._link_user(share)
