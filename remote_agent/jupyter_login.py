@@ -111,6 +111,12 @@ def _too_many(handler: web.RequestHandler, wait: float) -> Exception:
 class ThrottledLoginHandler(LoginFormHandler):
     """Jupyter's login form, answering 429 while the client's address must wait."""
 
+    def _render(self, message: dict[str, str] | None = None) -> None:
+        # The form posts back to this page. Under `no-referrer` a browser sends that POST with
+        # `Origin: null`, which Jupyter refuses; `same-origin` still tells other sites nothing.
+        self.set_header("Referrer-Policy", "same-origin")
+        super()._render(message)  # type: ignore[no-untyped-call]
+
     @allow_unauthenticated
     def post(self) -> None:
         provider = self.identity_provider
@@ -123,7 +129,7 @@ class ThrottledLoginHandler(LoginFormHandler):
         if wait > 0:
             self.set_status(429)
             self.set_header("Retry-After", str(math.ceil(wait)))
-            self._render(message={"error": f"Too many failed logins: try again in {math.ceil(wait)} s."})  # type: ignore[no-untyped-call]
+            self._render(message={"error": f"Too many failed logins: try again in {math.ceil(wait)} s."})
             return
         super().post()  # type: ignore[no-untyped-call]
         if self.get_status() == 401:
