@@ -288,6 +288,21 @@ def test_repeated_wrong_passwords_from_one_address_are_slowed(box: Sandbox) -> N
     assert spoofer.login(PASSWORD).status_code == 429
 
 
+def test_wrong_passwords_through_an_ssh_forward_are_slowed_too_and_the_wait_ends(box: Sandbox) -> None:
+    # What `ssh -L` delivers: a loopback connection to Jupyter's port, no forwarded header.
+    local = f"http://127.0.0.1:{box.jupyter_record()['port']}"
+    guesser = JupyterClient(local)
+    assert [guesser.login(WRONG).status_code for _ in range(5)] == [401] * 5
+    slowed = guesser.login(PASSWORD)
+    assert slowed.status_code == 429
+    wait = int(slowed.headers["Retry-After"])
+    assert 0 < wait <= 5
+    # Once the wait is over, the right password gets in again (and clears the count).
+    owner = JupyterClient(local)
+    wait_until(lambda: owner.login(PASSWORD).status_code == 302, 60, "the wait to end", interval=0.5)
+    assert owner.get("/api/status").status_code == 200
+
+
 # -- what share says where the link alone is not enough ---------------------------------------------
 
 
@@ -357,7 +372,7 @@ def test_link_secrets_are_nowhere_at_rest(box: Sandbox) -> None:
     records = box.state_dir / "shares.json"
     assert records.stat().st_mode & 0o777 == 0o600
     assert "secret_sha256" in records.read_text()
-    for path in box.state_dir.iterdir():
+    for path in (p for p in box.state_dir.rglob("*") if p.is_file()):
         text = path.read_text(errors="replace")
         assert all(s not in text for s in secrets), f"a link's secret is in {path.name}"
     assert "token=[secret]" in (box.state_dir / "jupyter.log").read_text(), "Jupyter logged no link request"
