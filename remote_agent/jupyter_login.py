@@ -297,12 +297,22 @@ class RemoteAgentIdentityProvider(PasswordIdentityProvider):
                 if not sockets:
                     del self._sockets[share_id]
                 continue
-            open_ones = [ws for ws in list(sockets) if ws.ws_connection is not None]
-            for ws in open_ones:
-                ws.close(POLICY_VIOLATION, "share link ended")
             del self._sockets[share_id]
+            closed = sum(self._close(ws) for ws in list(sockets))
             name = share.name if share else share_id[:12]
-            self.log.info("Share link %r ended: closed %d kernel/terminal connection(s).", name, len(open_ones))
+            self.log.info("Share link %r ended: closed %d kernel/terminal connection(s).", name, closed)
+
+    def _close(self, ws: WebSocketHandler) -> bool:
+        """Close one websocket; False when it was not open (a handshake that failed leaves no stream)."""
+        connection = ws.ws_connection
+        if connection is None or getattr(connection, "stream", None) is None or connection.is_closing():
+            return False
+        try:
+            ws.close(POLICY_VIOLATION, "share link ended")
+        except Exception as e:  # one broken connection must not keep the others open
+            self.log.warning("Could not close a websocket of an ended share link: %s", e)
+            return False
+        return True
 
     # -- headers ----------------------------------------------------------------------------
 

@@ -133,9 +133,9 @@ def create(settings: Settings, console: Console, name: str | None, expires: str 
     console.line("")
     console.line(f"  {url}")
     console.line("")
-    console.line("Whoever opens it is logged in to Jupyter without your password and can run any code on this")
-    console.line(f"server as user {getpass.getuser()!r}, with this server's cloud credentials (e.g. its instance")
-    console.line("role). Send it only to someone you would trust with that, over a private channel.")
+    console.line("Whoever opens it is logged in to Jupyter without your password and can run any code on")
+    console.line(f"this server as user {getpass.getuser()!r}, with this server's cloud credentials (e.g. its")
+    console.line("instance role). Send it only to someone you would trust with that, over a private channel.")
     for note in place.notes:
         console.line(note)
     console.line(
@@ -179,10 +179,9 @@ def revoke(settings: Settings, console: Console, name: str) -> int:
     if not ended:
         console.line(f"The link {name!r} had already ended (revoked or expired); nothing to do.")
         return 0
-    console.line(
-        f"Revoked {name!r}: the link and every browser session opened with it are refused from now on;"
-        " their open notebooks and terminals are disconnected within seconds. Jupyter and its kernels keep running."
-    )
+    console.line(f"Revoked {name!r}: the link and every browser session opened with it are refused from now on;")
+    console.line("their open notebooks and terminals are disconnected within seconds. Jupyter and its kernels")
+    console.line("keep running.")
     return 0
 
 

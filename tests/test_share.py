@@ -140,7 +140,7 @@ def test_share_says_what_a_collaborator_can_do_and_lists_links(box: Sandbox) -> 
     assert result.returncode == 0, result.stderr
     SEEN_SECRETS.append(re.findall(r"token=([\w-]+)", result.stdout)[0])
     assert "valid for 30 minutes" in result.stdout
-    assert "run any code on this" in result.stdout
+    assert "can run any code on\nthis server as user" in result.stdout
     assert "cloud credentials" in result.stdout
     assert "share --revoke carla" in result.stdout
     assert result.stderr == "", "a Jupyter of this version needs no warning"
@@ -375,7 +375,9 @@ def test_link_secrets_are_nowhere_at_rest(box: Sandbox) -> None:
     for path in (p for p in box.state_dir.rglob("*") if p.is_file()):
         text = path.read_text(errors="replace")
         assert all(s not in text for s in secrets), f"a link's secret is in {path.name}"
-    assert "token=[secret]" in (box.state_dir / "jupyter.log").read_text(), "Jupyter logged no link request"
+    jupyter_log = (box.state_dir / "jupyter.log").read_text()
+    assert "token=[secret]" in jupyter_log, "Jupyter logged no link request"
+    assert "jupyter_login.py" not in jupyter_log, "remote-agent's login raised an error inside Jupyter"
     for window in ("jupyter", "tunnel"):
         screen = box.tmux("capture-pane", "-p", "-S", "-", "-t", f"remote-agent:{window}").stdout
         assert all(s not in screen for s in secrets), f"a link's secret is in the {window} window's scrollback"
