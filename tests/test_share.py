@@ -203,8 +203,9 @@ def test_an_expired_link_and_its_session_are_refused(box: Sandbox) -> None:
 def click_through_the_warning_page(page: Page) -> None:
     """ngrok's free plan first shows browsers a warning page with a "Visit Site" button (newer
     pages say "Visit"); the stand-in agent shows it when it is set to. Click it if it is there."""
-    page.wait_for_selector(".jp-DirListing-content, button:has-text('Visit')")
-    button = page.locator("button:has-text('Visit')")
+    visit = "button:has-text('Visit'), a:has-text('Visit'), input[type=submit][value^='Visit']"
+    page.wait_for_selector(f".jp-DirListing-content, {visit}")
+    button = page.locator(visit)
     if button.count():
         button.first.click()
 
