@@ -10,8 +10,12 @@ import pytest
 
 from remote_agent import login_throttle, shares
 from remote_agent.errors import BadInput
+from remote_agent.keeper_config import KeeperConfig, write_keeper_config
 from remote_agent.login_throttle import LoginThrottle
-from remote_agent.share import link_url, parse_duration
+from remote_agent.runtime import JupyterRecord, Snapshot
+from remote_agent.settings import Settings
+from remote_agent.share import link_url, parse_duration, where
+from remote_agent.state import Home, TunnelState
 
 T0 = datetime(2026, 12, 2, 9, 0, tzinfo=timezone.utc)
 
@@ -165,3 +169,27 @@ def test_the_cache_reads_the_file_again_only_when_it_changed(tmp_path: Path) -> 
     assert cache.current() is first, "read again although unchanged"
     shares.revoke(tmp_path, "ana", T0)
     assert cache.current()[0].revoked
+
+
+# -- what share says about the edge --------------------------------------------------------------
+
+
+def test_share_names_what_the_edge_asks_for_first(tmp_path: Path) -> None:
+    home = Home(tmp_path).ensure()
+    config = KeeperConfig(
+        port=8888,
+        ngrok_path=None,
+        basic_auth="ana:edge-secret-7x9q",
+        oauth_provider="google",
+        allow_emails=("ana@example.com",),
+    )
+    write_keeper_config(home, config)
+    tunnel = TunnelState(status="up", public_url="https://a1b2.ngrok-free.app", keeper_pid=4242)
+    record = JupyterRecord(pid=None, port=8888, root_dir=None, provider="ngrok", started_at=None)
+    snap = Snapshot(None, 8888, False, 4242, tunnel, record)
+    place = where(Settings(home=tmp_path), home, snap)
+    assert place.base_url == "https://a1b2.ngrok-free.app/"
+    said = " ".join(place.notes)
+    assert "user name and password first" in said
+    assert "edge-secret" not in said, "share must not print the basic-auth password"
+    assert "log in with google first; only ana@example.com may pass" in said
