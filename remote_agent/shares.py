@@ -16,6 +16,7 @@ import hmac
 import json
 import re
 import secrets
+import time
 import uuid
 from dataclasses import asdict, dataclass
 from datetime import datetime, timedelta, timezone
@@ -31,6 +32,7 @@ LOCK = "shares.lock"
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.@-]{0,39}$")
 # Records of links that ended this long ago are dropped at the next write.
 KEEP_ENDED = timedelta(days=30)
+RECENT_SECONDS = 2.0
 
 
 def hash_secret(secret: str) -> str:
@@ -193,7 +195,10 @@ class Cache:
             seen: tuple[int, int, int] | None = (st.st_mtime_ns, st.st_ino, st.st_size)
         except OSError:
             seen = None
-        if seen != self._seen:
+        # Two writes within one tick of the file system's clock can look alike (a reused inode,
+        # the same size): a file changed in the last seconds is read again, as git does.
+        recent = seen is not None and time.time() - seen[0] / 1e9 < RECENT_SECONDS
+        if seen != self._seen or recent:
             self._shares = load(self.home) if seen is not None else []
             self._seen = seen
         return self._shares

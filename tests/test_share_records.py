@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
@@ -166,6 +167,8 @@ def test_the_cache_reads_the_file_again_only_when_it_changed(tmp_path: Path) -> 
     shares.create(tmp_path, "ana", timedelta(hours=1), T0)
     first = cache.current()
     assert [s.name for s in first] == ["ana"]
+    os.utime(tmp_path / "shares.json", (T0.timestamp(), T0.timestamp()))  # written long ago
+    first = cache.current()
     assert cache.current() is first, "read again although unchanged"
     shares.revoke(tmp_path, "ana", T0)
     assert cache.current()[0].revoked
