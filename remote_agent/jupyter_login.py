@@ -5,7 +5,7 @@ jupyter_process.server_args) and runs it in its own process, so nothing here may
 or import much. On top of Jupyter's password login it:
 - reads the owner's password hash again whenever its file changes, so `password`
   takes effect at once, without a restart; browsers logged in with the old password
-  must log in again;
+  must log in again, and their open kernel and terminal websockets are closed;
 - accepts share links (`/login?token=SECRET`) checked against the record file at each
   request (see shares.py); a revoked or expired link, and every browser session opened
   with it, is refused with 403, and that link's open kernel and terminal websockets are
@@ -43,7 +43,7 @@ from remote_agent import jupyter_config, shares
 from remote_agent.errors import RemoteAgentError
 from remote_agent.login_throttle import LoginThrottle
 
-WATCH_INTERVAL_MS = 1000  # how soon a revoked or expired link loses its open websockets
+WATCH_INTERVAL_MS = 1000  # how soon an ended link (or an old password) loses its open websockets
 POLICY_VIOLATION = 1008  # the websocket close code for "no longer allowed"
 LOOPBACK = "127.0.0.1 (ssh or local)"
 
@@ -154,7 +154,9 @@ class RemoteAgentIdentityProvider(PasswordIdentityProvider):
         self._password_seen = self._file_key(self._password_file)
         # Cookies made before this provider marked them were made with the hash Jupyter started with.
         self._startup_mark = _mark(self.hashed_password)
-        self._sockets: dict[str, weakref.WeakSet[WebSocketHandler]] = {}
+        # Open kernel and terminal websockets, by share link id and by the owner's password mark.
+        self._link_sockets: dict[str, weakref.WeakSet[WebSocketHandler]] = {}
+        self._password_sockets: dict[str, weakref.WeakSet[WebSocketHandler]] = {}
         self._watch: PeriodicCallback | None = None
         self._ask_for_no_referrer()
 
@@ -203,8 +205,11 @@ class RemoteAgentIdentityProvider(PasswordIdentityProvider):
             handler._token_authenticated = True  # type: ignore[attr-defined]  # as Jupyter marks its own token logins
         else:
             user = self._user_from_session(handler)
-        if isinstance(user, LinkUser) and isinstance(handler, WebSocketHandler):
-            self._remember_socket(user.share_id, handler)
+        if user is not None and isinstance(handler, WebSocketHandler):
+            if isinstance(user, LinkUser):
+                self._remember_socket(self._link_sockets, user.share_id, handler)
+            else:
+                self._remember_socket(self._password_sockets, _mark(self.hashed_password), handler)
         return user
 
     def _user_from_link(self, handler: web.RequestHandler) -> LinkUser | None:
@@ -279,38 +284,47 @@ class RemoteAgentIdentityProvider(PasswordIdentityProvider):
 
     # -- closing a link's websockets when it ends ---------------------------------------
 
-    def _remember_socket(self, share_id: str, handler: WebSocketHandler) -> None:
-        self._sockets.setdefault(share_id, weakref.WeakSet()).add(handler)
+    def _remember_socket(
+        self, sockets: dict[str, weakref.WeakSet[WebSocketHandler]], key: str, handler: WebSocketHandler
+    ) -> None:
+        sockets.setdefault(key, weakref.WeakSet()).add(handler)
         if self._watch is None:
-            self._watch = PeriodicCallback(self.close_ended_links, WATCH_INTERVAL_MS)
+            self._watch = PeriodicCallback(self.close_ended_sessions, WATCH_INTERVAL_MS)
             self._watch.start()
 
-    def close_ended_links(self) -> None:
-        """Close the websockets of links revoked or expired since they connected."""
-        if not self._sockets:
-            return
-        now = _now()
-        current = {s.id: s for s in (self.links.current() if self.links else [])}
-        for share_id, sockets in list(self._sockets.items()):
-            share = current.get(share_id)
-            if share is not None and share.active(now):
-                if not sockets:
-                    del self._sockets[share_id]
-                continue
-            del self._sockets[share_id]
-            closed = sum(self._close(ws) for ws in list(sockets))
-            name = share.name if share else share_id[:12]
-            self.log.info("Share link %r ended: closed %d kernel/terminal connection(s).", name, closed)
+    def close_ended_sessions(self) -> None:
+        """Close the websockets opened with a link that has ended, or with a password since changed."""
+        if self._link_sockets:
+            now = _now()
+            current = {s.id: s for s in (self.links.current() if self.links else [])}
+            for share_id, sockets in list(self._link_sockets.items()):
+                share = current.get(share_id)
+                if share is not None and share.active(now):
+                    if not sockets:
+                        del self._link_sockets[share_id]  # all of them closed by their browsers
+                    continue
+                del self._link_sockets[share_id]
+                closed = sum(self._close(ws, "share link ended") for ws in list(sockets))
+                name = share.name if share else share_id[:12]
+                self.log.info("Share link %r ended: closed %d kernel/terminal connection(s).", name, closed)
+        if self._password_sockets:
+            self.refresh_password()
+            mark = _mark(self.hashed_password)
+            for old in [m for m in self._password_sockets if m != mark or not self._password_sockets[m]]:
+                sockets = self._password_sockets.pop(old)
+                if old != mark:
+                    closed = sum(self._close(ws, "password changed") for ws in list(sockets))
+                    self.log.info("The password changed: closed %d connection(s) opened with the old one.", closed)
 
-    def _close(self, ws: WebSocketHandler) -> bool:
+    def _close(self, ws: WebSocketHandler, reason: str) -> bool:
         """Close one websocket; False when it was not open (a handshake that failed leaves no stream)."""
         connection = ws.ws_connection
         if connection is None or getattr(connection, "stream", None) is None or connection.is_closing():
             return False
         try:
-            ws.close(POLICY_VIOLATION, "share link ended")
+            ws.close(POLICY_VIOLATION, reason)
         except Exception as e:  # one broken connection must not keep the others open
-            self.log.warning("Could not close a websocket of an ended share link: %s", e)
+            self.log.warning("Could not close a websocket (%s): %s", reason, e)
             return False
         return True
 

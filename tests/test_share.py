@@ -239,12 +239,34 @@ def test_a_collaborator_opens_the_link_in_a_browser_and_revoke_cuts_them_off(
 # -- the owner's password ---------------------------------------------------------------------------
 
 
+def still_open(ws: websocket.WebSocket) -> bool:
+    """The server answers a ping on this websocket (kernel messages before the pong are dropped)."""
+    ws.ping("still there?")
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        try:
+            opcode, _ = ws.recv_data(control_frame=True)
+        except websocket.WebSocketTimeoutException:
+            continue
+        except (websocket.WebSocketConnectionClosedException, ConnectionError):
+            return False
+        if opcode == websocket.ABNF.OPCODE_PONG:
+            return True
+        if opcode == websocket.ABNF.OPCODE_CLOSE:
+            return False
+    return False
+
+
 def test_a_changed_password_works_at_once_without_a_restart(box: Sandbox) -> None:
     pid = jupyter_pid(box)
     before = JupyterClient(public_url(box))
     assert before.login(PASSWORD).status_code == 302
+    owner_kernel = before.start_kernel()
+    owner_socket = open_socket(before, f"/api/kernels/{owner_kernel}/channels?session_id={uuid.uuid4().hex}")
     link = make_link(box, "--name", "eve")
     eve = follow_link(link["url"])[0]
+    eve_kernel = eve.start_kernel()
+    eve_socket = open_socket(eve, f"/api/kernels/{eve_kernel}/channels?session_id={uuid.uuid4().hex}")
 
     new = "a brand new password 2"
     changed = box.run("password", "--stdin", input=new + "\n")
@@ -254,7 +276,9 @@ def test_a_changed_password_works_at_once_without_a_restart(box: Sandbox) -> Non
         assert JupyterClient(public_url(box)).login(new).status_code == 302
         assert JupyterClient(public_url(box)).login(PASSWORD).status_code == 401
         assert before.get("/api/status").status_code == 403, "a session of the old password goes on"
+        assert closed_by_server(owner_socket), "a kernel connection opened with the old password stays open"
         assert eve.get("/api/status").status_code == 200, "a share link's session ended with the password change"
+        assert still_open(eve_socket), "the password change closed a share link's kernel connection"
         assert jupyter_pid(box) == pid
     finally:
         assert box.run("password", "--stdin", input=PASSWORD + "\n").returncode == 0
