@@ -45,6 +45,12 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--qr", action="store_true", help="also draw the public URL as a QR code, for a phone")
     serve.add_argument("--detach", action="store_true", help="print the URL and return instead of following")
     serve.add_argument("--json", action="store_true", help="one JSON object per event")
+    serve.add_argument(
+        "--env-file", metavar="PATH", help="read this .env instead of the session's (REMOTE_AGENT_ENV_FILE)"
+    )
+    serve.add_argument(
+        "--reconfigure", action="store_true", help="apply a change that weakens or closes the public endpoint"
+    )
 
     status = sub.add_parser("status", help="what runs: Jupyter, kernels, tunnel")
     status.add_argument("--json", action="store_true", help="one JSON object")
@@ -65,6 +71,17 @@ def build_parser() -> argparse.ArgumentParser:
     password = sub.add_parser("password", help="set or change the Jupyter password")
     password.add_argument("--stdin", action="store_true", help="read the password from standard input")
     sub.add_parser("doctor", help="check prerequisites and configuration")
+    kernels = sub.add_parser("kernels", help="the Python environments Jupyter offers as kernels")
+    kernels.add_argument("--json", action="store_true", help="one JSON object")
+    kernels_sub = kernels.add_subparsers(dest="kernels_action", metavar="ACTION", parser_class=_Parser)
+    kernels_add = kernels_sub.add_parser("add", help="offer a Python interpreter (or environment folder) as a kernel")
+    kernels_add.add_argument("python", metavar="PYTHON", help="e.g. /opt/pytorch/bin/python or ~/envs/ml")
+    kernels_add.add_argument("--name", help="the kernel's name (default: derived from the environment's path)")
+    kernels_add.add_argument(
+        "--install-ipykernel", action="store_true", help="install ipykernel there first (pip, or conda)"
+    )
+    kernels_remove = kernels_sub.add_parser("remove", help="stop offering a kernel; a found environment stays hidden")
+    kernels_remove.add_argument("name", metavar="NAME")
     install = sub.add_parser("install-service", help="start Jupyter and the tunnel at boot (a systemd unit)")
     install.add_argument("--user", action="store_true", help="a user unit even when root (the default for others)")
     uninstall = sub.add_parser("uninstall-service", help="remove the systemd unit of install-service")
@@ -72,12 +89,12 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def run(args: argparse.Namespace, settings: Settings, console: Console) -> int:
+def run(args: argparse.Namespace, settings: Settings, console: Console) -> int:  # noqa: PLR0912 (one branch per command)
     command = args.command
     if command == "serve":
         from remote_agent.serve import serve
 
-        return serve(settings, console, detach=args.detach, qr=args.qr)
+        return serve(settings, console, detach=args.detach, qr=args.qr, reconfigure=args.reconfigure)
     if command == "status":
         from remote_agent.status import status
 
@@ -108,6 +125,14 @@ def run(args: argparse.Namespace, settings: Settings, console: Console) -> int:
         from remote_agent.doctor import doctor
 
         return doctor(settings, console)
+    if command == "kernels":
+        from remote_agent import kernels
+
+        if args.kernels_action == "add":
+            return kernels.add(settings, console, args.python, args.name, args.install_ipykernel)
+        if args.kernels_action == "remove":
+            return kernels.remove(settings, console, args.name)
+        return kernels.show(settings, console, as_json=args.json)
     if command in ("install-service", "uninstall-service"):
         from remote_agent.service import install_service, uninstall_service
 
@@ -147,6 +172,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             "app": getattr(args, "app", None),
             "oauth": getattr(args, "oauth", None),
             "allow_emails": getattr(args, "allow_emails", None),
+            "env_file": getattr(args, "env_file", None),
         }
         settings = resolve(flags, os.environ)
         remove_secrets_from_environ()

@@ -19,7 +19,8 @@ class Console:
 
     @property
     def interactive(self) -> bool:
-        return self.err.isatty()
+        """In-place progress only for a person at a terminal: --json output is for programs, even through ssh -t."""
+        return not self.json_mode and self.err.isatty()
 
     def line(self, text: str = "") -> None:
         """A line for the human reader (suppressed in JSON mode)."""

@@ -5,7 +5,6 @@ from __future__ import annotations
 import importlib.util
 import os
 import re
-import shutil
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,8 +16,7 @@ from remote_agent.jupyter_process import port_in_use
 from remote_agent.runtime import snapshot
 from remote_agent.settings import Settings
 from remote_agent.state import Home
-
-MIN_TMUX = (3, 2)
+from remote_agent.tmux_session import tmux_version
 
 
 @dataclass
@@ -30,24 +28,23 @@ class Check:
 
 
 def check_tmux() -> Check:
-    path = shutil.which("tmux")
-    if path is None:
+    try:
+        out, recent = tmux_version()
+    except MissingPrerequisite:
         return Check(
             False,
             "tmux is not installed",
             "sudo apt-get install -y tmux  (Amazon Linux: sudo dnf install -y tmux)",
             MissingPrerequisite.exit_code,
         )
-    out = subprocess.run([path, "-V"], capture_output=True, text=True, check=False, timeout=10).stdout.strip()
-    match = re.search(r"(\d+)\.(\d+)", out)
-    if match and (int(match[1]), int(match[2])) < MIN_TMUX:
+    if not recent:
         return Check(
             False,
             f"{out} is older than tmux 3.2",
             "Install a newer tmux from your distribution.",
             MissingPrerequisite.exit_code,
         )
-    return Check(True, out or "tmux")
+    return Check(True, out)
 
 
 def check_jupyter() -> Check:

@@ -1,4 +1,4 @@
-"""Running Jupyter: its command line, readiness probe, kernel count and runtime files."""
+"""Jupyter, the process: its command line, starting it in tmux, readiness, kernels, runtime files."""
 
 from __future__ import annotations
 
@@ -6,12 +6,16 @@ import contextlib
 import os
 import shlex
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 from remote_agent import procs
-from remote_agent.errors import MissingPrerequisite
+from remote_agent.console import Console
+from remote_agent.errors import MissingPrerequisite, StartFailed
+from remote_agent.kernelspecs import jupyter_path
 from remote_agent.redaction import SECRET_ENV_KEYS
-from remote_agent.state import read_json
+from remote_agent.state import Home, JupyterRecord, append_private, now_iso, process_start, read_json
+from remote_agent.tmux_session import JUPYTER_WINDOW, TmuxSession
 
 # remote-agent's login (owner's password read afresh, share links, slowed guessing): jupyter_login.py.
 IDENTITY_PROVIDER = "remote_agent.jupyter_login.RemoteAgentIdentityProvider"
@@ -178,3 +182,161 @@ def remove_runtime_files(pid: int) -> None:
     for path in runtime_files(pid):
         with contextlib.suppress(OSError):
             path.unlink()
+
+
+# -- Jupyter in the session's tmux window ---------------------------------------
+
+JUPYTER_START_TIMEOUT = 90.0
+LOG_TAIL_LINES = 15
+START_MARKER = "--- remote-agent: Jupyter starting"
+
+# Variables Jupyter and its kernels keep from the serve's environment; the rest of it
+# (and every secret, see redaction.SECRET_ENV_KEYS) stays out of the tmux session.
+PASSED_ENV = (
+    "PATH",
+    "HOME",
+    "USER",
+    "LOGNAME",
+    "SHELL",
+    "LANG",
+    "TZ",
+    "TERM",
+    "VIRTUAL_ENV",
+    "PYTHONPATH",
+    "LD_LIBRARY_PATH",
+    "TMPDIR",
+)
+PASSED_ENV_PREFIXES = ("LC_", "JUPYTER_", "XDG_", "CONDA_", "CUDA_", "REMOTE_AGENT_")
+
+
+def passed_environment(home: Path) -> dict[str, str]:
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if (k in PASSED_ENV or k.startswith(PASSED_ENV_PREFIXES)) and k not in SECRET_ENV_KEYS
+    }
+    env["REMOTE_AGENT_HOME"] = str(home)
+    env["JUPYTER_PATH"] = jupyter_path(home, env.get("JUPYTER_PATH"))  # the kernels remote-agent offers
+    return env
+
+
+def launch_digest(app: str) -> str:
+    """How Jupyter would be started now, port and directory aside.
+
+    A running Jupyter recorded with another digest was started by another version of
+    remote-agent: what changed since applies at its next start.
+    """
+    import hashlib
+    import json
+
+    argv = [APP_MODULES.get(app, "notebook"), *server_args(0, Path("/"))]
+    return hashlib.sha256(json.dumps(argv).encode()).hexdigest()[:16]
+
+
+@dataclass(frozen=True)
+class RunningJupyter:
+    pid: int
+    record: JupyterRecord
+
+    @property
+    def port(self) -> int:
+        return self.record.port or 0
+
+
+def find(home: Home, tmux: TmuxSession, console: Console, provider: str) -> RunningJupyter | None:
+    """The Jupyter of this home that already runs, if one does."""
+    from remote_agent.runtime import live_window_pid, running_jupyter
+
+    record = home.read_jupyter()
+    pid = running_jupyter(home, record)
+    if pid is not None and record is not None:
+        if record.provider != provider or record.proc_start is None:
+            record.provider = "ngrok" if provider == "ngrok" else "ssh"
+            record.proc_start = process_start(pid)  # a record of remote-agent 0.1 lacked it
+            home.write_jupyter(record)
+        return RunningJupyter(pid, record)
+    if record is not None:
+        return None
+    # No record (lost or corrupt): is our window still running this home's Jupyter?
+    pid = live_window_pid(tmux, JUPYTER_WINDOW, home)
+    if pid is None:
+        return None
+    port = runtime_port(pid)
+    if port is None:
+        procs.terminate(pid, 10)  # ours, but it never came up: start afresh
+        return None
+    found = JupyterRecord(pid, port, provider="ngrok" if provider == "ngrok" else "ssh", proc_start=process_start(pid))
+    home.write_jupyter(found)
+    console.note(f"Found Jupyter running (pid {pid}) on port {port}; its record was missing and is rewritten.")
+    return RunningJupyter(pid, found)
+
+
+def check_can_start(app: str, port: int) -> None:
+    """Everything that would stop a new Jupyter, checked before anything starts."""
+    require_app(app)
+    if port_in_use(port):
+        raise StartFailed(
+            f"Port {port} on 127.0.0.1 is already used by another program.",
+            f"Stop that program (`ss -ltnp | grep :{port}` shows it), or pick another port with --port "
+            "or JUPYTER_PORT.",
+        )
+
+
+def start(home: Home, tmux: TmuxSession, console: Console, port: int, root: Path, app: str, provider: str) -> int:
+    """Start Jupyter in the session's window; its pid."""
+    record = home.read_jupyter()
+    if record and record.pid and not procs.is_alive(record.pid):
+        console.note(
+            f"Jupyter had stopped (pid {record.pid}); starting a new one. "
+            "Kernels from before are lost: re-run your notebooks' cells."
+        )
+    marker = f"{START_MARKER} at {now_iso()} ---"
+    append_private(home.jupyter_log, marker + "\n")
+    tmux.start_window(
+        JUPYTER_WINDOW, window_command(port, root, home.jupyter_log, app), passed_environment(home.root), root
+    )
+    from remote_agent.runtime import started_window_pid
+
+    pid = started_window_pid(tmux, JUPYTER_WINDOW, home)
+    if pid is None:
+        raise StartFailed("Jupyter exited at once.", *log_hint(home, marker))
+    home.write_jupyter(
+        JupyterRecord(
+            pid,
+            port,
+            str(root),
+            provider="ngrok" if provider == "ngrok" else "ssh",
+            started_at=now_iso(),
+            app=app,
+            proc_start=process_start(pid),
+            launch=launch_digest(app),
+        )
+    )
+    return pid
+
+
+def log_hint(home: Home, marker: str | None = None) -> tuple[str]:
+    from remote_agent.logs import tail
+
+    lines = tail(home.jupyter_log, LOG_TAIL_LINES, marker)
+    shown = "\n".join("  " + line for line in lines) if lines else "  (its log is empty)"
+    return (f"The last lines of {home.jupyter_log}:\n{shown}",)
+
+
+def wait_until_answering(pid: int, port: int, home: Home, console: Console, started: float) -> None:
+    import time
+
+    deadline = time.monotonic() + JUPYTER_START_TIMEOUT
+    while not answers(port, timeout=0.5):
+        if not procs.is_alive(pid):
+            console.end_progress()
+            raise StartFailed("Jupyter exited while starting.", *log_hint(home, START_MARKER))
+        if time.monotonic() > deadline:
+            console.end_progress()
+            raise StartFailed(
+                f"Jupyter did not answer on 127.0.0.1:{port} within {JUPYTER_START_TIMEOUT:.0f} s.",
+                *log_hint(home, START_MARKER),
+            )
+        console.progress("Starting Jupyter", started)
+        time.sleep(0.05)
+    console.end_progress()

@@ -33,7 +33,7 @@ from remote_agent.ngrok_agent import (
 )
 from remote_agent.notify import Notifier
 from remote_agent.redaction import RedactingFilter
-from remote_agent.state import Home, TunnelState, now_iso
+from remote_agent.state import Home, TunnelState, code_build, now_iso
 
 log = logging.getLogger("remote_agent.keeper")
 
@@ -95,7 +95,9 @@ class Keeper:
         self.stopping = False
         self.reconnecting_since: float | None = None
         self.written: tuple[int, int] | None = None
-        self.state = TunnelState(provider="ngrok", status="starting", keeper_pid=os.getpid(), port=config.port)
+        self.state = TunnelState(
+            provider="ngrok", status="starting", keeper_pid=os.getpid(), port=config.port, keeper_build=code_build()
+        )
         self.short = Backoff(SHORT_BACKOFF)
         self.long = Backoff(LONG_BACKOFF, jitter=0.2)
         self.notifier = Notifier(config.on_url_change, config.webhook, self.secrets)

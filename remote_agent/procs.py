@@ -90,12 +90,6 @@ def _stat_fields(pid: int) -> list[str] | None:
         return None
 
 
-def cpu_ticks(pid: int) -> int | None:
-    """CPU time `pid` used so far, user and system, all threads, in clock ticks."""
-    fields = _stat_fields(pid)
-    return int(fields[11]) + int(fields[12]) if fields and len(fields) > 12 else None
-
-
 def started_at(pid: int) -> float | None:
     """When `pid` started, in seconds since the epoch (from /proc, so right even after a record is lost)."""
     fields = _stat_fields(pid)

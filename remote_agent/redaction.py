@@ -5,14 +5,18 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterable, Mapping
 
-# Variables that hold secrets; they are removed from every environment a child
-# process (tmux, Jupyter, kernels, the ngrok agent) inherits.
+# The one list of variables that hold secrets. They are removed from every environment a
+# child process (tmux, Jupyter, kernels, the keeper, the ngrok agent) inherits, never shown,
+# and kept apart from the session's other settings. A hook command or webhook URL may carry
+# a token (a Slack URL is one), so they count as secrets too.
 SECRET_ENV_KEYS = (
     "NGROK_AUTHTOKEN",
     "NGROK_API_KEY",
     "JUPYTER_PASSWORD",
     "JUPYTER_TOKEN",
     "NGROK_BASIC_AUTH",
+    "REMOTE_AGENT_WEBHOOK",
+    "REMOTE_AGENT_ON_URL_CHANGE",
 )
 
 MASK = "***"

@@ -6,42 +6,11 @@ Shared by serve, status, url and stop, so each reads the same truth the same way
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Any
 
-from remote_agent import procs
+from remote_agent import procs, state
 from remote_agent.jupyter_process import answers, kernel_pids
-from remote_agent.state import Home, TunnelState, read_json
-from remote_agent.tmux_session import TmuxSession
-
-
-@dataclass
-class JupyterRecord:
-    """What serve wrote when it started Jupyter."""
-
-    pid: int | None
-    port: int | None
-    root_dir: str | None
-    provider: str
-    started_at: str | None
-    app: str = "notebook"  # notebook | lab; older records lack it
-
-    @classmethod
-    def load(cls, home: Home) -> JupyterRecord | None:
-        data = read_json(home.jupyter_record)
-        if not data:
-            return None
-        return cls(
-            pid=data.get("pid") if isinstance(data.get("pid"), int) else None,
-            port=data.get("port") if isinstance(data.get("port"), int) else None,
-            root_dir=data.get("root_dir"),
-            provider=str(data.get("provider") or "ngrok"),
-            started_at=data.get("started_at"),
-            app=str(data.get("app") or "notebook"),
-        )
-
-    def to_dict(self) -> dict[str, Any]:
-        return dict(self.__dict__)
+from remote_agent.state import Home, JupyterRecord, TunnelState
+from remote_agent.tmux_session import KEEPER_WINDOW, TmuxSession
 
 
 @dataclass
@@ -76,32 +45,69 @@ class Snapshot:
         return len(kernel_pids(self.jupyter_pid)) if self.jupyter_pid else None
 
 
-def live_window_pid(tmux: TmuxSession, window: str) -> int | None:
+JUPYTER_MARKER = "--ServerApp.port="
+KEEPER_MARKER = "remote_agent.keeper"
+
+
+def live_window_pid(tmux: TmuxSession, window: str, home: Home) -> int | None:
+    """The pid in a window of the session, if it is this home's Jupyter or keeper."""
     pid = tmux.window_pid(window)
-    return pid if pid and procs.is_alive(pid) else None
+    marker = KEEPER_MARKER if window == KEEPER_WINDOW else JUPYTER_MARKER
+    return pid if state.is_ours(pid, home, marker) else None
 
 
-def running_jupyter(record: JupyterRecord | None) -> int | None:
-    """The recorded Jupyter's pid, if that process still is our Jupyter (pids get reused)."""
-    if record is None or not record.pid or not record.port or not procs.is_alive(record.pid):
+def started_window_pid(tmux: TmuxSession, window: str, home: Home, timeout: float = 5.0) -> int | None:
+    """The pid of a program just started in a window, once its shell has exec'd it; None if it exited."""
+    import time
+
+    deadline = time.monotonic() + timeout
+    while True:
+        pid = tmux.window_pid(window)
+        if pid is None or not procs.is_alive(pid):
+            return None
+        if live_window_pid(tmux, window, home) == pid or time.monotonic() > deadline:
+            return pid
+        time.sleep(0.01)
+
+
+def running_jupyter(home: Home, record: JupyterRecord | None) -> int | None:
+    """The recorded Jupyter's pid, if that process still is this home's Jupyter (pids get reused)."""
+    if record is None or not record.pid or not record.port:
         return None
-    return record.pid if f"--ServerApp.port={record.port}" in procs.cmdline(record.pid) else None
+    ours = state.is_ours(record.pid, home, f"{JUPYTER_MARKER}{record.port}", record.proc_start)
+    return record.pid if ours else None
 
 
 def running_keeper(home: Home, tunnel: TunnelState | None) -> int | None:
     """The recorded keeper's pid, if that process still is the keeper of this home."""
     pid = tunnel.keeper_pid if tunnel else None
-    if not pid or not procs.is_alive(pid) or "remote_agent.keeper" not in procs.cmdline(pid):
+    return pid if state.is_ours(pid, home, KEEPER_MARKER) else None
+
+
+def session_owner_problem(tmux: TmuxSession, home: Home) -> str | None:
+    """Why this home must not use the tmux session of its name, or None when it may (and now owns it)."""
+    if not tmux.exists():
         return None
-    return pid if procs.environ(pid).get("REMOTE_AGENT_HOME") == str(home.root) else None
+    owner = tmux.owner()
+    if owner == str(home.root):
+        return None
+    if owner is None:
+        # remote-agent 0.1 did not mark its sessions: it is ours if no process in it belongs elsewhere.
+        homes = {procs.environ(pid).get("REMOTE_AGENT_HOME") for pid in tmux.pane_pids()}
+        homes.discard(None)
+        if homes <= {str(home.root)}:
+            tmux.claim()
+            return None
+        owner = sorted(h for h in homes if h)[0]
+    return f"The tmux session {tmux.name!r} belongs to another remote-agent home ({owner})."
 
 
 def snapshot(home: Home, default_port: int) -> Snapshot:
     """Read from files and /proc only, so `url` and `status` answer without asking tmux."""
-    record = JupyterRecord.load(home)
+    record = home.read_jupyter()
     tunnel = home.read_tunnel()
     port = record.port if record and record.port else default_port
-    jupyter_pid = running_jupyter(record)
+    jupyter_pid = running_jupyter(home, record)
     return Snapshot(
         jupyter_pid=jupyter_pid,
         jupyter_port=port,
@@ -110,9 +116,3 @@ def snapshot(home: Home, default_port: int) -> Snapshot:
         tunnel=tunnel,
         record=record,
     )
-
-
-def remembered_root(home: Home) -> Path | None:
-    data = read_json(home.remembered) or {}
-    root = data.get("root_dir")
-    return Path(root) if isinstance(root, str) else None

@@ -1,512 +1,196 @@
-"""`serve`: make sure Jupyter and the tunnel keeper run in tmux, print the URL, then follow it."""
+"""`serve`: make sure this home's Jupyter and tunnel keeper run in its tmux session, print the URL, then follow it.
+
+Orchestration only. The settings and what changed since the session's last serve come
+from settings.py and session.py; Jupyter is started and found by jupyter_process, the
+keeper by keeper_launch, the password by password.py; records live in state.py; what is
+printed, and following the tunnel, in follow.py.
+"""
 
 from __future__ import annotations
 
-import hashlib
-import os
-import shlex
-import signal
-import sys
-import threading
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
-from types import FrameType
 
-from remote_agent import jupyter_config, procs
+from remote_agent import jupyter_process
 from remote_agent.console import Console
-from remote_agent.errors import BadInput, StartFailed
-from remote_agent.jupyter_process import (
-    APP_NAMES,
-    answers,
-    port_in_use,
-    require_app,
-    runtime_port,
-    window_command,
-)
-from remote_agent.keeper_config import KeeperConfig, write_keeper_config
-from remote_agent.logs import tail
-from remote_agent.password import prompt_twice, warn_if_short
-from remote_agent.runtime import JupyterRecord, live_window_pid, remembered_root, running_jupyter, running_keeper
+from remote_agent.errors import BadInput
+from remote_agent.follow import draw_qr, follow_until_hangup, print_ready, suggest_stable_url
+from remote_agent.jupyter_process import RunningJupyter, answers
+from remote_agent.keeper_launch import ensure_agent_binary, ensure_keeper, stop_keeper, wait_for_tunnel
+from remote_agent.kernels import BackgroundSync, check_running_jupyter
+from remote_agent.password import prepare_password
+from remote_agent.redaction import SECRET_ENV_KEYS
+from remote_agent.runtime import running_keeper, session_owner_problem
+from remote_agent.session import JUPYTER_KEYS, Plan, compare
 from remote_agent.settings import Settings
-from remote_agent.ssh_hint import host_is_private, laptop_url, ssh_command
-from remote_agent.state import (
-    Home,
-    TunnelState,
-    append_private,
-    exclusive_lock,
-    now_iso,
-    read_json,
-    write_json,
-)
-from remote_agent.tmux_session import JUPYTER_WINDOW, KEEPER_WINDOW, TmuxSession, require_tmux
-
-JUPYTER_START_TIMEOUT = 90.0
-TUNNEL_START_TIMEOUT = 45.0
-FOLLOW_POLL = 0.1
-LOG_TAIL_LINES = 15
-
-# Variables Jupyter and its kernels keep from the serve's environment; the rest of it
-# (and every secret) stays out of the tmux session.
-PASSED_ENV = (
-    "PATH",
-    "HOME",
-    "USER",
-    "LOGNAME",
-    "SHELL",
-    "LANG",
-    "TZ",
-    "TERM",
-    "VIRTUAL_ENV",
-    "PYTHONPATH",
-    "LD_LIBRARY_PATH",
-    "TMPDIR",
-)
-PASSED_ENV_PREFIXES = ("LC_", "JUPYTER_", "XDG_", "CONDA_", "CUDA_", "REMOTE_AGENT_")
+from remote_agent.state import Home, SessionRecord, exclusive_lock, now_iso
+from remote_agent.tmux_session import TmuxSession, require_tmux
 
 
-class Hangup(Exception):
-    """The terminal went away (SSH dropped): stop following, quietly."""
+@dataclass(frozen=True)
+class Up:
+    jupyter_pid: int
+    port: int
+    started_now: bool
+    keeper_pid: int | None
 
 
-def passed_environment(settings: Settings) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if k in PASSED_ENV or k.startswith(PASSED_ENV_PREFIXES)}
-    env["REMOTE_AGENT_HOME"] = str(settings.home)
-    return env
-
-
-def keeper_command(settings: Settings) -> str:
-    """The keeper gets an empty environment but for what it needs: its config comes from a 0600 file."""
-    package_parent = str(Path(__file__).resolve().parent.parent)
-    keep = {
-        "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
-        "HOME": os.environ.get("HOME", "/"),
-        "LANG": os.environ.get("LANG", "C.UTF-8"),
-        "REMOTE_AGENT_HOME": str(settings.home),
-        "PYTHONPATH": package_parent,
-    }
-    assignments = " ".join(shlex.quote(f"{k}={v}") for k, v in keep.items())
-    return f"exec env -i {assignments} {shlex.quote(sys.executable)} -m remote_agent.keeper"
-
-
-# -- password ---------------------------------------------------------------
-
-
-def _env_file_fingerprint(settings: Settings, current_hash: str) -> dict[str, object] | None:
-    """What identifies "this .env file, unchanged, against this stored hash": nothing derived from the password."""
-    if not settings.password_from_file or settings.env_file is None:
-        return None
-    try:
-        st = settings.env_file.stat()
-    except OSError:
-        return None
-    return {
-        "env_file": str(settings.env_file),
-        "inode": st.st_ino,
-        "mtime_ns": st.st_mtime_ns,
-        "size": st.st_size,
-        "hash_sha256": hashlib.sha256(current_hash.encode()).hexdigest(),
-    }
-
-
-def prepare_password(settings: Settings, console: Console, home: Home) -> Callable[[], None]:
-    """Make sure Jupyter's config will hold a password hash; prompt on a terminal if none is known.
-
-    What can fail on bad input, or needs the user, happens now. Checking a given password
-    against the stored hash (argon2 takes a tenth of a second) and storing a new one run on a
-    thread while tmux and the keeper start; the returned function waits for them.
-    """
-    directory = jupyter_config.config_dir()
-    current = jupyter_config.existing_hash(directory)
-    password = settings.jupyter_password
-    if password is None and current:
-        jupyter_config.store_hash(directory, current)  # a Notebook 6 hash moves to where Notebook 7 reads
-        return lambda: None
-    if password is None:
-        if not sys.stdin.isatty():
-            raise BadInput(
-                "No Jupyter password is set, and there is no terminal to ask for one.",
-                "Set JUPYTER_PASSWORD in .env, or run `python -m remote_agent password` once.",
-            )
-        console.note("Jupyter needs a password; it is stored only as a salted hash.")
-        password = prompt_twice()
-    given = password
-    # A password read from an unchanged .env was checked against this very hash before: skip argon2.
-    fingerprint = _env_file_fingerprint(settings, current) if current else None
-    if fingerprint is not None and read_json(home.password_checked) == fingerprint:
-        return lambda: None
-    outcome: dict[str, BaseException | bool] = {}
-
-    def check_and_store() -> None:
-        try:
-            if current and jupyter_config.check_password(current, given):
-                outcome["stored"] = False
-                return
-            jupyter_config.store_hash(directory, jupyter_config.hash_password(given))
-            outcome["stored"] = True
-        except BaseException as e:  # handed to the caller's thread
-            outcome["error"] = e
-
-    worker = threading.Thread(target=check_and_store, name="password", daemon=True)
-    worker.start()
-
-    def finish() -> None:
-        worker.join()
-        error = outcome.get("error")
-        if isinstance(error, BaseException):
-            raise error
-        if outcome.get("stored"):
-            warn_if_short(given, console)
-        stored = jupyter_config.existing_hash(directory)
-        checked = _env_file_fingerprint(settings, stored) if stored else None
-        if checked is not None:
-            write_json(home.password_checked, checked)
-
-    return finish
-
-
-# -- Jupyter ------------------------------------------------------------------
-
-
-def root_dir_for(settings: Settings, home: Home) -> Path:
-    root = settings.root_dir or remembered_root(home) or Path.cwd()
-    if settings.root_dir or not home.remembered.exists():
-        write_json(home.remembered, {"root_dir": str(root)})
-    return root
-
-
-def find_jupyter(settings: Settings, home: Home, tmux: TmuxSession, console: Console) -> tuple[int, int] | None:
-    """(pid, port) of the Jupyter that already runs, if one does."""
-    record = JupyterRecord.load(home)
-    pid = running_jupyter(record)
-    if pid is not None and record is not None and record.port:
-        if record.port != settings.port:
-            console.warn(
-                f"Jupyter already runs on port {record.port}; keeping it. "
-                "To change the port: `remote-agent stop`, then serve again."
-            )
-        if settings.app is not None and settings.app != record.app:
-            console.warn(
-                f"{APP_NAMES.get(record.app, record.app)} already runs; keeping it. "
-                f"To switch to {APP_NAMES[settings.app]}: `remote-agent stop`, then serve --app {settings.app}."
-            )
-        if record.provider != settings.provider:
-            record.provider = settings.provider
-            write_json(home.jupyter_record, record.to_dict())
-        # The running Jupyter keeps the password it started with; a new JUPYTER_PASSWORD is
-        # checked and stored when Jupyter next starts.
-        return pid, record.port
-    # Without a record (lost or corrupt), ask tmux whether our window still runs one.
-    pid = live_window_pid(tmux, JUPYTER_WINDOW) if record is None else None
-    if pid is not None:
-        # Our window, but the record is lost or corrupt: Jupyter's own runtime file tells its port.
-        port = runtime_port(pid)
-        if port is not None:
-            write_json(home.jupyter_record, JupyterRecord(pid, port, None, settings.provider, None).to_dict())
-            console.note(f"Found Jupyter running (pid {pid}) on port {port}; its record was missing and is rewritten.")
-            return pid, port
-        procs.terminate(pid, 10)
-    return None
-
-
-def check_can_start(settings: Settings) -> str:
-    """Everything that would stop a new Jupyter, checked before anything starts; the app to run."""
-    app = settings.app or "notebook"
-    require_app(app)
-    if port_in_use(settings.port):
-        raise StartFailed(
-            f"Port {settings.port} on 127.0.0.1 is already used by another program.",
-            "Stop that program (`ss -ltnp | grep :PORT` shows it), or pick another port with --port "
-            "or JUPYTER_PORT.".replace("PORT", str(settings.port)),
+def plan_changes(settings: Settings, reconfigure: bool) -> Plan:
+    """What this serve changes in a session that has applied settings before; refuse to weaken it unasked."""
+    previous = settings.session_record
+    if previous is None or previous.started_at is None:
+        return Plan()  # a new session, or one migrated from remote-agent 0.1 that recorded no settings
+    plan = compare(previous.applied, settings.values)
+    if plan.weakening and not reconfigure:
+        where = f" (the session's .env is {previous.env_file})" if previous.env_file else ""
+        raise BadInput(
+            "This would weaken the public endpoint: " + "; ".join(plan.weakening) + ".",
+            f"To do it anyway, run serve again with --reconfigure; otherwise give the setting again{where}.",
         )
-    return app
+    return plan
 
 
-def start_jupyter(settings: Settings, home: Home, tmux: TmuxSession, console: Console, app: str) -> int:
-    """Start Jupyter in the session's window; its pid."""
-    record = JupyterRecord.load(home)
-    if record and record.pid and not procs.is_alive(record.pid):
-        console.note(
-            f"Jupyter had stopped (pid {record.pid}); starting a new one. "
-            "Kernels from before are lost: re-run your notebooks' cells."
-        )
-    root = root_dir_for(settings, home)
-    marker = f"--- remote-agent: Jupyter starting at {now_iso()} ---"
-    append_private(home.jupyter_log, marker + "\n")
-    tmux.start_window(
-        JUPYTER_WINDOW, window_command(settings.port, root, home.jupyter_log, app), passed_environment(settings), root
-    )
-    pid = live_window_pid(tmux, JUPYTER_WINDOW)
-    if pid is None:
-        raise StartFailed("Jupyter exited at once.", *_log_hint(home, marker))
-    write_json(
-        home.jupyter_record,
-        JupyterRecord(pid, settings.port, str(root), settings.provider, now_iso(), app).to_dict(),
-    )
-    return pid
-
-
-def _log_hint(home: Home, marker: str | None = None) -> tuple[str]:
-    lines = tail(home.jupyter_log, LOG_TAIL_LINES, marker)
-    shown = "\n".join("  " + line for line in lines) if lines else "  (its log is empty)"
-    return (f"The last lines of {home.jupyter_log}:\n{shown}",)
-
-
-def wait_for_jupyter(pid: int, port: int, home: Home, console: Console, started: float) -> None:
-    deadline = time.monotonic() + JUPYTER_START_TIMEOUT
-    while not answers(port, timeout=0.5):
-        if not procs.is_alive(pid):
-            console.end_progress()
-            raise StartFailed("Jupyter exited while starting.", *_log_hint(home, "--- remote-agent: Jupyter starting"))
-        if time.monotonic() > deadline:
-            console.end_progress()
-            raise StartFailed(
-                f"Jupyter did not answer on 127.0.0.1:{port} within {JUPYTER_START_TIMEOUT:.0f} s.",
-                *_log_hint(home, "--- remote-agent: Jupyter starting"),
-            )
-        console.progress("Starting Jupyter", started)
-        time.sleep(0.05)
-    console.end_progress()
-
-
-# -- the keeper -----------------------------------------------------------------
-
-
-def ensure_keeper(settings: Settings, home: Home, tmux: TmuxSession, port: int, console: Console) -> int:
-    """The keeper's pid: the running one if its config is unchanged, else a fresh one."""
-    from remote_agent.ngrok_agent import default_binary, ensure_binary, write_agent_config
-
-    token = settings.ngrok_authtoken or ""
-    agent_config_changed = _write_if_changed(home.ngrok_config, token, write_agent_config)
-    config = KeeperConfig(
-        port=port,
-        ngrok_path=settings.ngrok_path,
-        domain=settings.domain,
-        basic_auth=settings.basic_auth,
-        oauth_provider=settings.oauth_provider,
-        allow_emails=settings.allow_emails,
-        login_rate=settings.login_rate,
-        on_url_change=settings.on_url_change,
-        webhook=settings.webhook,
-    )
-    changed = write_keeper_config(home, config) or agent_config_changed
-    pid = running_keeper(home, home.read_tunnel())
-    if pid is not None and not changed:
-        return pid
-    # Starting a keeper: now the agent binary must be there (pyngrok's default path costs an import).
-    ensure_binary(settings.ngrok_path or default_binary(), settings.ngrok_path is not None, console.note)
-    if pid is not None:
-        console.note("The tunnel settings changed; restarting the tunnel keeper.")
-        procs.terminate(pid, 10)
-    stray = live_window_pid(tmux, KEEPER_WINDOW) if pid is None else None
-    if stray is not None:
-        procs.terminate(stray, 10)  # a keeper window whose keeper lost its state file
-    tmux.start_window(KEEPER_WINDOW, keeper_command(settings), {}, home.root)
-    new_pid = live_window_pid(tmux, KEEPER_WINDOW)
-    if new_pid is None:
-        raise StartFailed("The tunnel keeper exited at once.", f"See {home.keeper_log} (`remote-agent logs`).")
-    return new_pid
-
-
-def _write_if_changed(path: Path, token: str, write: Callable[[Path, str], None]) -> bool:
-    before = path.read_bytes() if path.exists() else None
-    write(path, token)
-    return path.read_bytes() != before
-
-
-def stop_keeper(home: Home) -> None:
-    pid = running_keeper(home, home.read_tunnel())
-    if pid is not None:
-        procs.terminate(pid, 10)
-
-
-def wait_for_tunnel(home: Home, keeper_pid: int, console: Console, started: float) -> TunnelState:
-    """The keeper's first answer: a URL, or a refusal that the contract makes exit 5."""
-    deadline = time.monotonic() + TUNNEL_START_TIMEOUT
-    while True:
-        state = home.read_tunnel()
-        if state is not None and state.keeper_pid == keeper_pid:
-            if state.status == "up" and state.public_url:
-                console.end_progress()
-                return state
-            if state.status == "fatal":
-                console.end_progress()
-                raise StartFailed(
-                    state.last_error or "ngrok refused to open the tunnel.",
-                    "The tunnel keeper has stopped; fix this and run serve again.",
-                )
-            if state.status == "blocked":
-                console.end_progress()
-                raise StartFailed(
-                    state.last_error or "Another ngrok agent holds the account's session.",
-                    "Jupyter runs; the keeper goes on trying and the tunnel comes up by itself "
-                    "(`remote-agent url` prints it then).",
-                )
-        if not procs.is_alive(keeper_pid):
-            console.end_progress()
-            raise StartFailed("The tunnel keeper exited.", f"See {home.keeper_log} (`remote-agent logs`).")
-        if time.monotonic() > deadline:
-            console.end_progress()
-            error = state.last_error if state else None
-            raise StartFailed(
-                f"No public URL within {TUNNEL_START_TIMEOUT:.0f} s" + (f": {error}" if error else "."),
-                "Jupyter runs; the keeper goes on trying. `remote-agent status` shows why; "
-                "`remote-agent logs` shows ngrok's messages.",
-            )
-        console.progress("Opening the ngrok tunnel", started)
-        time.sleep(0.05)
-
-
-# -- output ---------------------------------------------------------------------
-
-
-def print_ready(
-    settings: Settings, console: Console, pid: int, port: int, started_now: bool, public_url: str | None, provider: str
-) -> None:
-    ssh = ssh_command(port, os.environ, settings.ssh_host, settings.ssh_key, settings.laptop_port)
-    local_url = f"http://127.0.0.1:{port}/"
-    console.event("ready", public_url=public_url, local_url=local_url, ssh_command=ssh, jupyter_pid=pid)
-    state = "started" if started_now else "already running"
-    console.line(f"Jupyter     {state} (pid {pid}), on this server at {local_url}")
-    if public_url:
-        console.line(f"Public URL  {public_url}")
-        console.line("Share it    Send the URL and the Jupyter password. On ngrok's free plan a visitor")
-        console.line("            clicks 'Visit Site' once on ngrok's warning page, then logs in.")
-    console.line(f"SSH         On your laptop: {ssh}")
-    console.line(f"            then open {laptop_url(settings.laptop_port)} and log in with the Jupyter password.")
-    if host_is_private(os.environ, settings.ssh_host):
-        console.line("            (If you reach this server by another name, e.g. EC2's public DNS, use that as the")
-        console.line("            host, or set REMOTE_AGENT_SSH_HOST.)")
-    if provider == "ssh" and not settings.ngrok_authtoken:
-        console.line("No tunnel   NGROK_AUTHTOKEN is not set, so there is no public URL. For one to share:")
-        console.line(
-            "            put NGROK_AUTHTOKEN=... in .env (free: https://dashboard.ngrok.com) and run serve again."
-        )
-
-
-def draw_qr(console: Console, url: str) -> None:
-    if not console.json_mode:
-        from remote_agent import qr
-
-        qr.draw(url, console.out)
-
-
-def suggest_stable_url(home: Home, console: Console, state: TunnelState) -> None:
-    """Once, after a reopen changed the URL: a reserved domain would have kept it."""
-    if console.json_mode or state.url_changes < 1:
-        return
-    config = KeeperConfig.load(home.keeper_config)
-    if config is None or config.domain or (read_json(home.hints) or {}).get("ngrok_domain"):
-        return
-    write_json(home.hints, {**(read_json(home.hints) or {}), "ngrok_domain": now_iso()})
-    console.line("Tip         The URL changed when the tunnel was reopened. For one URL that never changes,")
-    console.line("            set NGROK_DOMAIN in .env to your free static domain (dashboard.ngrok.com/domains).")
-
-
-def follow(home: Home, console: Console, last: TunnelState, qr: bool = False) -> int:
-    """Print each new URL the keeper records until Ctrl-C or hangup."""
-    console.line("")
-    console.line("Following the tunnel: new URLs appear here. Ctrl-C stops following;")
-    console.line("Jupyter and the tunnel keep running (`remote-agent url` prints the current URL).")
-    last_url, last_status = last.public_url, last.status
-    last_stat: tuple[int, int] | None = None
-    keeper_pid = last.keeper_pid
-    while True:
-        time.sleep(FOLLOW_POLL)
-        try:
-            st = home.tunnel_state.stat()
-            current = (st.st_mtime_ns, st.st_ino)
-        except OSError:
-            current = None
-        if current == last_stat:
-            if keeper_pid and not procs.is_alive(keeper_pid):
-                console.note("The tunnel keeper is gone; run `remote-agent serve` again to restart it.")
-                return 3
-            continue
-        last_stat = current
-        state = home.read_tunnel()
-        if state is None:
-            continue
-        keeper_pid = state.keeper_pid or keeper_pid
-        if state.status != "up" and last_status == "up":
-            console.event("tunnel_down", error=state.last_error)
-            console.line(f"Tunnel down: {state.last_error or state.status}; reopening ...")
-        if state.status == "up" and state.public_url and state.public_url != last_url:
-            console.event("url_changed", public_url=state.public_url)
-            console.line(f"New public URL  {state.public_url}")
-            last_url = state.public_url
-            if qr:
-                draw_qr(console, state.public_url)
-            suggest_stable_url(home, console, state)
-        elif state.status == "up" and last_status != "up" and state.public_url == last_url:
-            console.line(f"Tunnel up again, the same URL  {last_url}")
-        if state.status == "fatal":
-            console.note(state.last_error or "ngrok refused the tunnel; the keeper stopped.")
-            return 5
-        if state.status == "stopped":
-            console.line("The tunnel was stopped.")
-            return 0
-        last_status = state.status
-
-
-def _raise_hangup(_signum: int, _frame: FrameType | None) -> None:
-    raise Hangup()
-
-
-# -- the command ------------------------------------------------------------------
-
-
-def bring_up(
-    settings: Settings, home: Home, tmux: TmuxSession, console: Console, started: float
-) -> tuple[int, int, bool, TunnelState | None]:
-    """Under the lock: reuse or start Jupyter and the keeper. (Jupyter pid, port, started now?, tunnel)."""
-    found = find_jupyter(settings, home, tmux, console)
-    if found is None:
-        app = check_can_start(settings)
-        finish_password = prepare_password(settings, console, home)
-        tmux.load()  # libtmux's import overlaps the password check on the other thread
-        finish_password()
-        pid, port, started_now = start_jupyter(settings, home, tmux, console, app), settings.port, True
-    else:
-        (pid, port), started_now = found, False
-    keeper_pid = None
-    if settings.provider == "ngrok":
-        # The tunnel opens while Jupyter boots; ngrok shows its 502 page until Jupyter answers.
-        keeper_pid = ensure_keeper(settings, home, tmux, port, console)
-    else:
-        stop_keeper(home)
-    if started_now or not answers(port):
-        wait_for_jupyter(pid, port, home, console, started)
-    tunnel = wait_for_tunnel(home, keeper_pid, console, started) if keeper_pid else None
-    return pid, port, started_now, tunnel
-
-
-def serve(settings: Settings, console: Console, detach: bool, qr: bool = False) -> int:
-    require_tmux()
-    home = Home(settings.home).ensure()
+def announce_env_files(settings: Settings, console: Console) -> None:
     if settings.env_file is not None and settings.env_file_exposed:
         console.warn(
             f"{settings.env_file} can be read by other users and may hold secrets: chmod 600 {settings.env_file}"
         )
-    tmux = TmuxSession(settings.session)
-    started = time.monotonic()
-    with exclusive_lock(home.lock):
-        pid, port, started_now, tunnel = bring_up(settings, home, tmux, console, started)
+    if settings.unread_env_file is not None:
+        used = settings.env_file or "none"
+        console.note(
+            f"Using the running session's settings (its .env: {used}); {settings.unread_env_file} is not read. "
+            f"To use it instead: serve --env-file {settings.unread_env_file}"
+        )
+
+
+def report_jupyter_differences(settings: Settings, running: RunningJupyter, console: Console) -> None:
+    """Settings Jupyter runs without: applying them would restart it and end the kernels."""
+    record = running.record
+    kept = []
+    if settings.port != record.port:
+        kept.append(f"port {record.port} (the setting now says {settings.port})")
+    if settings.app is not None and settings.app != record.app:
+        kept.append(f"{jupyter_process.APP_NAMES.get(record.app, record.app)} (the setting now says {settings.app})")
+    if settings.root_dir is not None and record.root_dir and str(settings.root_dir) != record.root_dir:
+        kept.append(f"notebook directory {record.root_dir} (the setting now says {settings.root_dir})")
+    if kept:
+        console.warn(
+            f"Jupyter keeps running with {', '.join(kept)}: applying that would end its kernels. "
+            "To apply it: `remote-agent stop`, then `remote-agent serve`."
+        )
+    if record.launch != jupyter_process.launch_digest(record.app):
+        console.note(
+            "Jupyter was started by an earlier version of remote-agent; it is kept with its kernels. "
+            "What changed since applies at its next start (`remote-agent stop`, then `remote-agent serve`)."
+        )
+
+
+def applied_values(settings: Settings, running: RunningJupyter | None) -> dict[str, str]:
+    """The settings as they now are in effect: a running Jupyter keeps the port, directory and app it has."""
+    values = dict(settings.values)
+    if running is not None:
+        record = running.record
+        values["JUPYTER_PORT"] = str(record.port)
+        if record.root_dir:
+            values["JUPYTER_ROOT_DIR"] = record.root_dir
+        if settings.app is not None:
+            values["JUPYTER_APP"] = record.app
+    return values
+
+
+def record_session(settings: Settings, home: Home, applied: dict[str, str]) -> None:
+    previous = settings.session_record
+    env_file = str(settings.env_file.resolve()) if settings.env_file else (previous.env_file if previous else None)
+    given = dict(settings.given)
+    for key in JUPYTER_KEYS:
+        # What Jupyter runs without is not kept: it applies only by `stop` and a new serve, given again.
+        if key in given and given[key] != applied.get(key):
+            earlier = previous.given.get(key) if previous else None
+            if earlier is None:
+                del given[key]
+            else:
+                given[key] = earlier
+    home.write_session(
+        SessionRecord(
+            env_file=env_file,
+            given=given,
+            applied=applied,
+            started_at=previous.started_at if previous and previous.started_at else now_iso(),
+        ),
+        SECRET_ENV_KEYS,
+    )
+
+
+def bring_up(
+    settings: Settings,
+    home: Home,
+    tmux: TmuxSession,
+    console: Console,
+    plan: Plan,
+    finish_password: Callable[[], bool],
+) -> Up:
+    """Under the lock: reuse or start Jupyter and the keeper, and record the session. No long waits here."""
+    problem = session_owner_problem(tmux, home)
+    if problem is not None:
+        raise BadInput(problem, "Give this one a session name of its own (REMOTE_AGENT_SESSION=...), or use that home.")
     provider = settings.provider
-    print_ready(settings, console, pid, port, started_now, tunnel.public_url if tunnel else None, provider)
-    if qr and tunnel is not None and tunnel.public_url:
-        draw_qr(console, tunnel.public_url)
+    running = jupyter_process.find(home, tmux, console, provider)
+    if running is None:
+        app = settings.app or "notebook"
+        jupyter_process.check_can_start(app, settings.port)
+        tmux.load()  # libtmux's import overlaps the password check on the other thread
+        finish_password()
+        root = settings.root_dir or Path.cwd()
+        pid = jupyter_process.start(home, tmux, console, settings.port, root, app, provider)
+        up = Up(pid, settings.port, True, None)
+        applied = applied_values(settings, None)
+        applied["JUPYTER_ROOT_DIR"] = str(root)
+    else:
+        if finish_password():
+            console.note("The new Jupyter password is stored; Jupyter takes it at its next start.")
+        report_jupyter_differences(settings, running, console)
+        up = Up(running.pid, running.port, False, None)
+        applied = applied_values(settings, running)
+    if provider == "ngrok":
+        # The tunnel opens while Jupyter boots; ngrok shows its 502 page until Jupyter answers.
+        keeper_pid = ensure_keeper(settings, home, tmux, up.port, console, plan)
+        up = Up(up.jupyter_pid, up.port, up.started_now, keeper_pid)
+    elif stop_keeper(home):
+        console.note("The ngrok tunnel is closed: its public URL no longer reaches Jupyter.")
+    record_session(settings, home, applied)
+    return up
+
+
+def serve(settings: Settings, console: Console, detach: bool, qr: bool = False, reconfigure: bool = False) -> int:
+    require_tmux()
+    home = Home(settings.home).ensure()
+    announce_env_files(settings, console)
+    plan = plan_changes(settings, reconfigure)
+    tmux = TmuxSession(settings.session, home.root)
+    started = time.monotonic()
+    # What may prompt or download happens before the lock, so that another serve or a stop never waits on it.
+    finish_password = prepare_password(settings, console, home)
+    if settings.provider == "ngrok" and running_keeper(home, home.read_tunnel()) is None:
+        ensure_agent_binary(settings, console)
+    kernels = BackgroundSync(settings)  # finds the user's environments while Jupyter and the tunnel come up
+    with exclusive_lock(home.lock, "serve", console.note):
+        up = bring_up(settings, home, tmux, console, plan, finish_password)
+    if not up.started_now:
+        check_running_jupyter(settings, up.jupyter_pid, console)
+    if up.started_now or not answers(up.port):
+        jupyter_process.wait_until_answering(up.jupyter_pid, up.port, home, console, started)
+    tunnel = wait_for_tunnel(home, up.keeper_pid, console, started) if up.keeper_pid else None
+    public_url = tunnel.public_url if tunnel else None
+    print_ready(settings, console, up.jupyter_pid, up.port, up.started_now, public_url, settings.provider)
+    kernels.finish(console)
+    if qr and public_url:
+        draw_qr(console, public_url)
     elif qr:
         console.note("--qr: there is no public URL to draw (the tunnel is SSH).")
     if tunnel is not None:
         suggest_stable_url(home, console, tunnel)
     if detach or tunnel is None:
         return 0
-    signal.signal(signal.SIGHUP, _raise_hangup)
-    try:
-        return follow(home, console, tunnel, qr)
-    except (Hangup, BrokenPipeError):
-        return 130
-    except OSError:
-        # Writing to a terminal that has gone away.
-        return 130
+    return follow_until_hangup(home, console, tunnel, qr)

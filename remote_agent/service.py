@@ -33,7 +33,7 @@ UNIT_DIR_ENV = "REMOTE_AGENT_SYSTEMD_DIR"
 SYSTEM_UNIT_DIR = Path("/etc/systemd/system")
 SYSTEMCTL_TIMEOUT = 60.0
 # Settings that may hold secrets: never written into a unit file that every user can read.
-PRIVATE_KEYS = (*SECRET_ENV_KEYS, "REMOTE_AGENT_ON_URL_CHANGE", "REMOTE_AGENT_WEBHOOK")
+PRIVATE_KEYS = SECRET_ENV_KEYS
 # Besides the settings: what serve and its children need to find the same files and tmux server.
 CARRIED_ENV = (
     "PATH",

@@ -16,9 +16,10 @@ from typing import Literal
 from dotenv import dotenv_values
 
 from remote_agent.errors import BadInput
+from remote_agent.redaction import SECRET_ENV_KEYS
 from remote_agent.ssh_hint import LAPTOP_PORT
+from remote_agent.state import Home, Provider, SessionRecord
 
-Provider = Literal["ngrok", "ssh"]
 App = Literal["notebook", "lab"]
 
 DEFAULT_PORT = 8888
@@ -45,6 +46,7 @@ KEYS = (
     "JUPYTER_APP",
     "REMOTE_AGENT_ON_URL_CHANGE",
     "REMOTE_AGENT_WEBHOOK",
+    "REMOTE_AGENT_KERNELS",
 )
 
 
@@ -62,8 +64,10 @@ class Settings:
     ssh_host: str | None = None
     ssh_key: str | None = None
     laptop_port: int = LAPTOP_PORT
-    env_file: Path | None = None
+    env_file: Path | None = None  # the .env that was read: the session's, or one named with --env-file
     env_file_exposed: bool = False
+    env_file_named: bool = False  # named with --env-file / REMOTE_AGENT_ENV_FILE
+    unread_env_file: Path | None = None  # a .env where the command ran, not read: the session has its own
     oauth_provider: str | None = None
     allow_emails: tuple[str, ...] = ()
     login_rate: int = 20
@@ -75,22 +79,17 @@ class Settings:
     # Hooks for a new public URL; both may hold secrets (a Slack URL), so neither is shown.
     on_url_change: str | None = field(default=None, repr=False)
     webhook: str | None = field(default=None, repr=False)
+    kernels: Literal["auto", "off"] = "auto"  # off: Jupyter offers only remote-agent's own Python
+    # Every setting's text by key as resolved (secrets included), and those given on purpose
+    # by this command or an earlier serve of the session: what serve records and compares.
+    values: Mapping[str, str] = field(default_factory=dict, repr=False)
+    given: Mapping[str, str] = field(default_factory=dict, repr=False)
+    session_record: SessionRecord | None = field(default=None, repr=False)  # the running session's, if any
 
     @property
     def provider(self) -> Provider:
         """ngrok when a token is known, unless the user asked for SSH."""
-        if self.requested_provider is not None:
-            return self.requested_provider
-        return "ngrok" if self.ngrok_authtoken else "ssh"
-
-    @property
-    def secrets(self) -> tuple[str | None, ...]:
-        basic_password = self.basic_auth.split(":", 1)[1] if self.basic_auth else None
-        return (self.ngrok_authtoken, self.jupyter_password, self.basic_auth, basic_password)
-
-    @property
-    def local_url(self) -> str:
-        return f"http://127.0.0.1:{self.port}/"
+        return provider_of(self.values) if self.values else ("ngrok" if self.ngrok_authtoken else "ssh")
 
 
 def default_home(environ: Mapping[str, str]) -> Path:
@@ -98,20 +97,12 @@ def default_home(environ: Mapping[str, str]) -> Path:
     return Path(state_root).expanduser() / "remote-agent"
 
 
-def env_file_path(environ: Mapping[str, str], cwd: Path) -> tuple[Path, bool]:
-    """The .env file to read, and whether the user named it explicitly."""
-    named = environ.get("REMOTE_AGENT_ENV_FILE")
-    if named:
-        return Path(named).expanduser(), True
-    return cwd / ".env", False
-
-
 def read_env_file(path: Path, explicit: bool) -> dict[str, str]:
     if not path.is_file():
         if explicit:
             raise BadInput(
-                f"REMOTE_AGENT_ENV_FILE names {path}, which is not a file.",
-                "Create it (see .env.example) or unset REMOTE_AGENT_ENV_FILE.",
+                f"--env-file (or REMOTE_AGENT_ENV_FILE) names {path}, which is not a file.",
+                "Create it (see .env.example), or name another one.",
             )
         return {}
     try:
@@ -225,53 +216,150 @@ def _parse_webhook(raw: str) -> str:
     return raw.strip()
 
 
-def resolve(  # noqa: PLR0915 (one straight pass over every setting reads best)
+def _parse_kernels(raw: str) -> Literal["auto", "off"]:
+    value = raw.strip().lower()
+    if value not in ("auto", "off"):
+        raise BadInput(
+            f"REMOTE_AGENT_KERNELS must be auto or off, not {raw!r}.", "auto offers your Python environments."
+        )
+    return "off" if value == "off" else "auto"
+
+
+# Command-line flags and the setting each one gives. `--tunnel` has no variable: its key is
+# only ever given on purpose.
+TUNNEL_KEY = "tunnel"
+FLAG_KEYS = {
+    "port": "JUPYTER_PORT",
+    "root_dir": "JUPYTER_ROOT_DIR",
+    "domain": "NGROK_DOMAIN",
+    "tunnel": TUNNEL_KEY,
+    "app": "JUPYTER_APP",
+    "oauth": "NGROK_OAUTH",
+    "allow_emails": "NGROK_OAUTH_ALLOW_EMAILS",
+}
+# Where the files are, not how the session runs: never recorded, never a change.
+LOCATION_KEYS = ("REMOTE_AGENT_HOME", "REMOTE_AGENT_ENV_FILE")
+# Checked against Jupyter's stored hash, never recorded (see password.py).
+UNRECORDED_KEYS = (*LOCATION_KEYS, "JUPYTER_PASSWORD")
+
+
+def provider_of(values: Mapping[str, str]) -> Provider:
+    """ngrok when a token is known, unless the user asked for SSH."""
+    asked = values.get(TUNNEL_KEY)
+    if asked in ("ngrok", "ssh"):
+        return "ngrok" if asked == "ngrok" else "ssh"
+    return "ngrok" if values.get("NGROK_AUTHTOKEN") else "ssh"
+
+
+def _given_now(
+    flags: Mapping[str, object | None], environ: Mapping[str, str], cwd: Path
+) -> tuple[dict[str, str], set[str]]:
+    """Settings given on purpose by this command: its flags and the variables present in its environment.
+
+    Returns them as .env-style text by key, and the keys that came from flags.
+    """
+    given = {k: environ[k] for k in KEYS if environ.get(k) and k not in LOCATION_KEYS}
+    from_flags: set[str] = set()
+    for flag, key in FLAG_KEYS.items():
+        value = flags.get(flag)
+        if value is None or value == []:
+            continue
+        if isinstance(value, (list, tuple)):
+            text = ",".join(str(v) for v in value)
+        elif key == "JUPYTER_ROOT_DIR":
+            text = str(cwd / Path(str(value)).expanduser())  # recorded absolute: later serves run elsewhere
+        else:
+            text = str(value)
+        given[key] = text
+        from_flags.add(key)
+    return given, from_flags
+
+
+def _home_of(environ: Mapping[str, str], file_values: Mapping[str, str]) -> Path:
+    raw = environ.get("REMOTE_AGENT_HOME") or file_values.get("REMOTE_AGENT_HOME")
+    return Path(raw).expanduser() if raw else default_home(environ)
+
+
+def _session_layers(
+    flags: Mapping[str, object | None], environ: Mapping[str, str], cwd: Path
+) -> tuple[Path, Path | None, bool, dict[str, str], SessionRecord | None, Path | None]:
+    """Which .env counts and what it says, and the session that runs at this home, if any.
+
+    (home, .env path, named explicitly?, its values, the session record, a .env here that is not read)
+    """
+    named = flags.get("env_file") or environ.get("REMOTE_AGENT_ENV_FILE")
+    if named:
+        path = cwd / Path(str(named)).expanduser()
+        values = read_env_file(path, explicit=True)
+        home = _home_of(environ, values)
+        return home, path, True, values, Home(home).read_session(SECRET_ENV_KEYS), None
+    here = cwd / ".env"
+    here_values = read_env_file(here, explicit=False)
+    home = _home_of(environ, here_values)
+    record = Home(home).read_session(SECRET_ENV_KEYS)
+    if record is None:
+        return home, here, False, here_values, None, None
+    # A session runs: its own .env counts, wherever this command runs from.
+    unread = here if here.is_file() and (record.env_file is None or here.resolve() != Path(record.env_file)) else None
+    if record.env_file is None:
+        return home, None, False, {}, record, unread
+    session_env = Path(record.env_file)
+    if session_env.is_file():
+        return home, session_env, False, read_env_file(session_env, explicit=False), record, unread
+    # Gone (moved, deleted): keep what it said rather than fall back to weaker defaults.
+    return home, None, False, dict(record.applied), record, unread
+
+
+def resolve(
     flags: Mapping[str, object | None],
     environ: Mapping[str, str],
     cwd: Path | None = None,
 ) -> Settings:
-    """Merge flags, the process environment, the .env file and defaults into Settings.
+    """Merge flags, the process environment, the .env file, the running session and defaults into Settings.
 
-    `flags` holds command-line values by setting name (port, root_dir, tunnel, domain);
-    None means "not given".
+    `flags` holds command-line values by setting name (port, root_dir, tunnel, domain, app,
+    oauth, allow_emails, env_file); None means "not given". While a session runs (until
+    `stop`), its .env is the one read and what was given on purpose at its earlier serves
+    still holds: a variable merely absent from this shell changes nothing.
     """
     cwd = cwd or Path.cwd()
-    path, explicit = env_file_path(environ, cwd)
-    from_file = read_env_file(path, explicit)
+    home, env_path, explicit, file_values, record, unread = _session_layers(flags, environ, cwd)
+    given, from_flags = _given_now(flags, environ, cwd)
+    earlier = dict(record.given) if record else {}
+    values: dict[str, str] = {k: v for k, v in file_values.items() if v and k not in LOCATION_KEYS}
+    values.update(earlier)
+    values.update(given)
+    if "JUPYTER_ROOT_DIR" not in values and record and record.applied.get("JUPYTER_ROOT_DIR"):
+        values["JUPYTER_ROOT_DIR"] = record.applied["JUPYTER_ROOT_DIR"]
 
     def pick(key: str) -> str | None:
-        value = environ.get(key)
-        if value is None or value == "":
-            value = from_file.get(key)
-        return value or None
+        return values.get(key) or None
 
-    port_flag = flags.get("port")
-    if port_flag is not None:
-        port = _parse_port(str(port_flag), "--port")
-    elif (raw_port := pick("JUPYTER_PORT")) is not None:
-        port = _parse_port(raw_port, "JUPYTER_PORT")
-    else:
-        port = DEFAULT_PORT
+    def source(key: str, flag: str) -> str:
+        return flag if key in from_flags else key
 
-    root_flag = flags.get("root_dir")
-    root_raw = str(root_flag) if root_flag is not None else pick("JUPYTER_ROOT_DIR")
+    raw_port = pick("JUPYTER_PORT")
+    port = _parse_port(raw_port, source("JUPYTER_PORT", "--port")) if raw_port is not None else DEFAULT_PORT
+
+    root_raw = pick("JUPYTER_ROOT_DIR")
     root_dir = None
     if root_raw is not None:
         root_dir = Path(root_raw).expanduser()
         if not root_dir.is_absolute():
-            root_dir = cwd / root_dir
+            root_dir = (env_path.parent if env_path and "JUPYTER_ROOT_DIR" in file_values else cwd) / root_dir
         if not root_dir.is_dir():
-            source = "--root-dir" if root_flag is not None else "JUPYTER_ROOT_DIR"
-            raise BadInput(f"{source} {root_dir} is not a directory.", "Create it, or point to another one.")
+            raise BadInput(
+                f"{source('JUPYTER_ROOT_DIR', '--root-dir')} {root_dir} is not a directory.",
+                "Create it, or point to another one.",
+            )
 
-    domain_flag = flags.get("domain")
-    domain_raw = str(domain_flag) if domain_flag is not None else pick("NGROK_DOMAIN")
-    tunnel_flag = flags.get("tunnel")
+    domain_raw = pick("NGROK_DOMAIN")
+    tunnel_raw = pick(TUNNEL_KEY)
     requested: Provider | None = None
-    if tunnel_flag is not None:
-        if tunnel_flag not in ("ngrok", "ssh"):
-            raise BadInput(f"--tunnel must be ngrok or ssh, not {tunnel_flag!r}.")
-        requested = "ngrok" if tunnel_flag == "ngrok" else "ssh"
+    if tunnel_raw is not None:
+        if tunnel_raw not in ("ngrok", "ssh"):
+            raise BadInput(f"--tunnel must be ngrok or ssh, not {tunnel_raw!r}.")
+        requested = "ngrok" if tunnel_raw == "ngrok" else "ssh"
 
     token = pick("NGROK_AUTHTOKEN")
     if requested == "ngrok" and not token:
@@ -281,14 +369,11 @@ def resolve(  # noqa: PLR0915 (one straight pass over every setting reads best)
             "or use --tunnel ssh.",
         )
 
-    app_flag = flags.get("app")
-    app_raw = str(app_flag) if app_flag is not None else pick("JUPYTER_APP")
+    app_raw = pick("JUPYTER_APP")
     hook_raw = pick("REMOTE_AGENT_ON_URL_CHANGE")
     webhook_raw = pick("REMOTE_AGENT_WEBHOOK")
-    oauth_flag = flags.get("oauth")
-    oauth = str(oauth_flag) if oauth_flag is not None else pick("NGROK_OAUTH")
-    emails_flag = flags.get("allow_emails")
-    emails = _parse_emails(emails_flag if emails_flag else pick("NGROK_OAUTH_ALLOW_EMAILS") or "")
+    oauth = pick("NGROK_OAUTH")
+    emails = _parse_emails(pick("NGROK_OAUTH_ALLOW_EMAILS") or "")
     if emails and not oauth:
         raise BadInput(
             "An e-mail allow-list needs OAuth at the edge.",
@@ -298,32 +383,40 @@ def resolve(  # noqa: PLR0915 (one straight pass over every setting reads best)
 
     basic_raw = pick("NGROK_BASIC_AUTH")
     laptop_raw = pick("REMOTE_AGENT_LAPTOP_PORT")
-    home_raw = pick("REMOTE_AGENT_HOME")
-    settings = Settings(
+    env_file = env_path if env_path is not None and env_path.is_file() else None
+    password_in_environ = bool(environ.get("JUPYTER_PASSWORD"))
+    return Settings(
         port=port,
         root_dir=root_dir,
         domain=_parse_domain(domain_raw) if domain_raw else None,
         session=_parse_session(pick("REMOTE_AGENT_SESSION") or DEFAULT_SESSION),
-        home=Path(home_raw).expanduser() if home_raw else default_home(environ),
+        home=home,
         ngrok_path=pick("PYNGROK_NGROK_PATH"),
         requested_provider=requested,
         ssh_host=pick("REMOTE_AGENT_SSH_HOST"),
         ssh_key=pick("REMOTE_AGENT_SSH_KEY"),
         laptop_port=_parse_port(laptop_raw, "REMOTE_AGENT_LAPTOP_PORT") if laptop_raw else LAPTOP_PORT,
-        env_file=path if path.is_file() else None,
-        env_file_exposed=path.is_file() and _is_exposed(path),
+        env_file=env_file,
+        env_file_exposed=env_file is not None and _is_exposed(env_file),
+        env_file_named=explicit,
+        unread_env_file=unread,
         ngrok_authtoken=token,
-        jupyter_password=pick("JUPYTER_PASSWORD"),
-        password_from_file=not environ.get("JUPYTER_PASSWORD") and bool(from_file.get("JUPYTER_PASSWORD")),
+        jupyter_password=pick("JUPYTER_PASSWORD")
+        if password_in_environ
+        else file_values.get("JUPYTER_PASSWORD") or None,
+        password_from_file=not password_in_environ and bool(file_values.get("JUPYTER_PASSWORD")),
         basic_auth=_parse_basic_auth(basic_raw) if basic_raw else None,
-        oauth_provider=oauth or None,
+        oauth_provider=oauth,
         allow_emails=emails,
         login_rate=_parse_login_rate(rate_raw) if rate_raw is not None else 20,
-        app=_parse_app(app_raw, "--app" if app_flag is not None else "JUPYTER_APP") if app_raw else None,
+        app=_parse_app(app_raw, source("JUPYTER_APP", "--app")) if app_raw else None,
         on_url_change=_parse_hook_command(hook_raw) if hook_raw else None,
         webhook=_parse_webhook(webhook_raw) if webhook_raw else None,
+        kernels=_parse_kernels(kernels_raw) if (kernels_raw := pick("REMOTE_AGENT_KERNELS")) else "auto",
+        values={k: v for k, v in values.items() if k not in UNRECORDED_KEYS},
+        given={k: v for k, v in {**earlier, **given}.items() if k not in UNRECORDED_KEYS},
+        session_record=record,
     )
-    return settings
 
 
 def remove_secrets_from_environ() -> None:
@@ -332,7 +425,5 @@ def remove_secrets_from_environ() -> None:
     Called once settings are resolved: tmux starts its server with our environment,
     and everything it runs (Jupyter, kernels, the keeper, the agent) would see them.
     """
-    from remote_agent.redaction import SECRET_ENV_KEYS
-
     for key in SECRET_ENV_KEYS:
         os.environ.pop(key, None)

@@ -137,7 +137,7 @@ def _next_free_name(shares: list[Share]) -> str:
 
 def create(home: Path, name: str | None, lifetime: timedelta, now: datetime) -> tuple[Share, str]:
     """A new link, recorded by the hash of its secret; (the record, the secret to put in the URL)."""
-    with exclusive_lock(ensure_private_dir(home) / LOCK):
+    with exclusive_lock(ensure_private_dir(home) / LOCK, "remote-agent share"):
         shares = [s for s in load(home) if not s.ended_before(now - KEEP_ENDED)]
         if name is None:
             name = _next_free_name([s for s in shares if s.active(now)])
@@ -163,7 +163,7 @@ def revoke(home: Path, name: str, now: datetime) -> list[Share]:
 
     Raises BadInput when no link of that name was ever made (or its record is long gone).
     """
-    with exclusive_lock(ensure_private_dir(home) / LOCK):
+    with exclusive_lock(ensure_private_dir(home) / LOCK, "remote-agent share"):
         shares = load(home)
         named = [s for s in shares if s.name == name]
         if not named:

@@ -6,7 +6,7 @@ from remote_agent import procs
 from remote_agent.console import Console
 from remote_agent.jupyter_process import remove_runtime_files
 from remote_agent.ngrok_agent import is_our_agent
-from remote_agent.runtime import JupyterRecord, live_window_pid, running_jupyter, running_keeper
+from remote_agent.runtime import live_window_pid, running_jupyter, running_keeper, session_owner_problem
 from remote_agent.settings import Settings
 from remote_agent.state import Home, exclusive_lock
 from remote_agent.tmux_session import JUPYTER_WINDOW, KEEPER_WINDOW, TmuxSession
@@ -18,10 +18,10 @@ JUPYTER_STOP_TIMEOUT = 30.0
 
 def stop(settings: Settings, console: Console, tunnel_only: bool) -> int:
     home = Home(settings.home).ensure()
-    tmux = TmuxSession(settings.session)
+    tmux = TmuxSession(settings.session, home.root)
     stopped = []
-    with exclusive_lock(home.lock):
-        keeper = running_keeper(home, home.read_tunnel()) or live_window_pid(tmux, KEEPER_WINDOW)
+    with exclusive_lock(home.lock, "stop", console.note):
+        keeper = running_keeper(home, home.read_tunnel()) or live_window_pid(tmux, KEEPER_WINDOW, home)
         if keeper is not None:
             console.note("Stopping the tunnel keeper ...")
             procs.terminate(keeper, KEEPER_STOP_TIMEOUT)
@@ -34,14 +34,17 @@ def stop(settings: Settings, console: Console, tunnel_only: bool) -> int:
             state.status, state.public_url, state.agent_pid = "stopped", None, None
             home.write_tunnel(state)
         if not tunnel_only:
-            jupyter = running_jupyter(JupyterRecord.load(home)) or live_window_pid(tmux, JUPYTER_WINDOW)
+            jupyter = running_jupyter(home, home.read_jupyter()) or live_window_pid(tmux, JUPYTER_WINDOW, home)
             if jupyter is not None:
                 console.note("Stopping Jupyter and its kernels ...")
                 if not procs.terminate(jupyter, JUPYTER_STOP_TIMEOUT):
                     remove_runtime_files(jupyter)
                 stopped.append("Jupyter")
-            # Stopped on purpose: the next serve must not report lost kernels.
-            home.jupyter_record.unlink(missing_ok=True)
-            tmux.kill()
+            # Stopped on purpose: the next serve must not report lost kernels, and starts a new
+            # session with the settings it is given then.
+            home.forget_jupyter()
+            home.end_session()
+            if session_owner_problem(tmux, home) is None:
+                tmux.kill()  # never another home's session of the same name
     console.line(f"Stopped {' and '.join(stopped)}." if stopped else "Nothing was running.")
     return 0

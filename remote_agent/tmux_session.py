@@ -13,6 +13,9 @@ from remote_agent.errors import MissingPrerequisite, RemoteAgentError
 
 JUPYTER_WINDOW = "jupyter"
 KEEPER_WINDOW = "tunnel"
+# A tmux user option on the session: the REMOTE_AGENT_HOME that started it, so that two homes
+# that use one session name never adopt, add to or kill each other's session.
+OWNER_OPTION = "@remote_agent_home"
 
 
 class TmuxError(RemoteAgentError):
@@ -29,11 +32,24 @@ def require_tmux() -> str:
     return path
 
 
-class TmuxSession:
-    """A named tmux session on the default tmux server (honours TMUX_TMPDIR)."""
+MIN_TMUX = (3, 2)
 
-    def __init__(self, name: str) -> None:
+
+def tmux_version() -> tuple[str, bool]:
+    """(`tmux -V` output, new enough?); raises MissingPrerequisite when tmux is not installed."""
+    import re
+
+    out = subprocess.run([require_tmux(), "-V"], capture_output=True, text=True, check=False, timeout=10).stdout.strip()
+    match = re.search(r"(\d+)\.(\d+)", out)
+    return out or "tmux", not match or (int(match[1]), int(match[2])) >= MIN_TMUX
+
+
+class TmuxSession:
+    """A named tmux session on the default tmux server (honours TMUX_TMPDIR), owned by one home."""
+
+    def __init__(self, name: str, home: Path | None = None) -> None:
         self.name = name
+        self.home = home
         self._server: Any = None
 
     def _libtmux(self) -> Any:
@@ -66,6 +82,19 @@ class TmuxSession:
     def exists(self) -> bool:
         return self._query("has-session", "-t", f"={self.name}").returncode == 0
 
+    def owner(self) -> str | None:
+        """The home that started the session; None when it does not say (not ours, or remote-agent 0.1's)."""
+        shown = self._query("show-options", "-t", f"={self.name}", "-v", "-q", OWNER_OPTION)
+        return shown.stdout.strip() or None if shown.returncode == 0 else None
+
+    def claim(self) -> None:
+        if self.home is not None:
+            self._query("set-option", "-t", f"={self.name}", OWNER_OPTION, str(self.home))
+
+    def pane_pids(self) -> list[int]:
+        listing = self._query("list-panes", "-s", "-t", f"={self.name}", "-F", "#{pane_pid}")
+        return [int(p) for p in listing.stdout.split() if p.isdigit()] if listing.returncode == 0 else []
+
     def window_pid(self, window: str) -> int | None:
         """The pid of the program in a window's pane, if the window exists."""
         listing = self._query("list-panes", "-s", "-t", f"={self.name}", "-F", "#{window_name}\t#{pane_pid}")
@@ -93,6 +122,7 @@ class TmuxSession:
                     environment=environment,
                     attach=False,
                 )
+                self.claim()
             else:
                 session.new_window(
                     window_name=window,

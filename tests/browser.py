@@ -119,11 +119,12 @@ def log_in(page: Page, url: str, password: str, browser: Browser, shot: str) -> 
     page.wait_for_selector(".jp-DirListing-content")
 
 
-def new_notebook(tree: Page) -> Page:
-    """New > Python 3 on the file list: the notebook opens in a new tab."""
+def new_notebook(tree: Page, kernel: str | None = None) -> Page:
+    """New > Python 3 (or the kernel named `kernel`) on the file list: the notebook opens in a new tab."""
     tree.get_by_text("New", exact=True).click()
+    item = re.compile(r"Python 3") if kernel is None else re.compile(re.escape(kernel))
     with tree.context.expect_page() as opened:
-        tree.get_by_role("menuitem", name=re.compile(r"Python 3")).click()
+        tree.get_by_role("menuitem", name=item).click()
     notebook = opened.value
     wait_for_kernel(notebook)
     return notebook

@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import pyenvs
 import pytest
 from fakeagent import FakeNgrok
 
@@ -228,3 +229,9 @@ def sandbox(tmp_path: Path) -> Iterator[Sandbox]:
         yield box
     finally:
         box.cleanup()
+
+
+@pytest.fixture(scope="session")
+def python_envs(tmp_path_factory: pytest.TempPathFactory) -> pyenvs.PythonEnvs:
+    """Real venvs and a conda-shaped prefix for the kernel tests, built once per run (see pyenvs.py)."""
+    return pyenvs.build(tmp_path_factory.mktemp("python-envs"))

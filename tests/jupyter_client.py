@@ -61,8 +61,8 @@ class JupyterClient:
             method, self.base + path, json=body, headers=headers, timeout=20, allow_redirects=False
         )
 
-    def start_kernel(self) -> str:
-        response = self.api("POST", "/api/kernels", {"name": "python3"})
+    def start_kernel(self, name: str = "python3") -> str:
+        response = self.api("POST", "/api/kernels", {"name": name})
         assert response.status_code == 201, response.text
         return str(response.json()["id"])
 

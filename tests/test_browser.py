@@ -17,6 +17,7 @@ from typing import Any
 import pytest
 from browser import (
     Browser,
+    cells,
     chromium,
     log_in,
     new_notebook,
@@ -29,6 +30,7 @@ from browser import (
 )
 from conftest import PASSWORD, Sandbox, descendants, pid_alive, wait_until
 from jupyter_client import JupyterClient
+from pyenvs import CUDA_VALUE, PythonEnvs
 from sshd import Sshd, running_sshd, serve_command, write_user_dotenv
 
 URL_LINE = r"Public URL\s+(http://[0-9a-f]+\.ngrok\.localhost:\d+)"
@@ -150,3 +152,29 @@ def test_long_computation_finishes_while_the_laptop_is_away(sandbox: Sandbox, se
     wait_until(lambda: prompt(notebook, cell) == "[1]:", 30, "the cell's prompt to say it ran")
     save(notebook, sandbox.notebooks / "analysis.ipynb", f"done after {LONG_CELL_SECONDS} s")
     browser.shot(notebook, "long-cell-finished")
+
+
+def test_a_user_kernel_from_the_launcher_runs_a_cell_and_draws_a_progress_bar(
+    sandbox: Sandbox, browser: Browser, python_envs: PythonEnvs
+) -> None:
+    # The user's conda environment (conda-shaped: conda itself cannot be installed here).
+    (sandbox.home / ".conda").mkdir()
+    (sandbox.home / ".conda" / "environments.txt").write_text(python_envs.environments_txt())
+    assert sandbox.run("serve", "--detach", "--tunnel", "ssh").returncode == 0
+
+    tree = browser.new_page()
+    log_in(tree, f"http://127.0.0.1:{sandbox.port}/", PASSWORD, browser, "login-page")
+    notebook = new_notebook(tree, kernel="Python 3.11 (conda: ml)")
+    browser.shot(notebook, "conda-kernel-picked")
+    cell = run_in_new_cell(
+        notebook, "import os, ra_only_in_ml\nprint(ra_only_in_ml.WHERE, os.environ['RA_TEST_CUDA_HOME'])"
+    )
+    wait_for_output(notebook, cell, f"{python_envs.ml.prefix} {CUDA_VALUE}", timeout=60)
+
+    # tqdm draws a widget; without the widgets' front end in Jupyter it would print "HBox(...)".
+    cell = run_in_new_cell(notebook, "from tqdm.auto import tqdm\nfor _ in tqdm(range(3), desc='steps'): pass")
+    bar = cells(notebook).nth(cell).locator(".jp-OutputArea-output .widget-hprogress")
+    wait_until(lambda: bar.count() == 1, 60, "tqdm's progress bar to be drawn", 0.2)
+    assert "3/3" in output(notebook, cell)
+    assert "HBox" not in output(notebook, cell)
+    browser.shot(notebook, "tqdm-progress-bar")

@@ -43,11 +43,11 @@ def test_lab_through_the_public_url(sandbox: Sandbox) -> None:
     # Asking for Notebook while Lab runs keeps Lab (and its kernels), and says how to switch.
     again = sandbox.run("serve", "--detach", "--app", "notebook")
     assert again.returncode == 0, again.stderr
-    assert "JupyterLab already runs; keeping it" in again.stderr
+    assert "keeps running with JupyterLab" in again.stderr
     assert sandbox.jupyter_record()["pid"] == record["pid"]
     # JUPYTER_APP unset: the running Lab is simply reused, without a warning.
     plain = sandbox.run("serve", "--detach")
-    assert "keeping it" not in plain.stderr
+    assert "keeps running" not in plain.stderr
 
 
 def test_a_missing_app_is_a_missing_prerequisite() -> None:

@@ -218,10 +218,14 @@ def test_keeper_runs_the_hooks_on_each_new_url_and_serve_suggests_a_domain(sandb
     again = sandbox.run("serve", "--detach", REMOTE_AGENT_WEBHOOK=receiver.url, REMOTE_AGENT_ON_URL_CHANGE=command)
     assert again.returncode == 0, again.stderr
     assert "NGROK_DOMAIN" not in again.stdout, "the suggestion comes once"
-    assert "restarting the tunnel keeper" not in again.stderr, "unchanged hooks keep the keeper"
-    changed = sandbox.run("serve", "--detach", REMOTE_AGENT_WEBHOOK=receiver.url, REMOTE_AGENT_ON_URL_CHANGE=None)
+    assert "the tunnel keeper restarts" not in again.stderr, "unchanged hooks keep the keeper"
+    # A hook merely missing from this shell changes nothing; one given anew is taken at once.
+    absent = sandbox.run("serve", "--detach", REMOTE_AGENT_WEBHOOK=None, REMOTE_AGENT_ON_URL_CHANGE=None)
+    assert absent.returncode == 0, absent.stderr
+    assert "the tunnel keeper restarts" not in absent.stderr
+    changed = sandbox.run("serve", "--detach", REMOTE_AGENT_WEBHOOK=receiver.url + "other")
     assert changed.returncode == 0, changed.stderr
-    assert "restarting the tunnel keeper" in changed.stderr, "the keeper takes a changed hook at once"
+    assert "REMOTE_AGENT_WEBHOOK changed: the tunnel keeper restarts" in changed.stderr
 
 
 def test_hook_settings_are_checked_and_documented(tmp_path: Path) -> None:

@@ -7,7 +7,7 @@ import os
 import urllib.request
 from pathlib import Path
 
-from conftest import PASSWORD, TOKEN, Sandbox, descendants
+from conftest import PASSWORD, TOKEN, Sandbox, descendants, free_port
 from jupyter_client import JupyterClient
 
 BASIC_USER, BASIC_PASSWORD = "ana", "edge-secret-7x9q"
@@ -52,8 +52,9 @@ def our_processes(sandbox: Sandbox) -> list[int]:
 
 
 def test_no_secret_in_argv_environment_logs_scrollback_or_state(sandbox: Sandbox) -> None:
-    secrets = [PASSWORD, TOKEN, BASIC_PASSWORD, f"{BASIC_USER}:{BASIC_PASSWORD}"]
-    serve = sandbox.follow(NGROK_BASIC_AUTH=f"{BASIC_USER}:{BASIC_PASSWORD}")
+    webhook = f"http://127.0.0.1:{free_port()}/hooks/webhook-secret-path-0123"  # its path is often its secret
+    secrets = [PASSWORD, TOKEN, BASIC_PASSWORD, f"{BASIC_USER}:{BASIC_PASSWORD}", webhook]
+    serve = sandbox.follow(NGROK_BASIC_AUTH=f"{BASIC_USER}:{BASIC_PASSWORD}", REMOTE_AGENT_WEBHOOK=webhook)
     url = serve.wait_for(URL_LINE, timeout=90)[1]
     client = JupyterClient(url)
     client.session.auth = (BASIC_USER, BASIC_PASSWORD)
@@ -80,10 +81,12 @@ def test_no_secret_in_argv_environment_logs_scrollback_or_state(sandbox: Sandbox
     for window in ("jupyter", "tunnel"):
         screen = sandbox.tmux("capture-pane", "-p", "-S", "-", "-t", f"remote-agent:{window}").stdout
         assert all(s not in screen for s in secrets), f"a secret is in the {window} window's scrollback"
-    for path in sandbox.state_dir.iterdir():
+    for path in sandbox.state_dir.rglob("*"):  # kernelspecs included
+        if path.is_dir():
+            continue
         text = path.read_text(errors="replace")
-        if path.name in ("ngrok.yml", "keeper.json"):
-            continue  # the agent's and the keeper's own configs: 0600, checked below
+        if path.name in ("ngrok.yml", "keeper.json", "session-secrets.json"):
+            continue  # the agent's, the keeper's and the session's settings: 0600, checked below
         assert all(s not in text for s in secrets), f"a secret is in {path.name}"
     assert all(s not in "\n".join(serve.lines + serve.err_lines) for s in secrets)
 
@@ -91,8 +94,9 @@ def test_no_secret_in_argv_environment_logs_scrollback_or_state(sandbox: Sandbox
 def test_files_holding_secrets_are_private(sandbox: Sandbox) -> None:
     assert sandbox.run("serve", "--detach", NGROK_BASIC_AUTH=f"{BASIC_USER}:{BASIC_PASSWORD}").returncode == 0
     assert sandbox.state_dir.stat().st_mode & 0o777 == 0o700
-    for path in sandbox.state_dir.iterdir():
-        assert path.stat().st_mode & 0o777 == 0o600, f"{path.name} is not 0600"
+    for path in sandbox.state_dir.rglob("*"):
+        private = 0o700 if path.is_dir() else 0o600
+        assert path.stat().st_mode & 0o777 == private, f"{path} is not {private:o}"
     assert TOKEN in (sandbox.state_dir / "ngrok.yml").read_text()
     config = sandbox.home / ".jupyter" / "jupyter_server_config.json"
     assert config.stat().st_mode & 0o777 == 0o600

@@ -89,3 +89,59 @@ def test_bad_settings_are_bad_input(
         resolve(flags, {"HOME": str(tmp_path), **environ}, cwd=tmp_path)
     assert needle in " ".join(caught.value.lines())
     assert caught.value.exit_code == 2
+
+
+def record_session(home: Path, env_file: Path | None, given: dict[str, str], applied: dict[str, str]) -> None:
+    from remote_agent.redaction import SECRET_ENV_KEYS
+    from remote_agent.state import Home, SessionRecord
+
+    Home(home).ensure().write_session(
+        SessionRecord(str(env_file) if env_file else None, given, applied, "2026-01-01T00:00:00+00:00"),
+        SECRET_ENV_KEYS,
+    )
+
+
+def test_a_running_session_keeps_its_env_file_and_what_was_given(tmp_path: Path) -> None:
+    project = tmp_path / "project"
+    project.mkdir()
+    session_env = write_env(project, "NGROK_AUTHTOKEN=tok-from-project\nNGROK_BASIC_AUTH=ana:long-password\n")
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    write_env(elsewhere, "JUPYTER_PORT=9999\n")
+    state = tmp_path / ".local" / "state" / "remote-agent"
+    record_session(state, session_env, {"NGROK_DOMAIN": "mine.example.com", "JUPYTER_PORT": "9001"}, {})
+
+    settings = resolve({}, {"HOME": str(tmp_path)}, cwd=elsewhere)
+    assert settings.env_file == session_env
+    assert settings.unread_env_file == elsewhere / ".env"
+    assert settings.ngrok_authtoken == "tok-from-project"
+    assert settings.basic_auth == "ana:long-password"
+    assert settings.domain == "mine.example.com"  # given on purpose at an earlier serve: still holds
+    assert settings.port == 9001
+    # Given again now, a flag wins; a variable merely absent from this shell changes nothing.
+    assert resolve({"port": "9002"}, {"HOME": str(tmp_path)}, cwd=elsewhere).port == 9002
+    # An edit of the session's .env counts.
+    write_env(project, "NGROK_AUTHTOKEN=tok-from-project\n")
+    assert resolve({}, {"HOME": str(tmp_path)}, cwd=elsewhere).basic_auth is None
+
+
+def test_secrets_of_the_session_are_kept_apart_and_private(tmp_path: Path) -> None:
+    state = tmp_path / "state"
+    record_session(state, None, {"NGROK_AUTHTOKEN": "tok-given-123", "NGROK_DOMAIN": "d.example"}, {})
+    plain = (state / "session.json").read_text()
+    assert "tok-given-123" not in plain
+    assert "d.example" in plain
+    assert (state / "session-secrets.json").stat().st_mode & 0o777 == 0o600
+    settings = resolve({}, {"HOME": str(tmp_path), "REMOTE_AGENT_HOME": str(state)}, cwd=tmp_path)
+    assert settings.ngrok_authtoken == "tok-given-123"
+    assert settings.provider == "ngrok"
+
+
+def test_a_damaged_session_record_reads_as_no_session(tmp_path: Path) -> None:
+    state = tmp_path / "state"
+    state.mkdir()
+    (state / "session.json").write_text('{"version": 1, "given": "not a dict", "env_file": 5}')
+    settings = resolve({}, {"HOME": str(tmp_path), "REMOTE_AGENT_HOME": str(state)}, cwd=tmp_path)
+    assert settings.session_record is not None
+    assert settings.session_record.given == {}
+    assert settings.session_record.env_file is None

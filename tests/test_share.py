@@ -340,7 +340,7 @@ def test_a_jupyter_started_by_an_earlier_version_gets_links_at_its_next_start(sa
     ]
     old = subprocess.Popen(
         [sys.executable, "-m", "notebook", *old_args],
-        env=sandbox.environ(),
+        env=sandbox.environ(REMOTE_AGENT_HOME=str(sandbox.state_dir)),  # as serve starts Jupyter
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )

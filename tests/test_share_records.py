@@ -13,10 +13,10 @@ from remote_agent import login_throttle, shares
 from remote_agent.errors import BadInput
 from remote_agent.keeper_config import KeeperConfig, write_keeper_config
 from remote_agent.login_throttle import LoginThrottle
-from remote_agent.runtime import JupyterRecord, Snapshot
+from remote_agent.runtime import Snapshot
 from remote_agent.settings import Settings
 from remote_agent.share import link_url, parse_duration, where
-from remote_agent.state import Home, TunnelState
+from remote_agent.state import Home, JupyterRecord, TunnelState
 
 T0 = datetime(2026, 12, 2, 9, 0, tzinfo=timezone.utc)
 
