@@ -70,6 +70,12 @@ def build_parser() -> argparse.ArgumentParser:
     logs = sub.add_parser("logs", help="Jupyter's and the tunnel keeper's logs")
     logs.add_argument("-n", type=int, default=40, metavar="N", help="lines of each log (default 40)")
     logs.add_argument("--follow", "-f", action="store_true", help="keep printing new lines")
+    share = sub.add_parser("share", help="a link that logs a collaborator in without your password")
+    share.add_argument("--name", help="what to call the link (default link-N)")
+    share.add_argument("--expires", metavar="DURATION", help="90s, 30m, 8h, 7d (default 24h)")
+    share.add_argument("--list", action="store_true", dest="list_shares", help="the links made, and their state")
+    share.add_argument("--revoke", metavar="NAME", help="end a link and every session opened with it")
+    share.add_argument("--json", action="store_true", help="JSON on stdout")
     sub.add_parser("attach", help="attach this terminal to the tmux session (detach: Ctrl-b d)")
     password = sub.add_parser("password", help="set or change the Jupyter password")
     password.add_argument("--stdin", action="store_true", help="read the password from standard input")
@@ -95,7 +101,7 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def run(args: argparse.Namespace, settings: Settings, console: Console) -> int:
+def run(args: argparse.Namespace, settings: Settings, console: Console) -> int:  # noqa: PLR0912 (one branch per command)
     command = args.command
     if command == "serve":
         from remote_agent.serve import serve
@@ -117,6 +123,10 @@ def run(args: argparse.Namespace, settings: Settings, console: Console) -> int:
         from remote_agent.logs import logs
 
         return logs(settings, console, lines=args.n, follow=args.follow)
+    if command == "share":
+        from remote_agent.share import share
+
+        return share(settings, console, args.name, args.expires, args.list_shares, args.revoke)
     if command == "attach":
         return attach(settings)
     if command == "password":

@@ -17,6 +17,9 @@ from remote_agent.redaction import SECRET_ENV_KEYS
 from remote_agent.state import Home, JupyterRecord, append_private, now_iso, process_start, read_json
 from remote_agent.tmux_session import JUPYTER_WINDOW, TmuxSession
 
+# remote-agent's login (owner's password read afresh, share links, slowed guessing): jupyter_login.py.
+IDENTITY_PROVIDER = "remote_agent.jupyter_login.RemoteAgentIdentityProvider"
+
 
 def server_args(port: int, root_dir: Path) -> list[str]:
     """Jupyter's settings for remote_agent, on the command line so no config file overrides them."""
@@ -38,10 +41,17 @@ def server_args(port: int, root_dir: Path) -> list[str]:
         "--IdentityProvider.token=",
         # Refuse to start at all rather than start without a password.
         "--PasswordIdentityProvider.password_required=True",
+        f"--ServerApp.identity_provider_class={IDENTITY_PROVIDER}",
+        "--PasswordIdentityProvider.allow_password_change=False",
     ]
     if os.geteuid() == 0:
         args.append("--ServerApp.allow_root=True")
     return args
+
+
+def has_identity_provider(pid: int) -> bool:
+    """False for a Jupyter started by an earlier remote-agent: it knows no share links until its next start."""
+    return f"--ServerApp.identity_provider_class={IDENTITY_PROVIDER}" in procs.cmdline(pid)
 
 
 # The module each JUPYTER_APP runs; both are jupyter_server apps that take the same server args.

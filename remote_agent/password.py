@@ -11,6 +11,7 @@ from collections.abc import Callable
 from remote_agent import jupyter_config
 from remote_agent.console import Console
 from remote_agent.errors import BadInput
+from remote_agent.jupyter_process import has_identity_provider
 from remote_agent.settings import Settings
 from remote_agent.state import Home, read_json, write_json
 
@@ -54,8 +55,17 @@ def set_password(settings: Settings, console: Console, from_stdin: bool) -> int:
     from remote_agent.runtime import running_jupyter
 
     home = Home(settings.home)
-    if running_jupyter(home, home.read_jupyter()) is not None:
-        console.line("Jupyter is running with the previous password; it applies after `remote-agent stop` and `serve`.")
+    pid = running_jupyter(home, home.read_jupyter())
+    if pid is not None and has_identity_provider(pid):
+        console.line(
+            f"The running Jupyter (pid {pid}) takes it at once, without a restart: browsers logged in with the "
+            "old password log in again; kernels and share links are untouched."
+        )
+    elif pid is not None:
+        console.line(
+            "Jupyter is running with the previous password (it was started by an earlier remote-agent); "
+            "the new one applies after `remote-agent stop` and `serve`."
+        )
     return 0
 
 

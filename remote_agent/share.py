@@ -1,0 +1,204 @@
+"""`share`: links that log a collaborator in without the owner's password; `--list`, `--revoke NAME`."""
+
+from __future__ import annotations
+
+import getpass
+import json
+import os
+import re
+from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
+from urllib.parse import urlencode
+
+from remote_agent import shares
+from remote_agent.console import Console
+from remote_agent.errors import BadInput
+from remote_agent.jupyter_process import has_identity_provider
+from remote_agent.keeper_config import KeeperConfig
+from remote_agent.runtime import Snapshot, snapshot
+from remote_agent.settings import Settings
+from remote_agent.ssh_hint import laptop_url, ssh_command
+from remote_agent.state import Home
+
+DEFAULT_LIFETIME = "24h"
+LONGEST = timedelta(days=90)
+_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+_DURATION = re.compile(r"^\s*(\d+)\s*([smhd])\s*$")
+
+
+def parse_duration(raw: str) -> timedelta:
+    """90s, 30m, 8h, 7d."""
+    match = _DURATION.match(raw)
+    seconds = int(match[1]) * _UNITS[match[2]] if match else 0
+    if seconds <= 0:
+        raise BadInput(
+            f"--expires must be a number and a unit, like 90s, 30m, 8h or 7d, not {raw!r}.",
+            f"The default is {DEFAULT_LIFETIME}.",
+        )
+    if seconds > LONGEST.total_seconds():
+        raise BadInput(f"--expires {raw} is longer than {LONGEST.days} days.", "Make a new link when this one ends.")
+    return timedelta(seconds=seconds)
+
+
+def _when(iso: str) -> str:
+    return datetime.fromisoformat(iso).astimezone(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+
+
+def _lifetime_words(lifetime: timedelta) -> str:
+    seconds = int(lifetime.total_seconds())
+    for size, word in ((86400, "day"), (3600, "hour"), (60, "minute")):
+        if seconds >= size and seconds % size == 0:
+            count = seconds // size
+            return f"{count} {word}{'' if count == 1 else 's'}"
+    return f"{seconds} seconds"
+
+
+@dataclass
+class Where:
+    """Where the link points and what else the collaborator needs to get there."""
+
+    base_url: str
+    notes: list[str]
+
+
+def where(settings: Settings, home: Home, snap: Snapshot) -> Where:
+    provider = snap.record.provider if snap.record else settings.provider
+    if provider == "ssh":
+        ssh = ssh_command(snap.jupyter_port, os.environ, settings.ssh_host, settings.ssh_key, settings.laptop_port)
+        return Where(
+            laptop_url(settings.laptop_port),
+            [
+                "This session has no public URL (ssh mode): the link is only useful to someone who can",
+                f"SSH to this server themselves and first runs on their laptop: {ssh}",
+            ],
+        )
+    notes: list[str] = []
+    base = snap.public_url
+    if base is None:
+        last = (snap.tunnel.last_url or snap.tunnel.public_url) if snap.tunnel else None
+        if last:
+            base = last
+            notes.append("The tunnel is down right now; the link works once it is back at this URL.")
+        else:
+            base = laptop_url(settings.laptop_port)
+            notes.append("There is no public URL right now: this is the laptop URL of the SSH command.")
+    config = KeeperConfig.load(home.keeper_config)
+    if config is not None and config.basic_auth:
+        notes.append(
+            "ngrok's edge asks for a user name and password first (NGROK_BASIC_AUTH): send them those too, separately."
+        )
+    if config is not None and config.oauth_provider:
+        who = f"; only {', '.join(config.allow_emails)} may pass" if config.allow_emails else ""
+        notes.append(
+            f"ngrok's edge asks them to log in with {config.oauth_provider} first{who}"
+            + (" (add theirs with --allow-email)." if config.allow_emails else ".")
+        )
+    return Where(base if base.endswith("/") else base + "/", notes)
+
+
+def jupyter_warning(snap: Snapshot) -> str | None:
+    if snap.jupyter_pid is None:
+        return "Jupyter is not running: the link works once `remote-agent serve` has started it."
+    if not has_identity_provider(snap.jupyter_pid):
+        return (
+            f"The running Jupyter (pid {snap.jupyter_pid}) was started by an earlier remote-agent and does not "
+            "take share links: the link works after its next start (`remote-agent stop`, then `serve`; "
+            "that ends its kernels)."
+        )
+    return None
+
+
+def link_url(base_url: str, secret: str) -> str:
+    """Jupyter's login takes the secret, sets the session cookie and redirects to `/`, out of the address bar."""
+    return f"{base_url}login?{urlencode({'next': '/', 'token': secret})}"
+
+
+def create(settings: Settings, console: Console, name: str | None, expires: str | None) -> int:
+    lifetime = parse_duration(expires or DEFAULT_LIFETIME)
+    if name is not None:
+        shares.check_name(name)
+    home = Home(settings.home).ensure()
+    snap = snapshot(home, settings.port)
+    place = where(settings, home, snap)
+    share, secret = shares.create(home.root, name, lifetime, datetime.now(timezone.utc))
+    url = link_url(place.base_url, secret)
+    warning = jupyter_warning(snap)
+    if console.json_mode:
+        console.out.write(json.dumps({"name": share.name, "url": url, "expires_at": share.expires_at}) + "\n")
+        console.out.flush()
+        if warning:
+            console.warn(warning)
+        return 0
+    console.line(f"Share link {share.name!r}, valid for {_lifetime_words(lifetime)} (until {_when(share.expires_at)}):")
+    console.line("")
+    console.line(f"  {url}")
+    console.line("")
+    console.line("Whoever opens it is logged in to Jupyter without your password and can run any code on")
+    console.line(f"this server as user {getpass.getuser()!r}, with this server's cloud credentials (e.g. its")
+    console.line("instance role). Send it only to someone you would trust with that, over a private channel.")
+    for note in place.notes:
+        console.line(note)
+    console.line(
+        f"Revoke it: remote-agent share --revoke {share.name}   (their open notebooks and terminals are cut off)"
+    )
+    if warning:
+        console.warn(warning)
+    return 0
+
+
+def _state(share: shares.Share, now: datetime) -> str:
+    if share.revoked:
+        return "revoked"
+    return "expired" if share.expired(now) else "active"
+
+
+def list_shares(settings: Settings, console: Console) -> int:
+    now = datetime.now(timezone.utc)
+    records = shares.load(settings.home)
+    if console.json_mode:
+        rows = [
+            {"name": s.name, "created_at": s.created_at, "expires_at": s.expires_at, "revoked": s.revoked}
+            for s in records
+        ]
+        console.out.write(json.dumps({"shares": rows}) + "\n")
+        console.out.flush()
+        return 0
+    if not records:
+        console.line("No share links. Make one: remote-agent share --name NAME")
+        return 0
+    width = max(4, *(len(s.name) for s in records))
+    console.line(f"{'NAME':<{width}}  {'CREATED':<20}  {'EXPIRES':<20}  STATE")
+    for s in records:
+        console.line(f"{s.name:<{width}}  {_when(s.created_at):<20}  {_when(s.expires_at):<20}  {_state(s, now)}")
+    return 0
+
+
+def revoke(settings: Settings, console: Console, name: str) -> int:
+    now = datetime.now(timezone.utc)
+    ended = shares.revoke(settings.home, name, now)
+    if not ended:
+        console.line(f"The link {name!r} had already ended (revoked or expired); nothing to do.")
+        return 0
+    console.line(f"Revoked {name!r}: the link and every browser session opened with it are refused from now on;")
+    console.line("their open notebooks and terminals are disconnected within seconds. Jupyter and its kernels")
+    console.line("keep running.")
+    return 0
+
+
+def share(
+    settings: Settings,
+    console: Console,
+    name: str | None,
+    expires: str | None,
+    list_them: bool,
+    revoke_name: str | None,
+) -> int:
+    if list_them and revoke_name is not None:
+        raise BadInput("--list and --revoke go separately.", "Run one, then the other.")
+    if (list_them or revoke_name is not None) and (name is not None or expires is not None):
+        raise BadInput("--name and --expires are for making a link.", "Drop them, or drop --list/--revoke.")
+    if list_them:
+        return list_shares(settings, console)
+    if revoke_name is not None:
+        return revoke(settings, console, revoke_name)
+    return create(settings, console, name, expires)

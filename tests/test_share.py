@@ -1,0 +1,420 @@
+"""Share links, a password changed without a restart, and the brake on password guessing.
+
+One real Jupyter (and the stand-in ngrok agent) serves the whole module; each test makes
+its own links. Only the ngrok cloud is replaced (tests/fakeagent).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+import pytest
+import websocket
+from browser import chromium, new_notebook, run_in_new_cell, wait_for_output
+from conftest import PASSWORD, Sandbox, descendants, pid_alive, wait_until
+from fakeagent import FakeNgrok
+from jupyter_client import JupyterClient
+from playwright.sync_api import Page
+
+from remote_agent import jupyter_process
+
+WRONG = "not the password at all"
+
+
+@pytest.fixture(scope="module")
+def box(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Sandbox]:
+    """One `serve` for the module: Jupyter starts once (the expensive part)."""
+    root = tmp_path_factory.mktemp("share")
+    sandbox = Sandbox(root, FakeNgrok(root / "ngrok"))
+    try:
+        result = sandbox.run("serve", "--detach")
+        assert result.returncode == 0, result.stderr
+        yield sandbox
+    finally:
+        sandbox.cleanup()
+
+
+# Every link secret a test saw, for the at-rest check at the end of the module.
+SEEN_SECRETS: list[str] = []
+
+
+def make_link(box: Sandbox, *args: str) -> dict[str, Any]:
+    result = box.run("share", "--json", *args)
+    assert result.returncode == 0, result.stderr
+    link: dict[str, Any] = json.loads(result.stdout)
+    SEEN_SECRETS.append(parse_qs(urlsplit(link["url"]).query)["token"][0])
+    return link
+
+
+def public_url(box: Sandbox) -> str:
+    return box.run("url").stdout.strip()
+
+
+def follow_link(url: str) -> tuple[JupyterClient, Any]:
+    """Open the link as a browser does; the client keeps the session cookie (and the page's _xsrf one)."""
+    client = JupyterClient(url)
+    parts = urlsplit(url)
+    answer = client.get(f"{parts.path}?{parts.query}")
+    if answer.status_code == 302:
+        client.get("/tree")  # where the redirect lands: the page sets the _xsrf cookie
+    return client, answer
+
+
+def jupyter_pid(box: Sandbox) -> int:
+    return int(box.jupyter_record()["pid"])
+
+
+def open_socket(client: JupyterClient, path: str) -> websocket.WebSocket:
+    """A websocket with the client's session cookie, as the notebook page opens one."""
+    base_host = client.base.split("://", 1)[1]
+    cookies = "; ".join(f"{c.name}={c.value}" for c in client.session.cookies)
+    return websocket.create_connection(
+        f"ws://{base_host}{path}",
+        host=client.host,
+        origin=f"http://{client.host}",
+        cookie=cookies,
+        header=[f"X-XSRFToken: {client.xsrf()}"],
+        timeout=30,
+    )
+
+
+def closed_by_server(ws: websocket.WebSocket) -> bool:
+    """Read (and drop) whatever the server sends until it closes the socket; False on a quiet minute."""
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        try:
+            opcode, _ = ws.recv_data(control_frame=True)
+        except websocket.WebSocketTimeoutException:
+            continue
+        except (websocket.WebSocketConnectionClosedException, ConnectionError):
+            return True
+        if opcode == websocket.ABNF.OPCODE_CLOSE:
+            return True
+    return False
+
+
+# -- a link logs in; the owner's password still does ----------------------------------------
+
+
+def test_a_link_logs_in_through_the_public_url_and_leaves_no_secret_in_the_address_bar(box: Sandbox) -> None:
+    link = make_link(box, "--name", "ana")
+    assert link["name"] == "ana"
+    assert link["url"].startswith(public_url(box) + "/login?")
+    client, answer = follow_link(link["url"])
+    assert answer.status_code == 302
+    assert "token" not in answer.headers["Location"], "the secret stays in the address bar"
+    assert answer.headers["Referrer-Policy"] == "no-referrer"
+    assert client.get("/api/status").status_code == 200
+    me = client.get("/api/me").json()["identity"]
+    assert me["display_name"] == "ana (share link)"
+    kernel = client.start_kernel()
+    assert client.execute(kernel, "print(6 * 7)").strip() == "42"
+
+    owner = JupyterClient(public_url(box))
+    assert owner.login(PASSWORD).status_code == 302, "the owner's password no longer works"
+    assert owner.get("/api/status").status_code == 200
+    # A link's holder cannot turn their login into a new owner's password.
+    secret = SEEN_SECRETS[-1]
+    config = box.home / ".jupyter" / "jupyter_server_config.json"
+    before = config.read_text()
+    attempt = JupyterClient(public_url(box))
+    attempt.get("/login")
+    form = {"password": secret, "new_password": "taken over!", "_xsrf": attempt.xsrf()}
+    assert attempt.post("/login", data=form).status_code == 401
+    assert config.read_text() == before
+    assert JupyterClient(public_url(box)).login("taken over!").status_code == 401
+
+
+def test_share_says_what_a_collaborator_can_do_and_lists_links(box: Sandbox) -> None:
+    result = box.run("share", "--name", "carla", "--expires", "30m")
+    assert result.returncode == 0, result.stderr
+    SEEN_SECRETS.append(re.findall(r"token=([\w-]+)", result.stdout)[0])
+    assert "valid for 30 minutes" in result.stdout
+    assert "can run any code on\nthis server as user" in result.stdout
+    assert "cloud credentials" in result.stdout
+    assert "share --revoke carla" in result.stdout
+    assert result.stderr == "", "a Jupyter of this version needs no warning"
+    listed = json.loads(box.run("share", "--list", "--json").stdout)["shares"]
+    carla = next(s for s in listed if s["name"] == "carla")
+    assert carla["revoked"] is False
+    assert set(carla) == {"name", "created_at", "expires_at", "revoked"}
+    table = box.run("share", "--list").stdout
+    assert re.search(r"^carla\s.*\sactive$", table, re.M), table
+
+
+# -- revoke and expiry --------------------------------------------------------------------------
+
+
+def test_revoke_refuses_the_link_its_session_and_websockets_while_the_owner_carries_on(box: Sandbox) -> None:
+    pid = jupyter_pid(box)
+    owner = JupyterClient(public_url(box))
+    assert owner.login(PASSWORD).status_code == 302
+    owner_kernel = owner.start_kernel()
+    owner.execute(owner_kernel, "x = 41")
+
+    link = make_link(box, "--name", "bo")
+    bo, answer = follow_link(link["url"])
+    assert answer.status_code == 302
+    bo_kernel = bo.start_kernel()
+    kernel_socket = open_socket(bo, f"/api/kernels/{bo_kernel}/channels?session_id={uuid.uuid4().hex}")
+    terminal = bo.api("POST", "/api/terminals").json()["name"]
+    terminal_socket = open_socket(bo, f"/terminals/websocket/{terminal}")
+
+    revoked = box.run("share", "--revoke", "bo")
+    assert revoked.returncode == 0, revoked.stderr
+    assert "refused from now on" in revoked.stdout
+    assert closed_by_server(kernel_socket), "the collaborator's kernel websocket stayed open"
+    assert closed_by_server(terminal_socket), "the collaborator's terminal stayed open"
+    for path in ("/api/status", "/tree"):
+        assert bo.get(path).status_code == 403, f"the revoked session still gets {path}"
+    assert follow_link(link["url"])[1].status_code == 403
+    assert "revoked" in follow_link(link["url"])[1].text
+
+    assert jupyter_pid(box) == pid, "Jupyter was restarted"
+    assert owner.execute(owner_kernel, "print(x + 1)").strip() == "42", "the owner's kernel lost its state"
+    kernels = [k["id"] for k in owner.api("GET", "/api/kernels").json()]
+    assert bo_kernel in kernels, "revoking ended the kernel the collaborator had started"
+    assert box.run("share", "--revoke", "bo").returncode == 0  # twice: says it had ended already
+    listed = json.loads(box.run("share", "--list", "--json").stdout)["shares"]
+    assert next(s for s in listed if s["name"] == "bo")["revoked"] is True
+
+
+def test_an_expired_link_and_its_session_are_refused(box: Sandbox) -> None:
+    link = make_link(box, "--name", "dora", "--expires", "4s")
+    dora, answer = follow_link(link["url"])
+    assert answer.status_code == 302, "the link did not log in before it expired"
+    assert dora.get("/api/status").status_code == 200
+    wait_until(lambda: dora.get("/api/status").status_code == 403, 60, "the session to end with its link")
+    again = follow_link(link["url"])[1]
+    assert again.status_code == 403
+    assert "expired" in again.text
+
+
+def click_through_the_warning_page(page: Page) -> None:
+    """ngrok's free plan first shows browsers a warning page with a "Visit Site" button (newer
+    pages say "Visit"); the stand-in agent shows it when it is set to. Click it if it is there."""
+    visit = "button:has-text('Visit'), a:has-text('Visit'), input[type=submit][value^='Visit']"
+    page.wait_for_selector(f".jp-DirListing-content, {visit}")
+    button = page.locator(visit)
+    if button.count():
+        button.first.click()
+
+
+def test_a_collaborator_opens_the_link_in_a_browser_and_revoke_cuts_them_off(
+    box: Sandbox, tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
+    link = make_link(box, "--name", "browser")
+    with chromium(tmp_path / "chromium-profile", request.node.name) as browser:
+        tree = browser.new_page()
+        tree.goto(link["url"])
+        click_through_the_warning_page(tree)
+        tree.wait_for_selector(".jp-DirListing-content")
+        assert "/tree" in tree.url
+        assert "token" not in tree.url, "the secret stays in the address bar"
+        browser.shot(tree, "file-list-through-the-link")
+        notebook = new_notebook(tree)
+        cell = run_in_new_cell(notebook, "print('from the link', 6 * 7)")
+        wait_for_output(notebook, cell, "from the link 42", timeout=60)
+        browser.shot(notebook, "cell-output")
+
+        assert box.run("share", "--revoke", "browser").returncode == 0
+        log = box.state_dir / "jupyter.log"
+        closed = re.compile(r"Share link 'browser' ended: closed ([1-9]\d*) kernel/terminal")
+        wait_until(lambda: closed.search(log.read_text()), 30, "the notebook's kernel connection to be closed")
+        notebook.reload()
+        notebook.wait_for_selector("text=revoked")
+        browser.shot(notebook, "refused-after-revoke")
+
+
+# -- the owner's password ---------------------------------------------------------------------------
+
+
+def still_open(ws: websocket.WebSocket) -> bool:
+    """The server answers a ping on this websocket (kernel messages before the pong are dropped)."""
+    ws.ping("still there?")
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        try:
+            opcode, _ = ws.recv_data(control_frame=True)
+        except websocket.WebSocketTimeoutException:
+            continue
+        except (websocket.WebSocketConnectionClosedException, ConnectionError):
+            return False
+        if opcode == websocket.ABNF.OPCODE_PONG:
+            return True
+        if opcode == websocket.ABNF.OPCODE_CLOSE:
+            return False
+    return False
+
+
+def test_a_changed_password_works_at_once_without_a_restart(box: Sandbox) -> None:
+    pid = jupyter_pid(box)
+    before = JupyterClient(public_url(box))
+    assert before.login(PASSWORD).status_code == 302
+    owner_kernel = before.start_kernel()
+    owner_socket = open_socket(before, f"/api/kernels/{owner_kernel}/channels?session_id={uuid.uuid4().hex}")
+    link = make_link(box, "--name", "eve")
+    eve = follow_link(link["url"])[0]
+    eve_kernel = eve.start_kernel()
+    eve_socket = open_socket(eve, f"/api/kernels/{eve_kernel}/channels?session_id={uuid.uuid4().hex}")
+
+    new = "a brand new password 2"
+    changed = box.run("password", "--stdin", input=new + "\n")
+    assert changed.returncode == 0, changed.stderr
+    assert "takes it at once" in changed.stdout
+    try:
+        assert JupyterClient(public_url(box)).login(new).status_code == 302
+        assert JupyterClient(public_url(box)).login(PASSWORD).status_code == 401
+        assert before.get("/api/status").status_code == 403, "a session of the old password goes on"
+        assert closed_by_server(owner_socket), "a kernel connection opened with the old password stays open"
+        assert eve.get("/api/status").status_code == 200, "a share link's session ended with the password change"
+        assert still_open(eve_socket), "the password change closed a share link's kernel connection"
+        assert jupyter_pid(box) == pid
+    finally:
+        assert box.run("password", "--stdin", input=PASSWORD + "\n").returncode == 0
+    assert JupyterClient(public_url(box)).login(PASSWORD).status_code == 302
+
+
+# -- the brake on guessing --------------------------------------------------------------------------
+
+
+def test_repeated_wrong_passwords_from_one_address_are_slowed(box: Sandbox) -> None:
+    # ngrok's edge adds X-Forwarded-For with the visitor's address; the stand-in agent does
+    # not, so each client sends the header the edge would have added.
+    guesser = JupyterClient(public_url(box))
+    guesser.session.headers["X-Forwarded-For"] = "203.0.113.7"
+    answers = [guesser.login(WRONG).status_code for _ in range(5)]
+    assert answers == [401] * 5
+    slowed = guesser.login(PASSWORD)
+    assert slowed.status_code == 429, "the sixth try in a row was not slowed"
+    assert int(slowed.headers["Retry-After"]) > 0
+    assert "try again in" in slowed.text
+    link = make_link(box, "--name", "fred")
+    parts = urlsplit(link["url"])
+    assert guesser.get(f"{parts.path}?{parts.query}").status_code == 429, "links are not slowed"
+
+    neighbour = JupyterClient(public_url(box))
+    neighbour.session.headers["X-Forwarded-For"] = "203.0.113.8"
+    assert neighbour.login(PASSWORD).status_code == 302, "another address was slowed too"
+    # A client cannot pick its own address: the edge's entry is the last one.
+    spoofer = JupyterClient(public_url(box))
+    spoofer.session.headers["X-Forwarded-For"] = "198.51.100.1, 203.0.113.7"
+    spoofer.session.headers["X-Real-Ip"] = "198.51.100.2"
+    assert spoofer.login(PASSWORD).status_code == 429
+
+
+def test_wrong_passwords_through_an_ssh_forward_are_slowed_too_and_the_wait_ends(box: Sandbox) -> None:
+    # What `ssh -L` delivers: a loopback connection to Jupyter's port, no forwarded header.
+    local = f"http://127.0.0.1:{box.jupyter_record()['port']}"
+    guesser = JupyterClient(local)
+    assert [guesser.login(WRONG).status_code for _ in range(5)] == [401] * 5
+    slowed = guesser.login(PASSWORD)
+    assert slowed.status_code == 429
+    wait = int(slowed.headers["Retry-After"])
+    assert 0 < wait <= 5
+    # Once the wait is over, the right password gets in again (and clears the count).
+    owner = JupyterClient(local)
+    wait_until(lambda: owner.login(PASSWORD).status_code == 302, 60, "the wait to end", interval=0.5)
+    assert owner.get("/api/status").status_code == 200
+
+
+# -- what share says where the link alone is not enough ---------------------------------------------
+
+
+def test_a_jupyter_started_by_an_earlier_version_gets_links_at_its_next_start(sandbox: Sandbox) -> None:
+    port = sandbox.port
+    old_args = [
+        a
+        for a in jupyter_process.server_args(port, sandbox.notebooks)
+        if "identity_provider_class" not in a and "allow_password_change" not in a
+    ]
+    old = subprocess.Popen(
+        [sys.executable, "-m", "notebook", *old_args],
+        env=sandbox.environ(REMOTE_AGENT_HOME=str(sandbox.state_dir)),  # as serve starts Jupyter
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        sandbox.state_dir.mkdir(parents=True, exist_ok=True)
+        record = {"pid": old.pid, "port": port, "root_dir": str(sandbox.notebooks), "provider": "ngrok"}
+        (sandbox.state_dir / "jupyter.json").write_text(json.dumps(record))
+        result = sandbox.run("share", "--name", "gus")
+        assert result.returncode == 0, result.stderr
+        assert "started by an earlier remote-agent" in result.stderr
+        assert "next start" in result.stderr
+    finally:
+        old.kill()
+        old.wait(10)
+
+
+def test_in_ssh_mode_share_says_the_link_needs_ssh(sandbox: Sandbox) -> None:
+    ssh_connection = "198.51.100.9 50000 10.0.0.5 22"
+    result = sandbox.run("share", "--name", "hal", NGROK_AUTHTOKEN=None, SSH_CONNECTION=ssh_connection)
+    assert result.returncode == 0, result.stderr
+    assert "http://localhost:12345/login?" in result.stdout
+    assert "SSH to this server themselves" in result.stdout
+    assert "ssh -i ~/.ssh/KEY.pem -N -L 12345:localhost:" in result.stdout
+
+
+# -- bad input ------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("duration", ["0s", "5w", "soon", "-3h", "91d"])
+def test_bad_durations_exit_2_with_a_message(sandbox: Sandbox, duration: str) -> None:
+    result = sandbox.run("share", "--expires", duration)
+    assert result.returncode == 2
+    assert "--expires" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert not (sandbox.state_dir / "shares.json").exists(), "a link was made anyway"
+
+
+def test_unknown_names_exit_2_with_a_message(sandbox: Sandbox) -> None:
+    result = sandbox.run("share", "--revoke", "nobody")
+    assert result.returncode == 2
+    assert "no share link named 'nobody'" in result.stderr
+    assert sandbox.run("share", "--name", "ivy").returncode == 0
+    again = sandbox.run("share", "--name", "ivy")
+    assert again.returncode == 2
+    assert "already active" in again.stderr
+    assert sandbox.run("share", "--name", "no spaces please").returncode == 2
+
+
+# -- at rest ----------------------------------------------------------------------------------------------
+
+
+def test_link_secrets_are_nowhere_at_rest(box: Sandbox) -> None:
+    secrets = list(SEEN_SECRETS) or [parse_qs(urlsplit(make_link(box)["url"]).query)["token"][0]]
+    records = box.state_dir / "shares.json"
+    assert records.stat().st_mode & 0o777 == 0o600
+    assert "secret_sha256" in records.read_text()
+    for path in (p for p in box.state_dir.rglob("*") if p.is_file()):
+        text = path.read_text(errors="replace")
+        assert all(s not in text for s in secrets), f"a link's secret is in {path.name}"
+    jupyter_log = (box.state_dir / "jupyter.log").read_text()
+    assert "token=[secret]" in jupyter_log, "Jupyter logged no link request"
+    assert "jupyter_login.py" not in jupyter_log, "remote-agent's login raised an error inside Jupyter"
+    for window in ("jupyter", "tunnel"):
+        screen = box.tmux("capture-pane", "-p", "-S", "-", "-t", f"remote-agent:{window}").stdout
+        assert all(s not in screen for s in secrets), f"a link's secret is in the {window} window's scrollback"
+    server = box.tmux_server_pid()
+    assert server
+    for pid in [server, *descendants(server)]:
+        if not pid_alive(pid):
+            continue
+        try:
+            argv = Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace")
+            environ = Path(f"/proc/{pid}/environ").read_bytes().decode(errors="replace")
+        except OSError:
+            continue
+        assert all(s not in argv and s not in environ for s in secrets), f"a link's secret reached pid {pid}"
+    assert not any(s in os.environ.get("PATH", "") for s in secrets)

@@ -1,0 +1,198 @@
+"""Decisions behind share links and the login brake, with a fake clock: no Jupyter, no waiting."""
+
+from __future__ import annotations
+
+import json
+import os
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+import pytest
+
+from remote_agent import login_throttle, shares
+from remote_agent.errors import BadInput
+from remote_agent.keeper_config import KeeperConfig, write_keeper_config
+from remote_agent.login_throttle import LoginThrottle
+from remote_agent.runtime import Snapshot
+from remote_agent.settings import Settings
+from remote_agent.share import link_url, parse_duration, where
+from remote_agent.state import Home, JupyterRecord, TunnelState
+
+T0 = datetime(2026, 12, 2, 9, 0, tzinfo=timezone.utc)
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+# -- the brake on guessing ------------------------------------------------------------------
+
+
+def test_a_few_mistakes_cost_nothing_then_each_failure_doubles_the_wait() -> None:
+    clock = FakeClock()
+    throttle = LoginThrottle(clock)
+    waits = [throttle.failed("203.0.113.7") for _ in range(4)]
+    assert waits == [0, 0, 0, 0]
+    assert throttle.wait("203.0.113.7") == 0
+    assert throttle.failed("203.0.113.7") == 5
+    clock.now += 2
+    assert throttle.wait("203.0.113.7") == 3, "the wait does not count down"
+    clock.now += 3
+    assert throttle.wait("203.0.113.7") == 0
+    assert throttle.failed("203.0.113.7") == 10
+    clock.now += 10
+    assert throttle.failed("203.0.113.7") == 20
+
+
+def test_the_wait_stops_growing_at_five_minutes() -> None:
+    clock = FakeClock()
+    throttle = LoginThrottle(clock)
+    for _ in range(30):
+        clock.now += throttle.wait("a")
+        last = throttle.failed("a")
+    assert last == login_throttle.LONGEST_WAIT == 300
+
+
+def test_each_address_has_its_own_count_and_a_success_clears_it() -> None:
+    clock = FakeClock()
+    throttle = LoginThrottle(clock)
+    for _ in range(5):
+        throttle.failed("guesser")
+    assert throttle.wait("guesser") > 0
+    assert throttle.wait("owner") == 0
+    throttle.succeeded("guesser")
+    assert throttle.wait("guesser") == 0
+    assert throttle.failed("guesser") == 0, "the count did not start afresh"
+
+
+def test_an_address_quiet_for_an_hour_starts_afresh() -> None:
+    clock = FakeClock()
+    throttle = LoginThrottle(clock)
+    for _ in range(6):
+        clock.now += throttle.wait("a")
+        throttle.failed("a")
+    clock.now += login_throttle.FORGET_AFTER + 1
+    assert throttle.wait("a") == 0
+    assert throttle.failed("a") == 0
+
+
+def test_memory_stays_bounded_under_many_addresses(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(login_throttle, "MAX_ADDRESSES", 50)
+    clock = FakeClock()
+    throttle = LoginThrottle(clock)
+    for i in range(200):
+        clock.now += 0.01
+        throttle.failed(f"10.0.0.{i}")
+    assert len(throttle._addresses) <= 50
+    assert throttle.wait("10.0.0.199") == 0  # still counted: 1 failure
+    assert "10.0.0.199" in throttle._addresses
+
+
+# -- durations ------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("raw", "seconds"), [("90s", 90), ("30m", 1800), ("8h", 28800), ("7d", 604800), ("24h", 86400)]
+)
+def test_durations(raw: str, seconds: int) -> None:
+    assert parse_duration(raw) == timedelta(seconds=seconds)
+
+
+@pytest.mark.parametrize("raw", ["", "0s", "24", "h", "1.5h", "3w", "-1d", "91d"])
+def test_bad_durations(raw: str) -> None:
+    with pytest.raises(BadInput):
+        parse_duration(raw)
+
+
+def test_the_link_carries_its_secret_only_in_the_token_parameter() -> None:
+    assert link_url("https://a.ngrok.app/", "S3cr-et_") == "https://a.ngrok.app/login?next=%2F&token=S3cr-et_"
+
+
+# -- the record file -------------------------------------------------------------------------------
+
+
+def test_only_a_hash_of_the_secret_is_recorded_in_a_private_file(tmp_path: Path) -> None:
+    share, secret = shares.create(tmp_path, "ana", timedelta(hours=1), T0)
+    assert len(secret) >= 40
+    text = (tmp_path / "shares.json").read_text()
+    assert secret not in text
+    assert shares.hash_secret(secret) in text
+    assert (tmp_path / "shares.json").stat().st_mode & 0o777 == 0o600
+    assert shares.find_by_secret(shares.load(tmp_path), secret) == share
+    assert shares.find_by_secret(shares.load(tmp_path), secret + "x") is None
+
+
+def test_a_link_ends_when_it_expires_or_is_revoked(tmp_path: Path) -> None:
+    ana, _ = shares.create(tmp_path, "ana", timedelta(seconds=90), T0)
+    bo, _ = shares.create(tmp_path, "bo", timedelta(days=7), T0)
+    assert ana.active(T0 + timedelta(seconds=89))
+    assert not ana.active(T0 + timedelta(seconds=90))
+    assert [s.name for s in shares.revoke(tmp_path, "bo", T0 + timedelta(minutes=1))] == ["bo"]
+    bo_now = next(s for s in shares.load(tmp_path) if s.id == bo.id)
+    assert bo_now.revoked
+    assert not bo_now.active(T0 + timedelta(minutes=1))
+    assert shares.revoke(tmp_path, "bo", T0 + timedelta(minutes=2)) == [], "revoked twice"
+    with pytest.raises(BadInput, match="no share link named 'cy'"):
+        shares.revoke(tmp_path, "cy", T0)
+
+
+def test_names_default_to_the_next_free_one_and_an_active_name_is_not_reused(tmp_path: Path) -> None:
+    first, _ = shares.create(tmp_path, None, timedelta(hours=1), T0)
+    second, _ = shares.create(tmp_path, None, timedelta(hours=1), T0)
+    assert (first.name, second.name) == ("link-1", "link-2")
+    with pytest.raises(BadInput, match="already active"):
+        shares.create(tmp_path, "link-1", timedelta(hours=1), T0)
+    shares.revoke(tmp_path, "link-1", T0)
+    again, _ = shares.create(tmp_path, "link-1", timedelta(hours=1), T0)
+    assert again.id != first.id, "a new link must not revive the old one's sessions"
+
+
+def test_long_ended_links_are_dropped_and_a_corrupt_file_lets_no_one_in(tmp_path: Path) -> None:
+    shares.create(tmp_path, "old", timedelta(hours=1), T0)
+    shares.create(tmp_path, "new", timedelta(hours=1), T0 + timedelta(days=40))
+    assert [s.name for s in shares.load(tmp_path)] == ["new"]
+    (tmp_path / "shares.json").write_text("{not json")
+    assert shares.load(tmp_path) == []
+    (tmp_path / "shares.json").write_text(json.dumps({"version": 99, "shares": []}))
+    assert shares.load(tmp_path) == []
+
+
+def test_the_cache_reads_the_file_again_only_when_it_changed(tmp_path: Path) -> None:
+    cache = shares.Cache(tmp_path)
+    assert cache.current() == []
+    shares.create(tmp_path, "ana", timedelta(hours=1), T0)
+    first = cache.current()
+    assert [s.name for s in first] == ["ana"]
+    os.utime(tmp_path / "shares.json", (T0.timestamp(), T0.timestamp()))  # written long ago
+    first = cache.current()
+    assert cache.current() is first, "read again although unchanged"
+    shares.revoke(tmp_path, "ana", T0)
+    assert cache.current()[0].revoked
+
+
+# -- what share says about the edge --------------------------------------------------------------
+
+
+def test_share_names_what_the_edge_asks_for_first(tmp_path: Path) -> None:
+    home = Home(tmp_path).ensure()
+    config = KeeperConfig(
+        port=8888,
+        ngrok_path=None,
+        basic_auth="ana:edge-secret-7x9q",
+        oauth_provider="google",
+        allow_emails=("ana@example.com",),
+    )
+    write_keeper_config(home, config)
+    tunnel = TunnelState(status="up", public_url="https://a1b2.ngrok-free.app", keeper_pid=4242)
+    record = JupyterRecord(pid=None, port=8888, root_dir=None, provider="ngrok", started_at=None)
+    snap = Snapshot(None, 8888, False, 4242, tunnel, record)
+    place = where(Settings(home=tmp_path), home, snap)
+    assert place.base_url == "https://a1b2.ngrok-free.app/"
+    said = " ".join(place.notes)
+    assert "user name and password first" in said
+    assert "edge-secret" not in said, "share must not print the basic-auth password"
+    assert "log in with google first; only ana@example.com may pass" in said
