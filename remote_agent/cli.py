@@ -32,15 +32,7 @@ class _Parser(argparse.ArgumentParser):
         raise BadInput(f"{message}.", f"See `{self.prog} --help`.")
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(
-        prog="remote-agent",
-        description="Jupyter on this server, kept alive in tmux, reachable through a self-healing ngrok tunnel or SSH.",
-    )
-    parser.add_argument("--version", action="version", version=f"remote-agent {__version__}")
-    parser.add_argument("--debug", action="store_true", help="show tracebacks for unexpected errors")
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
-
+def _add_serve_parser(sub: argparse._SubParsersAction[_Parser]) -> None:
     serve = sub.add_parser("serve", help="start (or reuse) Jupyter and the tunnel, print the URL, follow it")
     serve.add_argument("--port", type=str, help="Jupyter's local port (JUPYTER_PORT; default 8888)")
     serve.add_argument("--root-dir", help="notebook directory (JUPYTER_ROOT_DIR; default: where serve first ran)")
@@ -61,6 +53,31 @@ def build_parser() -> argparse.ArgumentParser:
         "--reconfigure", action="store_true", help="apply a change that weakens or closes the public endpoint"
     )
 
+
+def _add_kernels_parser(sub: argparse._SubParsersAction[_Parser]) -> None:
+    kernels = sub.add_parser("kernels", help="the Python environments Jupyter offers as kernels")
+    kernels.add_argument("--json", action="store_true", help="one JSON object")
+    kernels_sub = kernels.add_subparsers(dest="kernels_action", metavar="ACTION", parser_class=_Parser)
+    kernels_add = kernels_sub.add_parser("add", help="offer a Python interpreter (or environment folder) as a kernel")
+    kernels_add.add_argument("python", metavar="PYTHON", help="e.g. /opt/pytorch/bin/python or ~/envs/ml")
+    kernels_add.add_argument("--name", help="the kernel's name (default: derived from the environment's path)")
+    kernels_add.add_argument(
+        "--install-ipykernel", action="store_true", help="install ipykernel there first (pip, or conda)"
+    )
+    kernels_remove = kernels_sub.add_parser("remove", help="stop offering a kernel; a found environment stays hidden")
+    kernels_remove.add_argument("name", metavar="NAME")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(
+        prog="remote-agent",
+        description="Jupyter on this server, kept alive in tmux, reachable through a self-healing ngrok tunnel or SSH.",
+    )
+    parser.add_argument("--version", action="version", version=f"remote-agent {__version__}")
+    parser.add_argument("--debug", action="store_true", help="show tracebacks for unexpected errors")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+
+    _add_serve_parser(sub)
     status = sub.add_parser("status", help="what runs: Jupyter, kernels, tunnel")
     status.add_argument("--json", action="store_true", help="one JSON object")
     url = sub.add_parser("url", help="the current public URL alone, for scripts")
@@ -80,17 +97,7 @@ def build_parser() -> argparse.ArgumentParser:
     password = sub.add_parser("password", help="set or change the Jupyter password")
     password.add_argument("--stdin", action="store_true", help="read the password from standard input")
     sub.add_parser("doctor", help="check prerequisites and configuration")
-    kernels = sub.add_parser("kernels", help="the Python environments Jupyter offers as kernels")
-    kernels.add_argument("--json", action="store_true", help="one JSON object")
-    kernels_sub = kernels.add_subparsers(dest="kernels_action", metavar="ACTION", parser_class=_Parser)
-    kernels_add = kernels_sub.add_parser("add", help="offer a Python interpreter (or environment folder) as a kernel")
-    kernels_add.add_argument("python", metavar="PYTHON", help="e.g. /opt/pytorch/bin/python or ~/envs/ml")
-    kernels_add.add_argument("--name", help="the kernel's name (default: derived from the environment's path)")
-    kernels_add.add_argument(
-        "--install-ipykernel", action="store_true", help="install ipykernel there first (pip, or conda)"
-    )
-    kernels_remove = kernels_sub.add_parser("remove", help="stop offering a kernel; a found environment stays hidden")
-    kernels_remove.add_argument("name", metavar="NAME")
+    _add_kernels_parser(sub)
     install = sub.add_parser("install-service", help="start Jupyter and the tunnel at boot (a systemd unit)")
     install.add_argument("--user", action="store_true", help="a user unit even when root (the default for others)")
     uninstall = sub.add_parser("uninstall-service", help="remove the systemd unit of install-service")
