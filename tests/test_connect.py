@@ -23,7 +23,7 @@ from conftest import PASSWORD, REPO, Following, Sandbox, free_port, pid_alive, w
 from jupyter_client import JupyterClient
 from sshd import USER, Sshd, port_accepts, running_sshd, write_user_dotenv
 
-from remote_agent import procs
+from remote_agent import procs, remote_serve
 
 Completed = subprocess.CompletedProcess[str]
 PYTHON39 = Path("/root/.pyenv/versions/3.9.18/bin/python3.9")
@@ -308,3 +308,26 @@ def test_no_ssh_on_the_laptop_exits_4(tmp_path: Path) -> None:
     )
     assert done.returncode == 4, done.stderr
     assert "ssh is not installed" in done.stderr
+
+
+def test_remote_agent_is_found_in_the_usual_places_in_order(tmp_path: Path) -> None:
+    """The script connect sends, run by sh here: the README's clone first, then PATH, then ~/.local/bin."""
+    home, bin_dir = tmp_path / "home", tmp_path / "bin"
+    places = {
+        "clone": home / "remote-agent" / ".venv" / "bin" / "remote-agent",
+        "path": bin_dir / "remote-agent",
+        "user": home / ".local" / "bin" / "remote-agent",
+    }
+    for name, path in places.items():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(f'#!/bin/sh\necho "{name} $*"\n')
+        path.chmod(0o755)
+    env = {"HOME": str(home), "PATH": f"{bin_dir}:/usr/bin:/bin"}
+    for name, path in places.items():
+        ran = run(["sh", "-c", remote_serve.script(None, None, "ngrok")], cwd=home, env=env)
+        assert ran.returncode == 0, ran.stderr
+        assert ran.stdout.strip() == f"{name} serve --detach --json --tunnel ngrok"
+        path.unlink()  # next: the place after it
+    ran = run(["sh", "-c", remote_serve.script("~/nowhere", None, None)], cwd=home, env=env)
+    assert ran.returncode == 2
+    assert ran.stdout.strip() == "#connect no-dir"
