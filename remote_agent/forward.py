@@ -20,7 +20,8 @@ from remote_agent.forward_policy import GiveUp, ReconnectPolicy
 from remote_agent.ssh_client import Forward, SshTarget
 
 PROBE_INTERVAL = 10.0  # seconds between probes while the forward is up
-PROBE_TIMEOUT = 8.0
+PROBE_TIMEOUT = 8.0  # through a forward that worked: the network may be slow
+COMING_UP_TIMEOUT = 3.0  # while it comes up, look again soon rather than wait on one look
 FAILED_PROBES = 2  # in a row, before a live ssh is taken for a dead forward
 PROBE_AGAIN = 0.5  # after a probe that failed, or while a forward comes up
 TICK = 0.2
@@ -99,7 +100,7 @@ class Holder:
     monotonic: Callable[[], float] = time.monotonic
     wall: Callable[[], float] = time.time
     sleep: Callable[[float], None] = time.sleep
-    probe: Callable[[int], str | None] = probe
+    probe: Callable[[int, float], str | None] = probe
     open_forward: Callable[[SshTarget, int, int], ForwardProcess] = Forward
     # Runs serve on the server again when Jupyter is gone there (a reboot, a stop); its new port.
     restart: Callable[[], int] | None = None
@@ -127,7 +128,7 @@ class Holder:
         if forward.exited():
             return forward.reason()
         if now >= self._next_probe:
-            problem = self.probe(self.local_port)
+            problem = self.probe(self.local_port, PROBE_TIMEOUT if self._up else COMING_UP_TIMEOUT)
             self._next_probe = now + (PROBE_INTERVAL if problem is None else PROBE_AGAIN)
             if problem is None:
                 self._failed_probes = 0
@@ -142,7 +143,7 @@ class Holder:
                     return problem
         if not self._up and self.policy.overdue(now):
             # ssh runs but nothing answers through it (the first time: the gate; later: try again).
-            problem = self.probe(self.local_port) or "no answer through the forward"
+            problem = self.probe(self.local_port, COMING_UP_TIMEOUT) or "no answer through the forward"
             return f"the forward did not work within {self.policy.gate_time:.0f} s: {problem}"
         return None
 
@@ -165,8 +166,8 @@ class Holder:
             if isinstance(decision, GiveUp):
                 raise StartFailed(
                     f"The SSH forward to {self.target.destination} failed at once: {why}",
-                    "That is no network drop: check that the server allows port forwarding "
-                    "(sshd's AllowTcpForwarding) and that Jupyter runs there.",
+                    "That is no network drop, so it is not retried: a local port in use (--local-port), "
+                    "forwarding refused by the server (sshd's AllowTcpForwarding), or Jupyter not running there.",
                 )
             wait, restart_failed = decision.wait, False
             if why == JUPYTER_GONE and self.restart is not None:

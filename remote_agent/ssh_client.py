@@ -109,9 +109,10 @@ class Forward:
     def reason(self) -> str:
         """Why it ended, in ssh's words where it said something."""
         self._reader.join(1)
-        said = [line for line in self._said if not line.startswith("Warning: Permanently added")]
+        said = [line.rstrip(".") for line in self._said if not line.startswith("Warning: Permanently added")]
         if said:
-            return said[-1].rstrip(".")
+            # e.g. "channel_setup_fwd_listener_tcpip: cannot listen to port: 12345; Could not request local forwarding"
+            return "; ".join(said[-2:])
         code = self.proc.returncode
         if code is not None and code < 0:
             return f"ssh was ended by signal {-code}"

@@ -23,7 +23,7 @@ from conftest import PASSWORD, REPO, Following, Sandbox, free_port, pid_alive, w
 from jupyter_client import JupyterClient
 from sshd import USER, Sshd, port_accepts, running_sshd, write_user_dotenv
 
-from remote_agent import procs
+from remote_agent import procs, remote_serve
 
 Completed = subprocess.CompletedProcess[str]
 PYTHON39 = Path("/root/.pyenv/versions/3.9.18/bin/python3.9")
@@ -308,3 +308,63 @@ def test_no_ssh_on_the_laptop_exits_4(tmp_path: Path) -> None:
     )
     assert done.returncode == 4, done.stderr
     assert "ssh is not installed" in done.stderr
+
+
+def test_remote_agent_is_found_in_the_usual_places_in_order(tmp_path: Path) -> None:
+    """The script connect sends, run by sh here: the README's clone first, then PATH, then ~/.local/bin."""
+    home, bin_dir = tmp_path / "home", tmp_path / "bin"
+    places = {
+        "clone": home / "remote-agent" / ".venv" / "bin" / "remote-agent",
+        "path": bin_dir / "remote-agent",
+        "user": home / ".local" / "bin" / "remote-agent",
+    }
+    for name, path in places.items():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(f'#!/bin/sh\necho "{name} $*"\n')
+        path.chmod(0o755)
+    env = {"HOME": str(home), "PATH": f"{bin_dir}:/usr/bin:/bin"}
+    for name, path in places.items():
+        ran = run(["sh", "-c", remote_serve.script(None, None, "ngrok")], cwd=home, env=env)
+        assert ran.returncode == 0, ran.stderr
+        assert ran.stdout.strip() == f"{name} serve --detach --json --tunnel ngrok"
+        path.unlink()  # next: the place after it
+    ran = run(["sh", "-c", remote_serve.script("~/nowhere", None, None)], cwd=home, env=env)
+    assert ran.returncode == 2
+    assert ran.stdout.strip() == "#connect no-dir"
+
+
+def test_a_first_forward_that_fails_at_once_is_reported_not_retried(server: Sshd, tmp_path: Path) -> None:
+    """The local port is taken after connect looked (another program was quicker): ssh cannot listen.
+
+    serve is played by a script here: what is tested is the laptop's side, which gives up at once.
+    """
+    go = tmp_path / "go"
+    fake_serve = tmp_path / "fake-serve"
+    ready = {"event": "ready", "local_url": "http://127.0.0.1:8888/", "public_url": None, "jupyter_pid": None}
+    fake_serve.write_text(f"#!/bin/sh\nwhile [ ! -e {go} ]; do sleep 0.05; done\necho '{json.dumps(ready)}'\n")
+    fake_serve.chmod(0o755)
+    local_port = free_port()
+    connecting = laptop_connect(
+        server,
+        [sys.executable, "-m", "remote_agent"],
+        "--no-browser",
+        "--local-port",
+        str(local_port),
+        "--remote-command",
+        str(fake_serve),
+        cwd=tmp_path,
+    )
+    wait_until(lambda: any("Starting remote-agent" in line for line in connecting.err_lines), 30, "connect")
+    with socket.socket() as quicker, socket.socket(socket.AF_INET6) as quicker6:
+        # Both of localhost's addresses, as ssh listens on both.
+        quicker.bind(("127.0.0.1", local_port))
+        quicker6.bind(("::1", local_port))
+        quicker.listen()
+        quicker6.listen()
+        go.touch()
+        assert connecting.proc.wait(60) == 5
+    said = "\n".join(connecting.err_lines)
+    assert f"The SSH forward to {USER}@127.0.0.1 failed at once" in said
+    assert "Could not request local forwarding" in said  # ssh's words
+    assert "Forward down" not in said
+    assert "next try" not in said

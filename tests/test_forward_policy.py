@@ -79,7 +79,7 @@ class Scene:
         self.forwards.append(forward)
         return forward
 
-    def probe(self, _port: int) -> str | None:
+    def probe(self, _port: int, _timeout: float) -> str | None:
         forward = self.forwards[-1]
         gone = forward.plan.jupyter_gone_after
         if gone is not None and forward.age() >= gone and not forward.exited():
