@@ -155,7 +155,8 @@ def test_connect_from_a_python39_laptop_holds_a_forward_that_heals(
     assert connected["jupyter_pid"] == jupyter_pid
     assert connected["public_url"] == sandbox.tunnel_state()["public_url"]
     assert str(connected["public_url"]).startswith("http://")
-    wait_until(browser_log.exists, 20, "the browser to be opened")
+    # The shell creates the file before echo writes to it: wait for the line itself.
+    wait_until(lambda: browser_log.exists() and browser_log.read_text().endswith("\n"), 20, "the browser to open")
     assert browser_log.read_text() == f"{local_url}\n"
 
     user = JupyterClient(local_url)
