@@ -646,7 +646,7 @@ def test_dev_domain_is_the_same_url_after_a_restart_and_belongs_to_the_token(
     assert http_request(url).status == 200
 
     ngrok.kill(cfg)  # SIGKILL; the default stale window is 0 s
-    again = fake.pyngrok_config(cfg.config_path and Path(cfg.config_path))
+    again = fake.pyngrok_config(Path(str(cfg.config_path)))
     assert str(ngrok.connect(upstream.url, name="jupyter", pyngrok_config=again).public_url) == url
 
     other = fake.pyngrok_config(fake.write_config("other-token", name="other.yml"), ngrok_path=fake.add_binary("o"))
