@@ -359,6 +359,19 @@ class Agent:
         except (OSError, ValueError):
             return None
 
+    def stop(self, grace: float = 3.0) -> None:
+        """End our agent so that its session ends cleanly at the edge (SIGTERM), else kill it.
+
+        A killed agent's session and URL stay online at the edge until its heartbeat times
+        out, and count against the account's agent limit meanwhile.
+        """
+        if self._proc is not None and self._proc.poll() is None:
+            with contextlib.suppress(OSError):
+                self._proc.terminate()
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                self._proc.wait(grace)
+        self.kill()
+
     def kill(self) -> None:
         """Kill our agent (SIGKILL, then reap it) and forget pyngrok's record of it."""
         from pyngrok import process
