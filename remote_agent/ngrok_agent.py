@@ -47,7 +47,7 @@ FATAL_CODES = {
 }
 # Someone else holds what we asked for: never kill them (keeper.py decides what to do).
 CONFLICT_CODES = {
-    "ERR_NGROK_108": "the account's limit of simultaneous agents is reached (3 on the free plan)",
+    "ERR_NGROK_108": "another ngrok agent on this account holds its last agent session (the free plan allows 3)",
     "ERR_NGROK_334": "the URL is already online in another ngrok agent",
 }
 # Everything else is retried with a short backoff, e.g. ERR_NGROK_734 (request rate limit,
