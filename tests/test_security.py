@@ -143,7 +143,10 @@ def test_basic_auth_at_the_edge_comes_before_jupyter(sandbox: Sandbox) -> None:
 
 
 def test_oauth_allow_list_and_login_rate_limit_are_sent_to_the_edge(sandbox: Sandbox) -> None:
-    result = sandbox.run("serve", "--detach", "--oauth", "google", "--allow-email", "ana@example.com")
+    sandbox.fake.set_control(credit=True)  # a rate limit is a paid action: this account has credit
+    result = sandbox.run(
+        "serve", "--detach", "--oauth", "google", "--allow-email", "ana@example.com", NGROK_LOGIN_RATE_LIMIT="20"
+    )
     assert result.returncode == 0, result.stderr
     url = sandbox.run("url").stdout.strip()
     page = JupyterClient(url).get("/")
