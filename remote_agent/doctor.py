@@ -187,7 +187,14 @@ def check_permissions(settings: Settings) -> list[Check]:
     home = Home(settings.home)
     if home.root.exists() and not _private(home.root, 0o700):
         checks.append(Check(False, f"{home.root} is open to other users", f"chmod 700 {home.root}", BadInput.exit_code))
-    secret_files = [home.ngrok_config, home.keeper_config, jupyter_config.config_dir() / jupyter_config.SERVER_CONFIG]
+    from remote_agent.ngrok_agent import run_config_path
+
+    secret_files = [
+        home.ngrok_config,
+        run_config_path(home.ngrok_config),
+        home.keeper_config,
+        jupyter_config.config_dir() / jupyter_config.SERVER_CONFIG,
+    ]
     for path in secret_files:
         if path.exists() and not _private(path, 0o600):
             checks.append(

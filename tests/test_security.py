@@ -82,7 +82,7 @@ def test_no_secret_in_argv_environment_logs_scrollback_or_state(sandbox: Sandbox
         assert all(s not in screen for s in secrets), f"a secret is in the {window} window's scrollback"
     for path in sandbox.state_dir.iterdir():
         text = path.read_text(errors="replace")
-        if path.name in ("ngrok.yml", "keeper.json"):
+        if path.name in ("ngrok.yml", "ngrok-run.yml", "keeper.json"):
             continue  # the agent's and the keeper's own configs: 0600, checked below
         assert all(s not in text for s in secrets), f"a secret is in {path.name}"
     assert all(s not in "\n".join(serve.lines + serve.err_lines) for s in secrets)
