@@ -93,8 +93,9 @@ Local API (JSON, like ngrok's agent API)
 "protocol": "http1"}, "traffic_policy", "pooling_enabled", "inspect", "metrics"}``.
 ``/api/tunnels`` (GET, POST with ``addr``/``proto``, GET/DELETE by name) gives the older shape
 ``{"name", "ID", "uri", "public_url", "proto", "config": {"addr", "inspect"}, "metrics"}``.
-``GET /api/status`` -> ``{"status": "online"|"reconnecting", "region", "latency_ms",
-"uptime_seconds", "version", "endpoints", "session": {"reconnects", "established_at"}}``.
+``GET /api/status`` -> ``{"status": "online"|"reconnecting", "agent_version", "session": {"legs":
+[{"region", "latency": "12.345678ms"}]}, "uri"}``. Every call is logged at info (``msg=start
+pg=/api/...``, ``msg=end ... status=200``) unless ``api_log`` is false.
 ``GET /api/requests/http`` -> an always empty ``{"requests": []}``.
 Errors: ``{"error_code", "status_code", "msg", "details": {"err"}}``; a duplicate name, a bad
 upstream or traffic policy give 400 with error_code 102; a domain held by another live agent,
@@ -103,10 +104,13 @@ the ngrok code (``ERR_NGROK_334``...).
 
 Forwarding
 ----------
-Each endpoint listens on 127.0.0.1: an OS-chosen port, or for a reserved domain (``url``
-``https://NAME.ngrok.localhost`` or bare ``NAME.ngrok.localhost``) the port remembered for
-that domain. Public URLs are ``http://<8 hex>.ngrok.localhost:PORT`` or
-``http://DOMAIN:PORT`` (``tcp://0.tcp.ngrok.localhost:PORT`` for ``url: "tcp://"``). Bytes are
+Each endpoint listens on 127.0.0.1: for a domain (the token's dev domain
+``word-word-word.ngrok-free.dev.localhost`` when no ``url`` is given, or a reserved one, ``url``
+``https://NAME.ngrok.localhost`` or bare ``NAME.ngrok.localhost``) the port remembered for that
+domain, else an OS-chosen port. Public URLs are ``http://DOMAIN:PORT``, or
+``http://<8 hex>.ngrok.localhost:PORT`` with ``dev_domain`` off (``tcp://0.tcp.ngrok.localhost:PORT``
+for ``url: "tcp://"``). While an agent is cut off (``outage``) its HTTP endpoints answer 404
+with ``ngrok-error-code: ERR_NGROK_3200``; browsers get the warning page first (``browser_warning``). Bytes are
 copied both ways until both sides have closed (half-closes are passed on), so keep-alive and
 websockets work and the client's Host header reaches the upstream unchanged.
 
@@ -124,8 +128,9 @@ Deliberate simplifications:
   action ``basic-auth`` (``config.credentials``: ``"user:password"`` with a password of 8 to 128
   characters, as ngrok requires) answers 401 with ``WWW-Authenticate: Basic realm="ngrok"``;
   ``oauth`` (``config.provider``) answers every request with a 302 to
-  ``https://idp.ngrok.com/oauth2/PROVIDER/authorize?...``; ``rate-limit`` is accepted and
-  ignored; any other action type is refused with 400 so a test never silently relies on it;
+  ``https://idp.ngrok.com/oauth2/PROVIDER/authorize?...``; ``rate-limit`` is refused with
+  ERR_NGROK_4026 unless ``credit`` is on, then accepted and ignored; any other action type is
+  refused with 400 so a test never silently relies on it;
   the legacy ``basic_auth: ["user:password"]`` option works as a basic-auth action;
 * ``pooling_enabled`` is recorded but does not pool: a second agent still gets ERR_NGROK_334;
   ``inspect`` is recorded (default false) but there is no traffic inspector;
