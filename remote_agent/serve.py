@@ -324,9 +324,14 @@ def stop_keeper(home: Home) -> None:
 def wait_for_tunnel(home: Home, keeper_pid: int, console: Console, started: float) -> TunnelState:
     """The keeper's first answer: a URL, or a refusal that the contract makes exit 5."""
     deadline = time.monotonic() + TUNNEL_START_TIMEOUT
+    said_waiting = False
     while True:
         state = home.read_tunnel()
         if state is not None and state.keeper_pid == keeper_pid:
+            if not said_waiting and "release the old session" in (state.last_error or ""):
+                console.end_progress()
+                console.note(f"The tunnel keeper is {state.last_error}; it retries every second.")
+                said_waiting = True
             if state.status == "up" and state.public_url:
                 console.end_progress()
                 return state

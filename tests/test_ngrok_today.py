@@ -293,3 +293,19 @@ def test_the_live_check_script_against_the_stand_in(sandbox: Sandbox) -> None:
     assert re.search(r"ok   after a clean stop, a new agent got \S+ within [\d.]+ s", out)
     assert re.search(r"the edge held \S+ for about \d+ s \(\d+ refusals with ERR_NGROK_334\)", out)
     assert sandbox.fake.live_agent_pids() == []
+
+
+def test_after_keeper_and_agent_die_the_next_serve_waits_for_the_old_session(sandbox: Sandbox) -> None:
+    sandbox.fake.set_control(stale_session_seconds=6)
+    assert sandbox.run("serve", "--detach").returncode == 0
+    url = sandbox.run("url").stdout.strip()
+    state = sandbox.tunnel_state()
+    os.kill(state["keeper_pid"], signal.SIGKILL)
+    os.kill(state["agent_pid"], signal.SIGKILL)
+    wait_until(lambda: not pid_alive(state["keeper_pid"]), 10, "the keeper to be gone")
+
+    again = sandbox.run("serve", "--detach")
+
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert "waiting for ngrok to release the old session" in again.stderr
+    assert sandbox.run("url").stdout.strip() == url, "the URL this server served: ours again, not another's"
