@@ -56,6 +56,7 @@ LONG_BACKOFF = (10.0, 30.0, 60.0, 120.0, 300.0)
 # edge keeps online until it notices the agent is gone: try again this often until it lets go.
 OWN_SESSION_WINDOW = 90.0
 OWN_SESSION_RETRY = 1.0
+UNRESPONSIVE = "the ngrok agent stopped answering"
 WAITING_FOR_RELEASE = "waiting for ngrok to release the old session of this server's agent (ERR_NGROK_334)"
 
 
@@ -304,7 +305,7 @@ class Keeper:
         if url and failures < patience and public_url_answers(url, PUBLIC_PROBE_TIMEOUT):
             return True, failures
         log.warning("the agent has stopped answering (its API and the public URL); replacing it")
-        self.save(status="down", last_error="the ngrok agent stopped answering")
+        self.save(status="down", last_error=UNRESPONSIVE)
         return False, 0
 
     def run(self) -> int:
@@ -327,7 +328,8 @@ class Keeper:
                     self.note_serving()
                 self.restore_state_file()
                 if not keep:
-                    agent.stop()
+                    # A polite stop ends the session at the edge at once; a hung agent would not hear it.
+                    agent.kill() if self.state.last_error == UNRESPONSIVE else agent.stop()
                     agent = None
         finally:
             if agent is not None:
