@@ -85,9 +85,6 @@ def update_hint(ngrok_path: str | None) -> str:
     return f"Update it: `{UPDATE_COMMAND}`, then run serve again."
 
 
-FATAL_HINTS = {code: fatal_hint(code) for code in (*FATAL_CODES, *CONFLICT_CODES)}
-
-
 @dataclass
 class AgentError(Exception):
     """The agent refused or failed; `kind` says what the keeper should do about it."""

@@ -185,7 +185,6 @@ import yaml
 # Sources: the section "ngrok as it is now (2025-2026)" of notes/facts.md, cited as
 # facts.md "<its bullet>" beside each behaviour that follows today's ngrok.
 LATEST_VERSION = "3.36.0"
-VERSION = LATEST_VERSION  # kept for callers of the old name
 ENDPOINTS_API_SINCE = (3, 30, 0)  # facts.md "Agent versions": /api/endpoints exists from 3.30.0
 DEFAULT_AGENT_LIMIT = 3  # facts.md "One dev domain, several agents": the free plan allows 3 agents
 DEV_DOMAIN_SUFFIX = "ngrok-free.dev.localhost"  # facts.md "Dev domains", under .localhost for tests
