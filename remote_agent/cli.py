@@ -96,7 +96,10 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser("attach", help="attach this terminal to the tmux session (detach: Ctrl-b d)")
     password = sub.add_parser("password", help="set or change the Jupyter password")
     password.add_argument("--stdin", action="store_true", help="read the password from standard input")
-    sub.add_parser("doctor", help="check prerequisites and configuration")
+    doctor = sub.add_parser("doctor", help="check prerequisites and configuration")
+    doctor.add_argument(
+        "--update-agent", action="store_true", help="update remote-agent's own ngrok agent binary to a current version"
+    )
     _add_kernels_parser(sub)
     install = sub.add_parser("install-service", help="start Jupyter and the tunnel at boot (a systemd unit)")
     install.add_argument("--user", action="store_true", help="a user unit even when root (the default for others)")
@@ -143,7 +146,7 @@ def run(args: argparse.Namespace, settings: Settings, console: Console) -> int: 
     if command == "doctor":
         from remote_agent.doctor import doctor
 
-        return doctor(settings, console)
+        return doctor(settings, console, update_agent=args.update_agent)
     if command == "kernels":
         from remote_agent import kernels
 

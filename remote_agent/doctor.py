@@ -82,14 +82,46 @@ def check_ngrok(settings: Settings) -> Check:
             "Reinstall ngrok or fix PYNGROK_NGROK_PATH.",
             MissingPrerequisite.exit_code,
         )
-    if "version 3" not in out:
+    from remote_agent.ngrok_agent import MIN_AGENT_VERSION, parse_version, too_old, update_hint, version_text
+
+    version = parse_version(out)
+    if version is None or version[0] != 3:
         return Check(
             False,
             f"{path} is not an ngrok v3 agent ({out.strip() or 'no version'})",
             "Install ngrok v3 (https://ngrok.com/download).",
             MissingPrerequisite.exit_code,
         )
+    if too_old(version):
+        return Check(
+            False,
+            f"the ngrok agent at {path} is version {version_text(version)}; remote-agent needs "
+            f"{version_text(MIN_AGENT_VERSION)} or newer",
+            update_hint(settings.ngrok_path),
+            MissingPrerequisite.exit_code,
+        )
     return Check(True, f"{out.strip()} at {path}")
+
+
+def update_ngrok_agent(settings: Settings, console: Console) -> int:
+    """`doctor --update-agent`: update pyngrok's own agent binary; never one the user named."""
+    from remote_agent.ngrok_agent import default_binary, update_agent, update_hint, version_text
+
+    if settings.ngrok_path:
+        raise BadInput(
+            f"PYNGROK_NGROK_PATH names your own ngrok agent ({settings.ngrok_path}); remote-agent leaves it alone.",
+            update_hint(settings.ngrok_path),
+        )
+    path = default_binary()
+    version = update_agent(path, console.note)
+    if version is None:
+        raise MissingPrerequisite(f"The ngrok agent at {path} does not report a version after the update.")
+    console.line(f"The ngrok agent at {path} is version {version_text(version)}.")
+    console.line(
+        "A running tunnel keeps the agent it started with: `remote-agent stop --tunnel-only`, "
+        "then serve, starts the new one."
+    )
+    return 0
 
 
 def check_token(settings: Settings) -> Check:
@@ -152,7 +184,14 @@ def check_permissions(settings: Settings) -> list[Check]:
     home = Home(settings.home)
     if home.root.exists() and not _private(home.root, 0o700):
         checks.append(Check(False, f"{home.root} is open to other users", f"chmod 700 {home.root}", BadInput.exit_code))
-    secret_files = [home.ngrok_config, home.keeper_config, jupyter_config.config_dir() / jupyter_config.SERVER_CONFIG]
+    from remote_agent.ngrok_agent import run_config_path
+
+    secret_files = [
+        home.ngrok_config,
+        run_config_path(home.ngrok_config),
+        home.keeper_config,
+        jupyter_config.config_dir() / jupyter_config.SERVER_CONFIG,
+    ]
     for path in secret_files:
         if path.exists() and not _private(path, 0o600):
             checks.append(
@@ -165,7 +204,9 @@ def check_permissions(settings: Settings) -> list[Check]:
     return checks
 
 
-def doctor(settings: Settings, console: Console) -> int:
+def doctor(settings: Settings, console: Console, update_agent: bool = False) -> int:
+    if update_agent:
+        return update_ngrok_agent(settings, console)
     checks = [check_tmux(), check_jupyter(), check_password(settings), check_port(settings), check_token(settings)]
     if settings.provider == "ngrok":
         checks.append(check_ngrok(settings))

@@ -2,7 +2,9 @@
 
 Jupyter has no limit on failed logins, and scanners find public Jupyter servers within
 minutes. What the edge can add:
-- a rate limit on login attempts per client address (on by default);
+- a rate limit on login attempts per client address (NGROK_LOGIN_RATE_LIMIT, off by default: a
+  rate-limit rule is a paid traffic-policy action, and an account without credit refuses the
+  whole endpoint with ERR_NGROK_4026; Jupyter's own login slows down password guessing instead);
 - HTTP basic auth (NGROK_BASIC_AUTH): scanners never see Jupyter at all;
 - OAuth with an allow-list of e-mail addresses (--oauth PROVIDER --allow-email ADDRESS).
 """
@@ -13,7 +15,7 @@ import json
 from collections.abc import Sequence
 from typing import Any
 
-DEFAULT_LOGIN_RATE = 20  # login attempts per minute per client address
+DEFAULT_LOGIN_RATE = 0  # login attempts per minute per client address; 0: no edge rule (opt-in)
 
 
 def _login_rate_limit(per_minute: int) -> dict[str, Any]:

@@ -56,8 +56,10 @@ def suggest_stable_url(home: Home, console: Console, state: TunnelState) -> None
     if config is None or config.domain or (read_json(home.hints) or {}).get("ngrok_domain"):
         return
     write_json(home.hints, {**(read_json(home.hints) or {}), "ngrok_domain": now_iso()})
-    console.line("Tip         The URL changed when the tunnel was reopened. For one URL that never changes,")
-    console.line("            set NGROK_DOMAIN in .env to your free static domain (dashboard.ngrok.com/domains).")
+    console.line("Tip         The URL changed when the tunnel was reopened. For a URL of your own that never")
+    console.line(
+        "            changes, set NGROK_DOMAIN in .env to a domain you reserved (dashboard.ngrok.com/domains)."
+    )
 
 
 def follow(home: Home, console: Console, last: TunnelState, qr: bool = False) -> int:
@@ -66,6 +68,7 @@ def follow(home: Home, console: Console, last: TunnelState, qr: bool = False) ->
     console.line("Following the tunnel: new URLs appear here. Ctrl-C stops following;")
     console.line("Jupyter and the tunnel keep running (`remote-agent url` prints the current URL).")
     last_url, last_status = last.public_url, last.status
+    last_reopened = last.reopened  # a quick down-and-up may happen between two looks at the file
     last_stat: tuple[int, int] | None = None
     keeper_pid = last.keeper_pid
     while True:
@@ -85,9 +88,13 @@ def follow(home: Home, console: Console, last: TunnelState, qr: bool = False) ->
         if state is None:
             continue
         keeper_pid = state.keeper_pid or keeper_pid
-        if state.status != "up" and last_status == "up":
+        reopened_unseen = state.status == "up" and last_status == "up" and state.reopened != last_reopened
+        if (state.status != "up" and last_status == "up") or reopened_unseen:
             console.event("tunnel_down", error=state.last_error)
             console.line(f"Tunnel down: {state.last_error or state.status}; reopening ...")
+        if reopened_unseen:
+            last_status = "down"
+        last_reopened = state.reopened
         if state.status == "up" and state.public_url and state.public_url != last_url:
             console.event("url_changed", public_url=state.public_url)
             console.line(f"New public URL  {state.public_url}")
@@ -96,7 +103,8 @@ def follow(home: Home, console: Console, last: TunnelState, qr: bool = False) ->
                 draw_qr(console, state.public_url)
             suggest_stable_url(home, console, state)
         elif state.status == "up" and last_status != "up" and state.public_url == last_url:
-            console.line(f"Tunnel up again, the same URL  {last_url}")
+            console.event("tunnel_up", public_url=last_url)
+            console.line(f"Tunnel back at the same URL  {last_url}")
         if state.status == "fatal":
             console.note(state.last_error or "ngrok refused the tunnel; the keeper stopped.")
             return 5

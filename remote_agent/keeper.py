@@ -17,19 +17,26 @@ import sys
 import threading
 import time
 from collections.abc import Callable
+from datetime import datetime, timezone
 from pathlib import Path
 from types import FrameType
 from typing import Any
+from urllib.parse import urlsplit
 
 from remote_agent import procs
 from remote_agent.keeper_config import KeeperConfig
 from remote_agent.ngrok_agent import (
-    FATAL_HINTS,
     Agent,
     AgentError,
+    AgentNoiseFilter,
+    agent_version,
     default_binary,
+    fatal_hint,
     is_our_agent,
     public_url_answers,
+    too_old,
+    update_hint,
+    version_text,
 )
 from remote_agent.notify import Notifier
 from remote_agent.redaction import RedactingFilter
@@ -45,6 +52,12 @@ PUBLIC_PROBE_TIMEOUT = 1.5
 RECONNECT_GRACE = 60.0
 SHORT_BACKOFF = (0.0, 0.5, 1.0, 2.0, 4.0, 8.0, 15.0)
 LONG_BACKOFF = (10.0, 30.0, 60.0, 120.0, 300.0)
+# ERR_NGROK_334 for a URL this keeper served this recently is our own old session, which the
+# edge keeps online until it notices the agent is gone: try again this often until it lets go.
+OWN_SESSION_WINDOW = 90.0
+OWN_SESSION_RETRY = 1.0
+UNRESPONSIVE = "the ngrok agent stopped answering"
+WAITING_FOR_RELEASE = "waiting for ngrok to release the old session of this server's agent (ERR_NGROK_334)"
 
 
 class Backoff:
@@ -101,6 +114,23 @@ class Keeper:
         self.short = Backoff(SHORT_BACKOFF)
         self.long = Backoff(LONG_BACKOFF, jitter=0.2)
         self.notifier = Notifier(config.on_url_change, config.webhook, self.secrets)
+        # The URL our agent served and when it last did (clock time): tells our own stale session
+        # (ERR_NGROK_334 for it, retried quickly) from another agent's (fatal).
+        self.served_url: str | None = None
+        self.served_at: float | None = None
+
+    def note_serving(self) -> None:
+        if self.state.status == "up" and self.state.public_url:
+            self.served_url, self.served_at = self.state.public_url, self.clock()
+
+    def own_stale_session(self, e: AgentError) -> bool:
+        """Whether a 334 is for the URL this keeper served within OWN_SESSION_WINDOW seconds."""
+        if self.served_url is None or self.served_at is None:
+            return False
+        if self.clock() - self.served_at > OWN_SESSION_WINDOW:
+            return False
+        refused = e.refused_url or (f"https://{self.config.domain}" if self.config.domain else None)
+        return refused is None or same_host(refused, self.served_url)
 
     # -- what the agent says, on pyngrok's monitor thread: keep it quick
     def on_agent_log(self, line: Any) -> None:
@@ -148,6 +178,10 @@ class Keeper:
             log.info("stopping the agent left by the previous keeper (pid %s)", pid)
             procs.signal_pid(pid, signal.SIGKILL)
             procs.wait_gone(pid, 5)
+        # The previous keeper (killed, or restarted by serve) may have served its URL just now.
+        recent = previous is not None and previous_age(previous.updated_at) < OWN_SESSION_WINDOW
+        if previous is not None and recent and previous.status in ("up", "down", "reconnecting"):
+            self.served_url, self.served_at = previous.last_url, self.clock()
         if previous is not None:
             self.state.reopened = previous.reopened if previous.status != "stopped" else 0
             self.state.last_url = previous.last_url or previous.public_url
@@ -158,12 +192,24 @@ class Keeper:
         self.wake.wait(seconds)
         self.wake.clear()
 
+    def agent_is_current(self) -> bool:
+        """An agent older than 3.30 never becomes healthy for pyngrok: stop and say how to update it."""
+        version = agent_version(self.ngrok_path)
+        if version is None or not too_old(version):
+            return True
+        message = f"The ngrok agent at {self.ngrok_path} is version {version_text(version)}, too old for remote-agent."
+        hint = update_hint(self.config.ngrok_path)
+        log.error("%s %s The keeper stops.", message, hint)
+        self.save(status="fatal", public_url=None, agent_pid=None, last_error=f"{message} {hint}")
+        self.stopping = True
+        return False
+
     def open_tunnel(self) -> Agent | None:
         agent = self.make_agent(self.ngrok_path, self.home.ngrok_config, self.on_agent_log, self.secrets)
         try:
             url = agent.open(self.config.port, self.config.domain, self.config.traffic_policy())
         except AgentError as e:
-            agent.kill()
+            agent.stop()
             self.handle_refusal(e)
             return None
         previous = self.state.public_url or self.state.last_url
@@ -192,6 +238,7 @@ class Keeper:
         self.short.reset()
         self.long.reset()
         self.reconnecting_since = None
+        self.note_serving()
         threading.Thread(target=self.watch_exit, args=(agent,), daemon=True).start()
         return agent
 
@@ -204,8 +251,17 @@ class Keeper:
         self.reconnecting_since = None
         self.wake.clear()
         message = e.explain()
-        hint = FATAL_HINTS.get(e.code or "", "")
-        if e.kind == "fatal":
+        hint = fatal_hint(e.code, self.config.ngrok_path)
+        if e.code == "ERR_NGROK_334" and self.own_stale_session(e):
+            if self.state.last_error != WAITING_FOR_RELEASE:
+                log.warning(
+                    "ngrok still holds %s for this server's previous agent; retrying every second", e.refused_url
+                )
+            self.save(status="down", public_url=None, agent_pid=None, last_error=WAITING_FOR_RELEASE)
+            self.pause(OWN_SESSION_RETRY)
+        elif e.kind == "fatal" or e.code == "ERR_NGROK_334":
+            # 334 for a URL we did not just serve: another agent (often another server on the same
+            # account, which shares its one dev domain). Never take it over when that agent restarts.
             log.error("%s %s The keeper stops.", message, hint)
             self.save(status="fatal", public_url=None, agent_pid=None, last_error=f"{message} {hint}".strip())
             self.stopping = True
@@ -251,12 +307,14 @@ class Keeper:
         if url and failures < patience and public_url_answers(url, PUBLIC_PROBE_TIMEOUT):
             return True, failures
         log.warning("the agent has stopped answering (its API and the public URL); replacing it")
-        self.save(status="down", last_error="the ngrok agent stopped answering")
+        self.save(status="down", last_error=UNRESPONSIVE)
         return False, 0
 
     def run(self) -> int:
         self.kill_leftover_agent()
         self.save()
+        if not self.agent_is_current():
+            return 0
         agent: Agent | None = None
         failures = 0
         try:
@@ -268,17 +326,35 @@ class Keeper:
                 if self.stopping:
                     break
                 keep, failures = self.check(agent, failures)
+                if keep:
+                    self.note_serving()
                 self.restore_state_file()
                 if not keep:
-                    agent.kill()
+                    # A polite stop ends the session at the edge at once; a hung agent would not hear it.
+                    agent.kill() if self.state.last_error == UNRESPONSIVE else agent.stop()
                     agent = None
         finally:
             if agent is not None:
-                agent.kill()
+                agent.stop()
             if self.state.status != "fatal":
                 self.save(status="stopped", public_url=None, agent_pid=None)
             log.info("keeper stopped")
         return 0
+
+
+def same_host(a: str, b: str) -> bool:
+    return urlsplit(a).hostname == urlsplit(b).hostname
+
+
+def previous_age(updated_at: str | None) -> float:
+    """Seconds since a state file's `updated_at`; infinite when unknown."""
+    try:
+        at = datetime.fromisoformat(updated_at or "")
+    except ValueError:
+        return float("inf")
+    if at.tzinfo is None:
+        at = at.replace(tzinfo=timezone.utc)
+    return time.time() - at.timestamp()
 
 
 def count_reason(reasons: dict[str, int], reason: str | None, keep: int = 8) -> dict[str, int]:
@@ -298,8 +374,10 @@ def setup_logging(home: Home, secrets: tuple[str | None, ...]) -> None:
         logging.handlers.RotatingFileHandler(home.keeper_log, maxBytes=5_000_000, backupCount=1),
         logging.StreamHandler(sys.stdout),
     ]
+    quiet = AgentNoiseFilter()
     for handler in handlers:
         handler.setFormatter(formatter)
+        handler.addFilter(quiet)
         handler.addFilter(redacting)
     root = logging.getLogger()
     root.handlers[:] = handlers

@@ -38,9 +38,11 @@ def keeper_command(settings: Settings) -> str:
 
 def ensure_agent_binary(settings: Settings, console: Console) -> None:
     """Before serve takes its lock: the agent binary must be there (pyngrok may download it, slowly)."""
-    from remote_agent.ngrok_agent import default_binary, ensure_binary
+    from remote_agent.ngrok_agent import default_binary, ensure_binary, require_current_agent
 
-    ensure_binary(settings.ngrok_path or default_binary(), settings.ngrok_path is not None, console.note)
+    path = settings.ngrok_path or default_binary()
+    ensure_binary(path, settings.ngrok_path is not None, console.note)
+    require_current_agent(path, settings.ngrok_path is not None)
 
 
 def ensure_keeper(settings: Settings, home: Home, tmux: TmuxSession, port: int, console: Console, plan: Plan) -> int:
@@ -106,9 +108,14 @@ def stop_keeper(home: Home) -> bool:
 def wait_for_tunnel(home: Home, keeper_pid: int, console: Console, started: float) -> TunnelState:
     """The keeper's first answer: a URL, or a refusal that the contract makes exit 5."""
     deadline = time.monotonic() + TUNNEL_START_TIMEOUT
+    said_waiting = False
     while True:
         state = home.read_tunnel()
         if state is not None and state.keeper_pid == keeper_pid:
+            if not said_waiting and "release the old session" in (state.last_error or ""):
+                console.end_progress()
+                console.note(f"The tunnel keeper is {state.last_error}; it retries every second.")
+                said_waiting = True
             if state.status == "up" and state.public_url:
                 console.end_progress()
                 return state

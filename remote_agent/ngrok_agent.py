@@ -9,7 +9,11 @@ from __future__ import annotations
 import contextlib
 import http.client
 import json
+import logging
 import os
+import re
+import socket
+import subprocess
 import threading
 import urllib.error
 import urllib.parse
@@ -20,38 +24,65 @@ from pathlib import Path
 from typing import Any
 
 from remote_agent import procs
-from remote_agent.errors import MissingPrerequisite
+from remote_agent.errors import MissingPrerequisite, StartFailed
 from remote_agent.redaction import redact
 from remote_agent.state import write_private
 
 TUNNEL_NAME = "remote-agent"
+# pyngrok 9 checks the agent's health on /api/endpoints, which exists from agent 3.30.0 on.
+MIN_AGENT_VERSION = (3, 30, 0)
+TOKEN_PAGE = "https://dashboard.ngrok.com/get-started/your-authtoken"  # noqa: S105 (a web page, not a secret)
 
+# What each ngrok code means (checked against ngrok's error pages, 2025-2026).
 # Fatal: retrying cannot help until the user changes something.
 FATAL_CODES = {
     "ERR_NGROK_105": "the authtoken is not valid",
     "ERR_NGROK_107": "the authtoken was revoked or reset",
     "ERR_NGROK_4018": "ngrok needs a verified account and its authtoken",
-    "ERR_NGROK_120": "this ngrok agent is too old for the service",
-    "ERR_NGROK_727": "the account reached its monthly limit",
+    "ERR_NGROK_120": "this ngrok agent version is no longer supported",
+    "ERR_NGROK_121": "this ngrok agent is older than the minimum version for the account",
+    "ERR_NGROK_725": "the account reached its monthly bandwidth limit",
+    "ERR_NGROK_727": "the account reached its monthly limit of HTTP requests",
+    "ERR_NGROK_4026": "the account has no credit for a paid traffic-policy action (the login rate limit)",
 }
-# Someone else holds the account's agent session or the domain: wait for them, never kill them.
+# Someone else holds what we asked for: never kill them (keeper.py decides what to do).
 CONFLICT_CODES = {
-    "ERR_NGROK_108": "another ngrok agent is already running on this account (the free plan allows one)",
-    "ERR_NGROK_334": "the domain is already served by another ngrok agent",
+    "ERR_NGROK_108": "another ngrok agent on this account holds its last agent session (the free plan allows 3)",
+    "ERR_NGROK_334": "the URL is already online in another ngrok agent",
 }
-FATAL_HINTS = {
-    "ERR_NGROK_105": "Copy the token from https://dashboard.ngrok.com/get-started/your-authtoken into "
-    "NGROK_AUTHTOKEN in .env, then run serve again.",
-    "ERR_NGROK_107": "Copy the current token from https://dashboard.ngrok.com/get-started/your-authtoken "
-    "into NGROK_AUTHTOKEN in .env, then run serve again.",
-    "ERR_NGROK_4018": "Verify your ngrok account and put its authtoken in NGROK_AUTHTOKEN, then run serve again.",
-    "ERR_NGROK_120": "Update the agent (`ngrok update`, or delete it so that serve downloads a current one).",
-    "ERR_NGROK_727": "Wait for next month's quota or upgrade the ngrok plan; meanwhile use --tunnel ssh.",
-    "ERR_NGROK_108": "Stop the other agent (on this or another machine: `pkill ngrok` there); the tunnel "
-    "comes up by itself once it is gone.",
-    "ERR_NGROK_334": "Stop the agent that serves this domain elsewhere, or unset NGROK_DOMAIN; the tunnel "
-    "comes up by itself once the domain is free.",
-}
+# Everything else is retried with a short backoff, e.g. ERR_NGROK_734 (request rate limit,
+# resets within a minute) and ERR_NGROK_3200 (endpoint offline).
+UPDATE_COMMAND = "remote-agent doctor --update-agent"
+
+
+def fatal_hint(code: str | None, ngrok_path: str | None = None) -> str:
+    """What the user does about a refusal; `ngrok_path` is the binary they named, if any."""
+    if code in ("ERR_NGROK_120", "ERR_NGROK_121"):
+        return update_hint(ngrok_path)
+    return {
+        "ERR_NGROK_105": f"Copy the token from {TOKEN_PAGE} into NGROK_AUTHTOKEN in .env, then run serve again.",
+        "ERR_NGROK_107": f"Copy the current token from {TOKEN_PAGE} into NGROK_AUTHTOKEN in .env, "
+        "then run serve again.",
+        "ERR_NGROK_4018": "Verify your ngrok account and put its authtoken in NGROK_AUTHTOKEN, then run serve again.",
+        "ERR_NGROK_725": "Wait for next month's quota or upgrade the ngrok plan; meanwhile use --tunnel ssh.",
+        "ERR_NGROK_727": "Wait for next month's quota or upgrade the ngrok plan; meanwhile use --tunnel ssh.",
+        "ERR_NGROK_4026": "Set NGROK_LOGIN_RATE_LIMIT=0 (Jupyter's own login slows down password guessing), "
+        "or add credit to the ngrok account, then run serve again.",
+        "ERR_NGROK_108": "Stop an agent you no longer need (https://dashboard.ngrok.com/agents lists them); "
+        "the tunnel comes up by itself once one is gone.",
+        "ERR_NGROK_334": "Stop the other agent, give this server a domain of its own with NGROK_DOMAIN, "
+        "or use --tunnel ssh; then run serve again.",
+    }.get(code or "", "")
+
+
+def update_hint(ngrok_path: str | None) -> str:
+    """How to get a current agent: ours is updated by one command, the user's own binary by them."""
+    if ngrok_path:
+        return (
+            f"Update the agent that PYNGROK_NGROK_PATH names: `{ngrok_path} update`, or install a current one "
+            "from https://ngrok.com/download (or unset PYNGROK_NGROK_PATH to use remote-agent's own)."
+        )
+    return f"Update it: `{UPDATE_COMMAND}`, then run serve again."
 
 
 @dataclass
@@ -69,14 +100,82 @@ class AgentError(Exception):
             return "conflict"
         return "retry"
 
+    @property
+    def refused_url(self) -> str | None:
+        """The URL ngrok names in its refusal (ERR_NGROK_334 quotes it), if any."""
+        match = re.search(r"'((?:https?|tcp)://[^'\s]+)'", self.message)
+        return match[1] if match else None
+
     def explain(self) -> str:
         reason = FATAL_CODES.get(self.code or "") or CONFLICT_CODES.get(self.code or "")
+        if self.code == "ERR_NGROK_334" and self.refused_url:
+            reason = f"{self.refused_url} is already online in another ngrok agent"
         if reason:
             return f"ngrok refused: {reason} ({self.code})."
         return f"ngrok failed: {self.message}"
 
     def __str__(self) -> str:
         return self.explain()
+
+
+def parse_version(text: str) -> tuple[int, ...] | None:
+    """(3, 30, 0) from `ngrok version 3.30.0`; None when there is no version in it."""
+    match = re.search(r"version\s+(\d+)\.(\d+)(?:\.(\d+))?", text)
+    return tuple(int(n or 0) for n in match.groups()) if match else None
+
+
+def agent_version(path: str) -> tuple[int, ...] | None:
+    """The version `path --version` reports; None when it does not run or says none."""
+    try:
+        out = subprocess.run([path, "--version"], capture_output=True, text=True, check=False, timeout=15).stdout
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return parse_version(out)
+
+
+def version_text(version: tuple[int, ...]) -> str:
+    return ".".join(str(n) for n in version)
+
+
+def too_old(version: tuple[int, ...] | None) -> bool:
+    return version is not None and version < MIN_AGENT_VERSION
+
+
+def require_current_agent(path: str, explicit: bool) -> None:
+    """Stop before starting an agent that pyngrok could never see healthy."""
+    version = agent_version(path)
+    if version is not None and too_old(version):
+        raise StartFailed(
+            f"The ngrok agent at {path} is version {version_text(version)}; remote-agent needs "
+            f"{version_text(MIN_AGENT_VERSION)} or newer (older agents lack the API pyngrok uses).",
+            update_hint(path if explicit else None),
+        )
+
+
+def update_agent(path: str, say: Callable[[str], None]) -> tuple[int, ...] | None:
+    """Update pyngrok's own agent binary (`ngrok update`, else a fresh download); its version after."""
+    from pyngrok import conf, installer, ngrok
+    from pyngrok.exception import PyngrokError
+
+    before = agent_version(path) if os.path.isfile(path) else None
+    if before is not None:
+        say(f"The agent at {path} is version {version_text(before)}; updating it ...")
+        with contextlib.suppress(PyngrokError, OSError, subprocess.SubprocessError):
+            ngrok.update(conf.PyngrokConfig(ngrok_path=path, config_path=os.devnull))
+    after = agent_version(path) if os.path.isfile(path) else None
+    if after is None or too_old(after):
+        say(f"Downloading a current ngrok agent to {path} ...")
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(path)
+        try:
+            installer.install_ngrok(path)
+        except (PyngrokError, OSError) as e:
+            raise MissingPrerequisite(
+                f"Downloading the ngrok agent to {path} failed: {e}.",
+                "Install ngrok from https://ngrok.com/download and set PYNGROK_NGROK_PATH to it.",
+            ) from e
+        after = agent_version(path)
+    return after
 
 
 def default_binary() -> str:
@@ -86,18 +185,40 @@ def default_binary() -> str:
 
 
 def write_agent_config(path: Path, authtoken: str) -> None:
-    """The agent's config: the token, and its local API on loopback (the default, made explicit)."""
+    """The agent's config as serve writes it: the token and settings; the keeper adds the API's port."""
     lines = [
         'version: "3"',
         "agent:",
         f"  authtoken: {json.dumps(authtoken)}",
-        "  web_addr: 127.0.0.1:4040",
         "  update_check: false",
         # No traffic inspector: it would keep visitors' cookies and Jupyter's XSRF tokens in memory.
         "  inspect_db_size: -1",
         "",
     ]
     write_private(path, "\n".join(lines))
+
+
+def free_loopback_port() -> int:
+    """A port nothing listens on now; whether the agent itself takes port 0 is not known."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def run_config_path(base: Path) -> Path:
+    """The config an agent of ours runs with, next to serve's: identifies our agents in /proc."""
+    return base.with_name(base.stem + "-run" + base.suffix)
+
+
+def write_run_config(base: Path) -> Path:
+    """serve's config plus a free loopback port for the agent's local API (4040 may be another agent's)."""
+    lines = base.read_text().splitlines()
+    lines = [line for line in lines if not line.strip().startswith("web_addr:")]
+    at = next((i + 1 for i, line in enumerate(lines) if line.strip() == "agent:"), len(lines))
+    lines.insert(at, f"  web_addr: 127.0.0.1:{free_loopback_port()}")
+    path = run_config_path(base)
+    write_private(path, "\n".join(lines) + "\n")
+    return path
 
 
 def ensure_binary(path: str, explicit: bool, say: Callable[[str], None]) -> None:
@@ -133,9 +254,8 @@ def classify(error: BaseException, secrets: tuple[str | None, ...]) -> AgentErro
             details = json.loads(body).get("details", {})
             text = details.get("err") or json.loads(body).get("msg") or body
     if code is None:
-        for known in (*FATAL_CODES, *CONFLICT_CODES):
-            if known in text:
-                code = known
+        found = re.findall(r"ERR_NGROK_\d+", text)
+        code = found[-1] if found else None
     message = " ".join(redact(text, secrets).split())
     return AgentError(message[:500], code)
 
@@ -156,6 +276,7 @@ class Agent:
         self.ngrok_path = ngrok_path
         self.secrets = secrets
         self.startup_timeout = startup_timeout
+        self.config_path = config_path
         self.config = conf.PyngrokConfig(
             ngrok_path=ngrok_path,
             config_path=str(config_path),
@@ -181,7 +302,9 @@ class Agent:
         """Start the agent and open the endpoint; never blocks past the startup deadline."""
         from pyngrok import ngrok, process
 
-        options: dict[str, Any] = {}
+        # A fresh free port for the local API at each start, read back from the agent's log by pyngrok.
+        self.config.config_path = str(write_run_config(self.config_path))
+        options: dict[str, Any] = {}  # never pooling_enabled: a URL is never shared with another agent
         if domain:
             options["url"] = f"https://{domain}"
         if traffic_policy:
@@ -233,6 +356,19 @@ class Agent:
         except (OSError, ValueError):
             return None
 
+    def stop(self, grace: float = 3.0) -> None:
+        """End our agent so that its session ends cleanly at the edge (SIGTERM), else kill it.
+
+        A killed agent's session and URL stay online at the edge until its heartbeat times
+        out, and count against the account's agent limit meanwhile.
+        """
+        if self._proc is not None and self._proc.poll() is None:
+            with contextlib.suppress(OSError):
+                self._proc.terminate()
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                self._proc.wait(grace)
+        self.kill()
+
     def kill(self) -> None:
         """Kill our agent (SIGKILL, then reap it) and forget pyngrok's record of it."""
         from pyngrok import process
@@ -248,7 +384,9 @@ class Agent:
 
 
 def public_url_answers(url: str, timeout: float) -> bool:
-    """True when a request through the public URL gets any HTTP answer (even ngrok's error page).
+    """True when the public URL reaches our agent: Jupyter's answer, or ngrok's 502 (ERR_NGROK_8012)
+    when the agent is up but Jupyter is not. ngrok answers for an offline endpoint itself, with 404
+    and `ngrok-error-code: ERR_NGROK_3200`: that is not alive.
 
     Names under .localhost are loopback by RFC 6761: connect to 127.0.0.1 and send the
     name as the Host header, as a browser does.
@@ -260,8 +398,9 @@ def public_url_answers(url: str, timeout: float) -> bool:
     conn = connection_class(address, parts.port, timeout=timeout)
     try:
         conn.request("HEAD", "/api", headers={"Host": parts.netloc, "ngrok-skip-browser-warning": "1"})
-        conn.getresponse().read(0)
-        return True
+        response = conn.getresponse()
+        response.read(0)
+        return response.getheader("ngrok-error-code", "") in ("", "ERR_NGROK_8012")
     except (OSError, http.client.HTTPException):
         return False
     finally:
@@ -271,4 +410,17 @@ def public_url_answers(url: str, timeout: float) -> bool:
 def is_our_agent(pid: int, config_path: Path) -> bool:
     """True when `pid` is an ngrok agent started with our config file: safe to kill."""
     argv = procs.cmdline(pid)
-    return "start" in argv and str(config_path) in argv
+    return "start" in argv and (str(config_path) in argv or str(run_config_path(config_path)) in argv)
+
+
+class AgentNoiseFilter(logging.Filter):
+    """Drops the agent's line for each local API call (`msg=start pg=/api/...`, `msg=end ...`).
+
+    The real agent logs every API call at info and pyngrok passes each line on: with the
+    keeper's check once a second that would be two lines a second in its log.
+    """
+
+    NOISE = re.compile(r"\bmsg=(?:start|end) pg=/api/")
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not (record.name.startswith("pyngrok") and self.NOISE.search(record.getMessage()))

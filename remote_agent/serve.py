@@ -43,7 +43,9 @@ def plan_changes(settings: Settings, reconfigure: bool) -> Plan:
     if previous is None or previous.started_at is None:
         return Plan()  # a new session, or one migrated from remote-agent 0.1 that recorded no settings
     plan = compare(previous.applied, settings.values)
-    if plan.weakening and not reconfigure:
+    tunnel = Home(settings.home).read_tunnel()
+    refused = tunnel is not None and tunnel.status == "fatal"  # ngrok refused it: there is no endpoint to weaken
+    if plan.weakening and not reconfigure and not refused:
         where = f" (the session's .env is {previous.env_file})" if previous.env_file else ""
         raise BadInput(
             "This would weaken the public endpoint: " + "; ".join(plan.weakening) + ".",

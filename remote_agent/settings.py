@@ -70,7 +70,7 @@ class Settings:
     unread_env_file: Path | None = None  # a .env where the command ran, not read: the session has its own
     oauth_provider: str | None = None
     allow_emails: tuple[str, ...] = ()
-    login_rate: int = 20
+    login_rate: int = 0  # opt-in: the edge's rate limit is a paid action (ERR_NGROK_4026)
     ngrok_authtoken: str | None = field(default=None, repr=False)
     jupyter_password: str | None = field(default=None, repr=False)
     password_from_file: bool = False  # JUPYTER_PASSWORD came from the .env file
@@ -408,7 +408,7 @@ def resolve(
         basic_auth=_parse_basic_auth(basic_raw) if basic_raw else None,
         oauth_provider=oauth,
         allow_emails=emails,
-        login_rate=_parse_login_rate(rate_raw) if rate_raw is not None else 20,
+        login_rate=_parse_login_rate(rate_raw) if rate_raw is not None else 0,
         app=_parse_app(app_raw, source("JUPYTER_APP", "--app")) if app_raw else None,
         on_url_change=_parse_hook_command(hook_raw) if hook_raw else None,
         webhook=_parse_webhook(webhook_raw) if webhook_raw else None,

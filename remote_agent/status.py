@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import time
 from datetime import datetime, timezone
 from typing import Any
@@ -115,14 +116,30 @@ def agent_status(api_url: str | None, timeout: float = 0.5) -> dict[str, Any]:
     return data if isinstance(data, dict) else {}
 
 
+def _milliseconds(latency: object) -> float | None:
+    """The agent gives latency as a Go duration string ("87.2ms", "1.2s", "950µs"); older shapes a number."""
+    if isinstance(latency, (int, float)) and not isinstance(latency, bool):
+        return float(latency)
+    match = re.fullmatch(r"\s*([\d.]+)\s*(ms|s|µs|us|ns)\s*", latency) if isinstance(latency, str) else None
+    if match is None:
+        return None
+    try:
+        value = float(match[1])
+    except ValueError:
+        return None
+    return value * {"s": 1000.0, "ms": 1.0, "µs": 0.001, "us": 0.001, "ns": 0.000001}[match[2]]
+
+
 def region_and_latency(status: dict[str, Any]) -> str | None:
-    """'region eu, latency 23 ms' from what the agent reports, in either place it may put it."""
+    """'region eu, latency 23 ms' from the agent's /api/status: per session leg (`session.legs`)."""
     found = status.get("session")
     session: dict[str, Any] = found if isinstance(found, dict) else {}
-    region = status.get("region") or session.get("region")
-    latency = status.get("latency_ms", session.get("latency_ms"))
+    legs = [leg for leg in session.get("legs") or [] if isinstance(leg, dict)]
+    leg = legs[0] if legs else {}
+    region = leg.get("region") or status.get("region") or session.get("region")
+    latency = _milliseconds(leg.get("latency", status.get("latency_ms", session.get("latency_ms"))))
     parts = [f"region {region}"] if isinstance(region, str) and region else []
-    if isinstance(latency, (int, float)) and not isinstance(latency, bool):
+    if latency is not None:
         parts.append(f"latency {latency:.0f} ms")
     state = status.get("status")
     if isinstance(state, str) and state and state != "online":

@@ -32,7 +32,7 @@ from conftest import PASSWORD, Sandbox, wait_until  # noqa: E402 (the harness li
 from fakeagent import FakeNgrok  # noqa: E402
 from jupyter_client import JupyterClient  # noqa: E402
 
-NEW_URL = r"New public URL\s+(\S+)"
+NEW_URL = r"(?:New public URL|Tunnel back at the same URL)\s+(\S+)"  # today: usually the same URL
 
 
 @dataclass

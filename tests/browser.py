@@ -108,15 +108,32 @@ def chromium(profile: Path, test_name: str) -> Iterator[Browser]:
 # -- Jupyter Notebook 7, as a user clicks through it ----------------------------------
 
 
-def log_in(page: Page, url: str, password: str, browser: Browser, shot: str) -> None:
-    """Open the URL, see the login page (screenshot), log in, land on the file list."""
+WARNING_BUTTON = "Visit Site"  # ngrok's browser warning page on the free plan
+
+
+def click_through_warning(page: Page, browser: Browser) -> bool:
+    """When ngrok's browser warning page shows (free plan), screenshot it and click its button."""
+    page.wait_for_selector(f"#password_input, .jp-DirListing-content, button:has-text('{WARNING_BUTTON}')")
+    button = page.get_by_role("button", name=WARNING_BUTTON)
+    if not button.count():
+        return False
+    browser.shot(page, "ngrok-browser-warning")
+    button.click()
+    return True
+
+
+def log_in(page: Page, url: str, password: str, browser: Browser, shot: str) -> bool:
+    """Open the URL, click through ngrok's warning page if shown, see the login page (screenshot),
+    log in, land on the file list. Whether the warning page was shown."""
     page.goto(url)
+    warned = click_through_warning(page, browser)
     page.wait_for_selector("#password_input")
     browser.shot(page, shot)
     page.fill("#password_input", password)
     page.click("#login_submit")
     page.wait_for_url(re.compile(r"/tree"))
     page.wait_for_selector(".jp-DirListing-content")
+    return warned
 
 
 def new_notebook(tree: Page, kernel: str | None = None) -> Page:

@@ -6,6 +6,7 @@ SIGKILL by pid for anything left); waits poll with deadlines, never fixed sleeps
 
 from __future__ import annotations
 
+import contextlib
 import http.client
 import json
 import os
@@ -22,12 +23,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from fakeagent import DEFAULT_TOKEN, FakeNgrok, http_request, public_address, wait_until
+from fakeagent import DEFAULT_TOKEN, FakeNgrok, agent, http_request, public_address, wait_until
 from pyngrok import ngrok, process
 from pyngrok.exception import PyngrokNgrokError, PyngrokNgrokHTTPError, PyngrokNgrokURLError
 from pyngrok.log import NgrokLog
 
-PUBLIC_URL = r"http://[0-9a-f]{8}\.ngrok\.localhost:\d+"
+PUBLIC_URL = r"http://[a-z]+-[a-z]+-[a-z]+\.ngrok-free\.dev\.localhost:\d+"  # a dev domain
+RANDOM_URL = r"http://[0-9a-f]{8}\.ngrok\.localhost:\d+"  # with dev_domain off
 
 
 # --------------------------------------------------------------------------- upstreams
@@ -202,7 +204,9 @@ def test_version_even_with_a_scrubbed_environment(fake: FakeNgrok) -> None:
     result = subprocess.run(
         [str(fake.path), "--version"], env={}, capture_output=True, text=True, timeout=10, check=False
     )
-    assert (result.returncode, result.stdout) == (0, "ngrok version 3.22.1\n")
+    assert (result.returncode, result.stdout) == (0, f"ngrok version {agent.LATEST_VERSION}\n")
+    assert ngrok.get_version(fake.pyngrok_config())[0] == agent.LATEST_VERSION
+    fake.set_control(version="3.22.1")
     assert ngrok.get_version(fake.pyngrok_config())[0] == "3.22.1"
 
 
@@ -340,6 +344,7 @@ def test_forced_startup_error(fake: FakeNgrok, forced: str) -> None:
 
 
 def test_second_agent_with_the_same_token_gets_108(fake: FakeNgrok) -> None:
+    fake.set_control(agent_limit=1)  # the free plan's limit was 1 agent; today it is 3
     shared = fake.write_config(web_addr=None)  # the default 127.0.0.1:4040, then the next free ports
     first = fake.pyngrok_config(shared)
     first_api = str(ngrok.get_ngrok_process(first).api_url)
@@ -372,6 +377,7 @@ on_http_request:
         config:
           credentials: ["alice:correct-horse", "bob:battery-staple"]
 """
+    fake.set_control(credit=True)  # rate-limit costs credit (ERR_NGROK_4026 without)
     cfg = fake.pyngrok_config()
     url = str(ngrok.connect(upstream.url, name="guarded", traffic_policy=policy, pyngrok_config=cfg).public_url)
 
@@ -425,6 +431,7 @@ def test_upstream_down_gives_502(fake: FakeNgrok) -> None:
 
 
 def test_duplicate_name_and_forced_endpoint_error(fake: FakeNgrok, upstream: RecordingServer) -> None:
+    fake.set_control(dev_domain=False)  # several endpoints in one agent: random names, as on a paid plan
     cfg = fake.pyngrok_config()
     ngrok.connect(upstream.url, name="twice", pyngrok_config=cfg)
     with pytest.raises(PyngrokNgrokHTTPError) as duplicate:
@@ -448,7 +455,8 @@ def test_outage_keeps_the_same_url(fake: FakeNgrok, upstream: RecordingServer) -
 
     outage = fake.start_outage(1.0)
     fake.wait_for_event("outage_started", id=outage)
-    assert request_fails(url)  # the edge drops connections, the port stays bound
+    offline = http_request(url)  # the edge answers for the offline endpoint, the port stays bound
+    assert (offline.status, offline.headers["ngrok-error-code"]) == (404, "ERR_NGROK_3200")
     assert ngrok.api_request(f"{api_url}/api/status")["status"] == "reconnecting"
 
     fake.wait_for_event("outage_ended", id=outage, timeout=10)
@@ -559,10 +567,11 @@ def test_agent_dies_of_sigpipe_when_its_log_reader_goes(fake: FakeNgrok, upstrea
         assert proc.stdout is not None
         proc.stdout.close()  # as when the Python process that ran pyngrok is gone
 
-        # The next log line ("started tunnel") hits the closed pipe, as with the Go binary.
-        ngrok.api_request(
-            f"{api_url}/api/endpoints", method="POST", data={"name": "a", "upstream": {"url": upstream.url}}
-        )
+        # The next log line (the API call's "start") hits the closed pipe, as with the Go binary.
+        with contextlib.suppress(PyngrokNgrokURLError, OSError, http.client.HTTPException):
+            ngrok.api_request(
+                f"{api_url}/api/endpoints", method="POST", data={"name": "a", "upstream": {"url": upstream.url}}
+            )
 
         assert proc.wait(timeout=10) == -signal.SIGPIPE
         assert fake.wait_for_event("exited", pid=proc.pid)["reason"] == "sigpipe"
@@ -621,3 +630,169 @@ def read_log_lines(proc: subprocess.Popen[bytes], *, until: str, timeout: float 
     wait_until(line_arrived, timeout=timeout, interval=0, message=f"log line {until!r}")
     assert all(log.t and log.lvl == "INFO" for log in logs)
     return logs
+
+
+# --------------------------------------------------------------------------- today's ngrok (facts.md section)
+
+BROWSER_UA = "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/120.0 Safari/537.36"
+
+
+def test_dev_domain_is_the_same_url_after_a_restart_and_belongs_to_the_token(
+    fake: FakeNgrok, upstream: RecordingServer
+) -> None:
+    cfg = fake.pyngrok_config()
+    url = str(ngrok.connect(upstream.url, name="jupyter", pyngrok_config=cfg).public_url)
+    assert re.fullmatch(PUBLIC_URL, url)
+    assert http_request(url).status == 200
+
+    ngrok.kill(cfg)  # SIGKILL; the default stale window is 0 s
+    again = fake.pyngrok_config(Path(str(cfg.config_path)))
+    assert str(ngrok.connect(upstream.url, name="jupyter", pyngrok_config=again).public_url) == url
+
+    other = fake.pyngrok_config(fake.write_config("other-token", name="other.yml"), ngrok_path=fake.add_binary("o"))
+    other_url = str(ngrok.connect(upstream.url, name="jupyter", pyngrok_config=other).public_url)
+    assert re.fullmatch(PUBLIC_URL, other_url)
+    assert other_url.split(":")[1] != url.split(":")[1], "another account has another dev domain"
+
+
+def test_a_second_agent_asking_for_the_online_dev_domain_gets_334(fake: FakeNgrok, upstream: RecordingServer) -> None:
+    shared = fake.write_config()
+    first = fake.pyngrok_config(shared)
+    url = str(ngrok.connect(upstream.url, name="jupyter", pyngrok_config=first).public_url)
+    second = fake.pyngrok_config(shared, ngrok_path=fake.add_binary("ngrok-second"))  # 3 agents are allowed
+
+    with pytest.raises(PyngrokNgrokHTTPError) as refused:
+        ngrok.connect(upstream.url, name="jupyter", pooling_enabled=True, pyngrok_config=second)
+
+    err = error_body(refused.value)["details"]["err"]
+    assert err.endswith("ERR_NGROK_334")
+    assert "is already online" in err
+    assert "--pooling-enabled" in err
+    assert http_request(url).status == 200, "the first agent keeps its URL"
+
+
+def test_a_killed_agent_holds_its_url_for_the_stale_window_a_clean_stop_releases_it(
+    fake: FakeNgrok, upstream: RecordingServer
+) -> None:
+    fake.set_control(stale_session_seconds=3)
+    config = fake.write_config()
+    cfg = fake.pyngrok_config(config)
+    url = str(ngrok.connect(upstream.url, name="jupyter", pyngrok_config=cfg).public_url)
+    ngrok.kill(cfg)  # SIGKILL: the edge has not heard the session end
+
+    replacement = fake.pyngrok_config(config, ngrok_path=fake.add_binary("ngrok-2"))
+    with pytest.raises(PyngrokNgrokHTTPError) as refused:
+        ngrok.connect(upstream.url, name="jupyter", pyngrok_config=replacement)
+    assert error_body(refused.value)["details"]["err"].endswith("ERR_NGROK_334")
+
+    def reopened() -> str | None:
+        try:
+            return str(ngrok.connect(upstream.url, name="jupyter", pyngrok_config=replacement).public_url)
+        except PyngrokNgrokHTTPError:
+            return None
+
+    assert wait_until(reopened, timeout=15, interval=0.3, message="the stale session to time out") == url
+
+    # A clean stop (SIGTERM) ends the session at the edge at once.
+    proc = ngrok.get_ngrok_process(replacement).proc
+    proc.terminate()
+    assert proc.wait(timeout=10) == 0
+    third = fake.pyngrok_config(config, ngrok_path=fake.add_binary("ngrok-3"))
+    assert str(ngrok.connect(upstream.url, name="jupyter", pyngrok_config=third).public_url) == url
+
+
+def test_an_agent_older_than_3_30_has_no_endpoints_api(fake: FakeNgrok) -> None:
+    # pyngrok 9's health check asks /api/endpoints; with an older agent it never passes, and as
+    # pyngrok checks its startup deadline only between log lines, its start then waits for good
+    # (remote_agent bounds that wait itself and checks the version first).
+    fake.set_control(version="3.29.1")
+    proc = subprocess.Popen(
+        [str(fake.path), "start", "--none", "--log", "stdout", "--config", str(fake.write_config())],
+        stdout=subprocess.PIPE,
+    )
+    try:
+        lines = read_log_lines(proc, until="tunnel session started")
+        web = next(log for log in lines if log.msg == "starting web service")
+        with pytest.raises(PyngrokNgrokHTTPError) as missing:
+            ngrok.api_request(f"http://{web.addr}/api/endpoints")
+        assert missing.value.status_code == 404
+        assert "tunnels" in ngrok.api_request(f"http://{web.addr}/api/tunnels")
+        assert ngrok.api_request(f"http://{web.addr}/api/status")["agent_version"] == "3.29.1"
+    finally:
+        proc.kill()
+        proc.wait()
+        assert proc.stdout is not None
+        proc.stdout.close()
+
+
+def test_an_agent_too_old_for_the_account_gets_121_until_updated(fake: FakeNgrok) -> None:
+    fake.set_control(version="3.30.0", min_agent_version="3.32.0")
+    with pytest.raises(PyngrokNgrokError) as failure:
+        ngrok.get_ngrok_process(fake.pyngrok_config())
+    assert failure.value.ngrok_error_code == "ERR_NGROK_121"
+    assert '"3.30.0" is too old' in str(failure.value.ngrok_error)
+
+    update = subprocess.run([str(fake.path), "update"], capture_output=True, text=True, timeout=10, check=False)
+    assert update.returncode == 0
+    assert ngrok.get_version(fake.pyngrok_config())[0] == agent.LATEST_VERSION
+    assert ngrok.get_ngrok_process(fake.pyngrok_config(ngrok_path=fake.add_binary("again"))).api_url
+
+
+def test_a_rate_limit_without_credit_is_refused_with_4026(fake: FakeNgrok, upstream: RecordingServer) -> None:
+    policy = {"on_http_request": [{"actions": [{"type": "rate-limit", "config": {"capacity": 5, "rate": "60s"}}]}]}
+    cfg = fake.pyngrok_config()
+    with pytest.raises(PyngrokNgrokHTTPError) as refused:
+        ngrok.connect(upstream.url, name="limited", traffic_policy=json.dumps(policy), pyngrok_config=cfg)
+    err = error_body(refused.value)["details"]["err"]
+    assert err.endswith("ERR_NGROK_4026")
+    assert "paid traffic policy" in err
+
+    fake.set_control(credit=True)
+    assert ngrok.connect(upstream.url, name="limited", traffic_policy=json.dumps(policy), pyngrok_config=cfg)
+
+
+def test_status_has_legs_and_every_api_call_is_logged(fake: FakeNgrok) -> None:
+    logs: list[NgrokLog] = []
+    cfg = fake.pyngrok_config(log_event_callback=logs.append)
+    api_url = str(ngrok.get_ngrok_process(cfg).api_url)
+    before = len(logs)
+
+    status = ngrok.api_request(f"{api_url}/api/status")
+
+    assert status["status"] == "online"
+    assert status["agent_version"] == agent.LATEST_VERSION
+    leg = status["session"]["legs"][0]
+    assert leg["region"] == "us"
+    assert isinstance(leg["latency"], str)
+    assert leg["latency"].endswith("ms")
+    calls = wait_until(lambda: [log for log in logs[before:] if getattr(log, "pg", None) == "/api/status"])
+    assert calls[0].msg == "start"
+    assert calls[0].lvl == "INFO"
+    ended = wait_until(lambda: [log for log in logs[before:] if log.msg == "end"])
+    assert getattr(ended[0], "status", None) == "200"
+
+    fake.set_control(api_log=False)
+    count = len(logs)
+    ngrok.api_request(f"{api_url}/api/status")
+    assert len(logs) == count
+
+
+def test_browser_warning_until_the_visitor_clicks_through(fake: FakeNgrok, upstream: RecordingServer) -> None:
+    url = str(ngrok.connect(upstream.url, pyngrok_config=fake.pyngrok_config()).public_url)
+    browser = {"User-Agent": BROWSER_UA, "Accept": "text/html"}
+
+    page = http_request(url, "/tree", headers=browser)
+    assert page.status == 200
+    assert agent.WARNING_BUTTON in page.text
+    assert upstream.requests == []
+    action = re.search(r'form method="post" action="([^"]+)"', page.text)
+    assert action is not None
+
+    clicked = http_request(url, action[1], method="POST", headers=browser, body=b"")
+    assert clicked.status == 302
+    assert clicked.headers["location"] == "/tree"
+    cookie = clicked.headers["set-cookie"].split(";")[0]
+
+    assert http_request(url, "/tree", headers={**browser, "Cookie": cookie}).body == b"hello from upstream"
+    assert http_request(url, headers={**browser, "ngrok-skip-browser-warning": "1"}).status == 200
+    assert http_request(url).body == b"hello from upstream", "a script's User-Agent is not warned"

@@ -26,8 +26,8 @@ from remote_agent.errors import BadInput
 from remote_agent.notify import Notifier, command_argv, needs_shell
 from remote_agent.settings import resolve
 
-URL_LINE = r"Public URL\s+(http://[0-9a-f]+\.ngrok\.localhost:\d+)"
-NEW_URL_LINE = r"New public URL\s+(http://[0-9a-f]+\.ngrok\.localhost:\d+)"
+URL_LINE = r"Public URL\s+(http://\S+\.localhost:\d+)"
+NEW_URL_LINE = r"New public URL\s+(http://\S+\.localhost:\d+)"
 ENVIRON = {"PATH": os.environ["PATH"], "HOME": "/nonexistent", "NGROK_AUTHTOKEN": TOKEN, "JUPYTER_PASSWORD": PASSWORD}
 
 
@@ -185,6 +185,8 @@ def test_documented_templates_send_what_the_service_expects(tmp_path: Path, serv
 
 
 def test_keeper_runs_the_hooks_on_each_new_url_and_serve_suggests_a_domain(sandbox: Sandbox) -> None:
+    # A URL that changes on each reopen: ngrok before dev domains, or a paid plan's random URLs.
+    sandbox.fake.set_control(dev_domain=False)
     command, record = recording_hook(sandbox.root)
     with Receiver() as receiver:
         serve = sandbox.follow(REMOTE_AGENT_WEBHOOK=receiver.url, REMOTE_AGENT_ON_URL_CHANGE=command)

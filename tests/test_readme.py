@@ -65,8 +65,8 @@ def test_day_to_day_commands_run_as_written(sandbox: Sandbox) -> None:
     interactive = {"attach", "password", "install-service", "uninstall-service", "serve", "connect"}
     ran = []
     for argv in agent_commands():
-        if argv[0] in interactive:
-            continue
+        if argv[0] in interactive or argv[:2] == ["doctor", "--update-agent"]:
+            continue  # (updating the agent may download it: tests/test_ngrok_today.py runs it on the stand-in)
         result = sandbox.run(*argv)
         assert result.returncode == 0, f"remote-agent {' '.join(argv)}: {result.stderr}"
         ran.append(argv[0])

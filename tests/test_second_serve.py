@@ -112,7 +112,7 @@ def test_serve_after_a_reboot_from_home_brings_back_the_same_session(sandbox: Sa
     back = ready(sandbox.run("serve", "--detach", "--json", cwd=sandbox.home, env=shell))
     assert back["jupyter_pid"] != first["jupyter_pid"]
     assert back["local_url"] == f"http://127.0.0.1:{sandbox.port}/"
-    assert back["public_url"], "the tunnel must come back in ngrok mode, not fall back to ssh"
+    assert back["public_url"] == first["public_url"], "ngrok mode again, at the account's dev domain"
     assert edge_asks_for_basic_auth(str(back["public_url"]))
     # The notebook directory is still the project, where serve first ran.
     assert sandbox.jupyter_record()["root_dir"] == str(project)

@@ -85,7 +85,7 @@ def test_no_secret_in_argv_environment_logs_scrollback_or_state(sandbox: Sandbox
         if path.is_dir():
             continue
         text = path.read_text(errors="replace")
-        if path.name in ("ngrok.yml", "keeper.json", "session-secrets.json"):
+        if path.name in ("ngrok.yml", "ngrok-run.yml", "keeper.json", "session-secrets.json"):
             continue  # the agent's, the keeper's and the session's settings: 0600, checked below
         assert all(s not in text for s in secrets), f"a secret is in {path.name}"
     assert all(s not in "\n".join(serve.lines + serve.err_lines) for s in secrets)
@@ -147,7 +147,10 @@ def test_basic_auth_at_the_edge_comes_before_jupyter(sandbox: Sandbox) -> None:
 
 
 def test_oauth_allow_list_and_login_rate_limit_are_sent_to_the_edge(sandbox: Sandbox) -> None:
-    result = sandbox.run("serve", "--detach", "--oauth", "google", "--allow-email", "ana@example.com")
+    sandbox.fake.set_control(credit=True)  # a rate limit is a paid action: this account has credit
+    result = sandbox.run(
+        "serve", "--detach", "--oauth", "google", "--allow-email", "ana@example.com", NGROK_LOGIN_RATE_LIMIT="20"
+    )
     assert result.returncode == 0, result.stderr
     url = sandbox.run("url").stdout.strip()
     page = JupyterClient(url).get("/")

@@ -16,7 +16,7 @@ from conftest import PASSWORD, Sandbox, descendants, free_port, pid_alive, wait_
 from jupyter_client import JupyterClient
 from sshd import Sshd, running_sshd, serve_command, wait_for_port, write_user_dotenv
 
-URL_LINE = r"Public URL\s+(http://[0-9a-f]+\.ngrok\.localhost:\d+)"
+URL_LINE = r"Public URL\s+(http://\S+\.localhost:\d+)"
 
 
 @pytest.fixture

@@ -42,6 +42,6 @@ def test_reserved_domain_keeps_the_url_across_agent_death(sandbox: Sandbox) -> N
         assert JupyterClient(url).login(PASSWORD).status_code == 302
         assert serve.proc.poll() is None
         assert not any("New public URL" in line for line in serve.lines)
-        serve.wait_for(rf"Tunnel up again, the same URL  {url}$", timeout=5)
+        serve.wait_for(rf"Tunnel back at the same URL  {url}$", timeout=5)
         assert not any("NGROK_DOMAIN" in line for line in serve.lines), "no tip: the domain is set"
         assert len(receiver.bodies) == 1, "the URL never changed, so the hooks ran once"

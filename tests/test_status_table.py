@@ -18,7 +18,7 @@ from qr_decode import decode, qr_blocks
 from remote_agent.state import TunnelState
 from remote_agent.status import duration, region_and_latency, reopen_summary
 
-URL_LINE = r"Public URL\s+(http://[0-9a-f]+\.ngrok\.localhost:\d+)"
+URL_LINE = r"Public URL\s+(http://\S+\.localhost:\d+)"
 
 
 def start_cell(client: JupyterClient, kernel_id: str, code: str) -> None:

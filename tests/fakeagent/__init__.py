@@ -5,7 +5,8 @@ pyngrok as ``ngrok_path`` or ``$PYNGROK_NGROK_PATH``) and a control directory th
 started through it shares: fault injection (``set_control``), the event log (``events``) and
 the registry of running agents (``live_agent_pids``, ``kill_all``).
 
-Public URLs look like ``http://1a2b3c4d.ngrok.localhost:PORT``. This machine's resolver does
+Public URLs look like ``http://amber-brisk-cedar.ngrok-free.dev.localhost:PORT`` (the token's dev
+domain; ``http://1a2b3c4d.ngrok.localhost:PORT`` with ``dev_domain`` off). This machine's resolver does
 not know ``*.localhost``, so :func:`http_request` connects to 127.0.0.1 and sends the public
 host in the ``Host`` header, the way a browser reaching real ngrok would.
 """

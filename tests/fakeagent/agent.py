@@ -6,14 +6,15 @@ Run as ``python agent.py ARGS`` (the test helper in ``__init__.py`` writes an ex
 Supported command lines
 -----------------------
 ``--version`` / ``version``
-    prints ``ngrok version 3.22.1``.
+    prints ``ngrok version V``: ``control.json`` ``version``, else the current ``LATEST_VERSION``.
 ``start --none --log stdout [--config PATH[,PATH]] [--authtoken TOKEN] [--region R]``
     the argv pyngrok builds (``--log stderr|false|FILE``, ``--log-format logfmt|json`` and
     ``--flag=value`` spellings are accepted too). Named tunnels and ``--all`` are not.
 ``config add-authtoken TOKEN [--config PATH]`` / ``config add-api-key KEY`` / ``config check``
     what ``pyngrok.ngrok.set_auth_token`` and friends run; they edit the YAML file.
 ``update``
-    prints that there is no update.
+    what pyngrok's ``ngrok.update`` runs: sets the version in ``control.json`` to
+    ``LATEST_VERSION`` (every wrapper of this control dir is "updated"), or says there is none.
 
 Configuration: a v3 file (``version: "3"`` and an ``agent:`` block with ``authtoken``,
 ``web_addr``, ``region``, ``log_format``) or a v2 file (the same keys at top level).
@@ -33,6 +34,17 @@ Control directory
     see below), ``startup_error`` and ``endpoint_error`` (an error code such as
     ``"ERR_NGROK_108"`` or ``"108"``; the first fails startup, the second fails every
     ``POST /api/endpoints``).
+    Today's ngrok (the section "ngrok as it is now (2025-2026)" of the project's notes on
+    ngrok; each switch below names its line there). Defaults are today's behaviour:
+    ``version`` (default ``LATEST_VERSION``; below 3.30.0 there is no ``/api/endpoints``),
+    ``min_agent_version`` (the account's minimum: an older agent fails with ERR_NGROK_121),
+    ``dev_domain`` (default true: an endpoint without a URL gets the account's one dev domain;
+    false gives the old random ``<8 hex>.ngrok.localhost`` names), ``agent_limit`` (default 3
+    agent sessions per token, then ERR_NGROK_108), ``stale_session_seconds`` (default 0: how
+    long the edge keeps a SIGKILLed agent's session and URLs, answering ERR_NGROK_334 to a
+    replacement; a clean stop releases them at once), ``credit`` (default false: a paid
+    ``rate-limit`` action is refused with ERR_NGROK_4026), ``api_log`` (default true: every
+    local API call is logged at info), ``browser_warning`` (default true: the warning page).
 ``events.jsonl``
     one JSON object per line, appended by every agent: ``{"event", "pid", "at", ...}`` with
     event ``started`` (``url`` = local API URL), ``startup_failed`` (``error_code``),
@@ -81,8 +93,9 @@ Local API (JSON, like ngrok's agent API)
 "protocol": "http1"}, "traffic_policy", "pooling_enabled", "inspect", "metrics"}``.
 ``/api/tunnels`` (GET, POST with ``addr``/``proto``, GET/DELETE by name) gives the older shape
 ``{"name", "ID", "uri", "public_url", "proto", "config": {"addr", "inspect"}, "metrics"}``.
-``GET /api/status`` -> ``{"status": "online"|"reconnecting", "region", "latency_ms",
-"uptime_seconds", "version", "endpoints", "session": {"reconnects", "established_at"}}``.
+``GET /api/status`` -> ``{"status": "online"|"reconnecting", "agent_version", "session": {"legs":
+[{"region", "latency": "12.345678ms"}]}, "uri"}``. Every call is logged at info (``msg=start
+pg=/api/...``, ``msg=end ... status=200``) unless ``api_log`` is false.
 ``GET /api/requests/http`` -> an always empty ``{"requests": []}``.
 Errors: ``{"error_code", "status_code", "msg", "details": {"err"}}``; a duplicate name, a bad
 upstream or traffic policy give 400 with error_code 102; a domain held by another live agent,
@@ -91,10 +104,13 @@ the ngrok code (``ERR_NGROK_334``...).
 
 Forwarding
 ----------
-Each endpoint listens on 127.0.0.1: an OS-chosen port, or for a reserved domain (``url``
-``https://NAME.ngrok.localhost`` or bare ``NAME.ngrok.localhost``) the port remembered for
-that domain. Public URLs are ``http://<8 hex>.ngrok.localhost:PORT`` or
-``http://DOMAIN:PORT`` (``tcp://0.tcp.ngrok.localhost:PORT`` for ``url: "tcp://"``). Bytes are
+Each endpoint listens on 127.0.0.1: for a domain (the token's dev domain
+``word-word-word.ngrok-free.dev.localhost`` when no ``url`` is given, or a reserved one, ``url``
+``https://NAME.ngrok.localhost`` or bare ``NAME.ngrok.localhost``) the port remembered for that
+domain, else an OS-chosen port. Public URLs are ``http://DOMAIN:PORT``, or
+``http://<8 hex>.ngrok.localhost:PORT`` with ``dev_domain`` off (``tcp://0.tcp.ngrok.localhost:PORT``
+for ``url: "tcp://"``). While an agent is cut off (``outage``) its HTTP endpoints answer 404
+with ``ngrok-error-code: ERR_NGROK_3200``; browsers get the warning page first (``browser_warning``). Bytes are
 copied both ways until both sides have closed (half-closes are passed on), so keep-alive and
 websockets work and the client's Host header reaches the upstream unchanged.
 
@@ -112,8 +128,9 @@ Deliberate simplifications:
   action ``basic-auth`` (``config.credentials``: ``"user:password"`` with a password of 8 to 128
   characters, as ngrok requires) answers 401 with ``WWW-Authenticate: Basic realm="ngrok"``;
   ``oauth`` (``config.provider``) answers every request with a 302 to
-  ``https://idp.ngrok.com/oauth2/PROVIDER/authorize?...``; ``rate-limit`` is accepted and
-  ignored; any other action type is refused with 400 so a test never silently relies on it;
+  ``https://idp.ngrok.com/oauth2/PROVIDER/authorize?...``; ``rate-limit`` is refused with
+  ERR_NGROK_4026 unless ``credit`` is on, then accepted and ignored; any other action type is
+  refused with 400 so a test never silently relies on it;
   the legacy ``basic_auth: ["user:password"]`` option works as a basic-auth action;
 * ``pooling_enabled`` is recorded but does not pool: a second agent still gets ERR_NGROK_334;
   ``inspect`` is recorded (default false) but there is no traffic inspector;
@@ -165,7 +182,16 @@ from urllib.parse import quote, unquote, urlsplit
 
 import yaml
 
-VERSION = "3.22.1"
+# Sources: the section "ngrok as it is now (2025-2026)" of notes/facts.md, cited as
+# facts.md "<its bullet>" beside each behaviour that follows today's ngrok.
+LATEST_VERSION = "3.36.0"
+ENDPOINTS_API_SINCE = (3, 30, 0)  # facts.md "Agent versions": /api/endpoints exists from 3.30.0
+DEFAULT_AGENT_LIMIT = 3  # facts.md "One dev domain, several agents": the free plan allows 3 agents
+DEV_DOMAIN_SUFFIX = "ngrok-free.dev.localhost"  # facts.md "Dev domains", under .localhost for tests
+HEARTBEAT_SECONDS = 0.5
+WARNING_COOKIE = "ngrok_browser_warning_seen"
+WARNING_PATH = "/__ngrok_visit"
+WARNING_BUTTON = "Visit Site"  # facts.md "Free plan limits": the button has read "Visit Site"
 CONTROL_DIR_ENV = "FAKE_NGROK_DIR"
 CONTROL_FILE = "control.json"
 EVENTS_FILE = "events.jsonl"
@@ -199,40 +225,51 @@ ERROR_MESSAGES: dict[str, str] = {
         "Go to your ngrok dashboard and double check that your authtoken is correct:\n"
         f"{_DASHBOARD_TOKEN}"
     ),
+    # facts.md "One dev domain, several agents": 3 agent sessions on the free plan.
     "ERR_NGROK_108": (
-        "authentication failed: Your account is limited to 1 simultaneous ngrok agent sessions.\n"
-        "You can run multiple simultaneous tunnels from a single agent session by defining the "
-        "tunnels in your agent configuration file and starting them with the command "
-        "`ngrok start --all`.\nRead more about the agent configuration file: "
-        "https://ngrok.com/docs/secure-tunnels/ngrok-agent/reference/config\n"
-        "You can view your current agent sessions in the dashboard:\nhttps://dashboard.ngrok.com/agents"
+        "authentication failed: Your account is limited to {limit} simultaneous ngrok agent sessions.\n"
+        "Run multiple endpoints at the same time from a single agent by defining them in your agent "
+        "configuration file and running `ngrok start --all`.\n"
+        "You can view your current agent sessions in the dashboard: https://dashboard.ngrok.com/agents"
     ),
     "ERR_NGROK_120": (
-        f'authentication failed: Your ngrok-agent version "{VERSION}" is too old. The minimum '
-        'supported agent version for your account is "3.24.0". Please update to a newer version '
-        "with `ngrok update`, by downloading from https://ngrok.com/download, or by updating your "
-        "SDK version."
+        'authentication failed: Your ngrok-agent version "{version}" is no longer supported. Only the '
+        "most recent version of the ngrok agent is supported without an account."
+    ),
+    # facts.md "Agent versions": 121 is an agent too old for the account.
+    "ERR_NGROK_121": (
+        'authentication failed: Your ngrok-agent version "{version}" is too old. The minimum supported '
+        'agent version for your account is "{min_version}". Update to a newer version with '
+        "'ngrok update', by downloading from https://ngrok.com/download, or by updating your SDK version."
+    ),
+    "ERR_NGROK_725": (
+        "authentication failed: This ngrok account has reached its bandwidth limit for the month. "
+        "Log into https://dashboard.ngrok.com/billing to view your options."
     ),
     "ERR_NGROK_727": (
-        "authentication failed: Your account has exceeded its monthly usage limit of HTTP "
-        "requests. Upgrade your plan or wait for the limit to reset: "
-        "https://dashboard.ngrok.com/billing/subscription"
+        "authentication failed: This ngrok account has reached its HTTP requests limit for the month. "
+        "Log into https://dashboard.ngrok.com/billing to view your options."
     ),
     "ERR_NGROK_734": (
-        "authentication failed: Your account is being rate limited: too many agent sessions "
-        "were started recently. Try again later."
+        "You have exceeded your limit of 4000 requests per minute. This limit will reset within 1 minute."
     ),
     "ERR_NGROK_4018": (
         "authentication failed: Usage of ngrok requires a verified account and authtoken.\n\n"
         "Sign up for an account: https://dashboard.ngrok.com/signup\n"
         f"Install your authtoken: {_DASHBOARD_TOKEN}"
     ),
+    # facts.md "One dev domain, several agents": the message suggests pooling.
     "ERR_NGROK_334": (
         "failed to start tunnel: The endpoint '{url}' is already online. Either\n"
         "1. stop your existing endpoint first, or\n"
         "2. start both endpoints with `--pooling-enabled` to load balance between them."
     ),
     "ERR_NGROK_3200": "failed to start tunnel: The endpoint '{url}' is offline.",
+    # facts.md "Traffic policy costs": rate-limit without credit.
+    "ERR_NGROK_4026": (
+        "failed to start tunnel: Your account has run out of credit, please upgrade to continue using "
+        "paid actions, or use your dev domain and remove all paid traffic policy from it."
+    ),
 }
 
 
@@ -242,14 +279,63 @@ def normalize_error_code(value: object) -> str | None:
     return f"ERR_NGROK_{match.group(0)}" if match else None
 
 
-def error_message(code: str, *, token: str = "", url: str = "", context: str = "authentication") -> str:
+def error_message(code: str, *, token: str = "", url: str = "", context: str = "authentication", **more: str) -> str:
     """The text the ngrok service sends for ``code``, ending with ``\\r\\n\\r\\nCODE`` as ngrok's does."""
     template = ERROR_MESSAGES.get(code)
     if template is None:
         prefix = "authentication failed" if context == "authentication" else "failed to start tunnel"
         template = f"{prefix}: simulated ngrok error"
-    text = template.replace("{token}", token).replace("{url}", url)
+    values = {"token": token, "url": url, "limit": str(DEFAULT_AGENT_LIMIT), "version": LATEST_VERSION, **more}
+    text = template
+    for key, value in values.items():
+        text = text.replace("{" + key + "}", value)
     return f"{text}\r\n\r\n{code}"
+
+
+def version_tuple(text: object) -> tuple[int, ...]:
+    """``"3.30.0"`` -> (3, 30, 0); anything unreadable counts as very old."""
+    return tuple(int(n) for n in re.findall(r"\d+", str(text))[:3]) or (0,)
+
+
+def current_version(control: dict[str, Any]) -> str:
+    """The version this fake reports: ``control.json`` ``version``, else the latest."""
+    value = control.get("version")
+    return str(value) if value else LATEST_VERSION
+
+
+_DEV_WORDS = (
+    "amber",
+    "brisk",
+    "cedar",
+    "dapper",
+    "eager",
+    "fuzzy",
+    "gentle",
+    "hazel",
+    "ivory",
+    "jolly",
+    "keen",
+    "lunar",
+    "mellow",
+    "nimble",
+    "olive",
+    "plucky",
+    "quiet",
+    "rustic",
+    "sunny",
+    "tidy",
+    "umber",
+    "vivid",
+    "witty",
+    "zesty",
+)
+
+
+def dev_domain(token_hash: str) -> str:
+    """The account's one dev domain (facts.md "Dev domains"): fixed for a token, word-word-word."""
+    digest = hashlib.sha256(token_hash.encode()).digest()
+    words = [_DEV_WORDS[b % len(_DEV_WORDS)] for b in digest[:3]]
+    return f"{'-'.join(words)}.{DEV_DOMAIN_SUFFIX}"
 
 
 # --------------------------------------------------------------------------- /proc
@@ -353,6 +439,25 @@ class ControlDir:
 
     def live_agents(self) -> list[dict[str, Any]]:
         return [r for r in self.agent_records() if record_is_alive(r)]
+
+    def holding_agents(self) -> list[dict[str, Any]]:
+        """Agents whose session the edge still counts: live ones, and killed ones within the stale window.
+
+        facts.md "One dev domain, several agents": after an abrupt end the edge keeps the
+        endpoint online until its heartbeat times out. A clean stop removes the record at once.
+        """
+        try:
+            window = float(self.read_control().get("stale_session_seconds") or 0)
+        except (TypeError, ValueError):
+            window = 0.0
+        now = time.time()
+        held = []
+        for record in self.agent_records():
+            if record_is_alive(record) or (
+                record.get("state") == "online" and now < float(record.get("heartbeat") or 0) + window
+            ):
+                held.append(record)
+        return held
 
     def write_agent(self, record: dict[str, Any]) -> None:
         _atomic_write_json(self.path / AGENTS_DIR / f"{record['pid']}.json", record)
@@ -733,6 +838,68 @@ def evaluate_policy(policy: Policy, head: bytes, public_url: str) -> bytes | Non
     return None
 
 
+# --------------------------------------------------------------------------- the edge's own pages
+
+
+def answer_offline(client: socket.socket, public_url: str) -> None:
+    """What a visitor of an endpoint whose agent is offline gets (facts.md "An offline endpoint")."""
+    with contextlib.suppress(OSError):
+        if read_head(client) is None:
+            client.close()
+            return
+    host = urlsplit(public_url).netloc
+    body = (
+        "<!DOCTYPE html><html><head><title>ngrok - ERR_NGROK_3200</title></head><body>"
+        f"<h1>The endpoint {host} is offline.</h1><p>ERR_NGROK_3200</p></body></html>"
+    )
+    send_and_close(client, http_response(404, "Not Found", body, {"ngrok-error-code": "ERR_NGROK_3200"}))
+
+
+def _cookies(headers: dict[str, str]) -> dict[str, str]:
+    found: dict[str, str] = {}
+    for part in headers.get("cookie", "").split(";"):
+        name, sep, value = part.strip().partition("=")
+        if sep:
+            found[name] = value
+    return found
+
+
+def browser_warning(head: bytes, public_url: str) -> bytes | None:
+    """The free plan's warning page for browsers, or None when this request skips it.
+
+    facts.md "Free plan limits": shown to browsers (a Mozilla User-Agent) until the visitor
+    clicks through it; a cookie then keeps it away; the ``ngrok-skip-browser-warning`` header
+    (any value) or a non-browser User-Agent skips it. A websocket opened before fails, since
+    its upgrade gets this page instead of a 101.
+    """
+    target, headers = parse_head(head)
+    if "ngrok-skip-browser-warning" in headers or "mozilla" not in headers.get("user-agent", "").lower():
+        return None
+    if _cookies(headers).get(WARNING_COOKIE) == "1":
+        return None
+    path, _, query = target.partition("?")
+    if path == WARNING_PATH and head.startswith(b"POST "):
+        wanted = unquote(query.partition("next=")[2]) or "/"
+        location = wanted if wanted.startswith("/") and not wanted.startswith("//") else "/"
+        return http_response(
+            302,
+            "Found",
+            "",
+            {"Location": location, "Set-Cookie": f"{WARNING_COOKIE}=1; Path=/; Max-Age=604800; SameSite=Lax"},
+        )
+    host = urlsplit(public_url).netloc
+    action = f"{WARNING_PATH}?next={quote(target, safe='')}"
+    body = (
+        "<!DOCTYPE html><html><head><title>ngrok</title></head><body>"
+        f"<h1>You are about to visit {host}</h1>"
+        "<p>This site is served for free through ngrok. Only continue if you trust whoever sent you "
+        "the link: do not enter passwords or other secrets on sites you do not know.</p>"
+        f'<form method="post" action="{action}"><button type="submit">{WARNING_BUTTON}</button></form>'
+        "</body></html>"
+    )
+    return http_response(200, "OK", body)
+
+
 # --------------------------------------------------------------------------- forwarding
 
 
@@ -941,7 +1108,11 @@ class Endpoint:
                 break
             client.settimeout(None)
             if not self.agent.online.is_set():
-                reset_close(client)  # the cloud side is gone: nothing answers
+                if self.proto == "http":
+                    # facts.md "An offline endpoint": the edge answers 404 with ERR_NGROK_3200.
+                    threading.Thread(target=answer_offline, args=(client, self.public_url), daemon=True).start()
+                else:
+                    reset_close(client)  # the cloud side is gone: nothing answers
                 continue
             threading.Thread(target=self._serve, args=(client,), daemon=True).start()
 
@@ -970,6 +1141,11 @@ class Endpoint:
             head, rest = got
             with self.lock:
                 self.http_total += 1
+            if self.agent.control.read_control().get("browser_warning", True):
+                warning = browser_warning(head, self.public_url)
+                if warning is not None:
+                    send_and_close(link.client, warning)
+                    return
             refusal = evaluate_policy(self.policy, head, self.public_url)
             if refusal is not None:
                 send_and_close(link.client, refusal)
@@ -1050,7 +1226,7 @@ class ApiHandler(BaseHTTPRequestHandler):
     timeout = 60
 
     def log_message(self, format: str, *args: Any) -> None:
-        """The real agent logs API calls only at debug level."""
+        """http.server's own access log: the agent logs its calls itself (see _dispatch)."""
 
     def do_GET(self) -> None:
         self._dispatch("GET")
@@ -1071,7 +1247,17 @@ class ApiHandler(BaseHTTPRequestHandler):
         if not agent.wait_gate():
             self.close_connection = True
             return
-        status, payload = agent.handle_api(method, urlsplit(self.path).path, body)
+        page = urlsplit(self.path).path
+        call_id = secrets.token_hex(4)
+        started = time.monotonic()
+        # facts.md "Log lines": the agent logs every local API call at info, a start and an end line.
+        logged = bool(agent.control.read_control().get("api_log", True))
+        if logged:
+            agent.log.log("info", "start", pg=page, id=call_id)
+        status, payload = agent.handle_api(method, page, body)
+        if logged:
+            took = f"{(time.monotonic() - started) * 1000:.3f}ms"
+            agent.log.log("info", "end", pg=page, id=call_id, status=status, dur=took)
         data = b"" if payload is None else json.dumps(payload).encode()
         self.send_response(status)
         if payload is not None:
@@ -1159,6 +1345,9 @@ class Agent:
         self.next_outage_log = 0.0
         self.reconnects = 0
         self.established_at: float | None = None
+        self.version = current_version(control.read_control())
+        self.token_id = ""
+        self.next_heartbeat = 0.0
 
     # ---- lifecycle
 
@@ -1230,9 +1419,13 @@ class Agent:
 
     def _authenticate(self, token: str) -> tuple[str, str] | None:
         """None when the simulated service accepts the session, else (code, message)."""
-        forced = normalize_error_code(self.control.read_control().get("startup_error"))
+        control = self.control.read_control()
+        forced = normalize_error_code(control.get("startup_error"))
         if forced is not None:
-            return forced, error_message(forced, token=token)
+            return forced, error_message(forced, token=token, version=self.version)
+        minimum = control.get("min_agent_version")  # facts.md "Agent versions": ERR_NGROK_121
+        if minimum and version_tuple(self.version) < version_tuple(minimum):
+            return "ERR_NGROK_121", error_message("ERR_NGROK_121", version=self.version, min_version=str(minimum))
         if not token:
             return "ERR_NGROK_4018", error_message("ERR_NGROK_4018")
         for prefix, code in (("bad", "ERR_NGROK_105"), ("revoked", "ERR_NGROK_107")):
@@ -1242,12 +1435,14 @@ class Agent:
             mine = token_id(token)
             holders = [
                 r
-                for r in self.control.live_agents()
+                for r in self.control.holding_agents()
                 if r.get("pid") != self.pid and r.get("token_id") == mine and r.get("state") == "online"
             ]
-            if holders:
-                return "ERR_NGROK_108", error_message("ERR_NGROK_108")
-            self.record.update(state="online", token_id=mine)
+            limit = int(control.get("agent_limit") or DEFAULT_AGENT_LIMIT)
+            if len(holders) >= limit:
+                return "ERR_NGROK_108", error_message("ERR_NGROK_108", limit=str(limit))
+            self.token_id = mine
+            self.record.update(state="online", token_id=mine, heartbeat=time.time())
             self.control.write_agent(self.record)
         return None
 
@@ -1323,8 +1518,13 @@ class Agent:
             self.stopping.wait(OUTAGE_LOG_SECONDS)
 
     def tick(self) -> None:
-        """Apply control.json: hang and outages."""
+        """Apply control.json: hang and outages; keep the heartbeat the stale-session window counts from."""
         control = self.control.read_control()
+        if time.monotonic() >= self.next_heartbeat and self.record.get("state") == "online":
+            self.next_heartbeat = time.monotonic() + HEARTBEAT_SECONDS
+            with self.control.locked():
+                self.record["heartbeat"] = time.time()
+                self.control.write_agent(self.record)
         if control.get("hang"):
             self.gate.clear()
         else:
@@ -1383,6 +1583,9 @@ class Agent:
             ("GET", "api/status", 2): lambda p, b: (200, self._status()),
             ("GET", "api/requests", 3): lambda p, b: (200, {"requests": [], "uri": "/api/requests/http"}),
         }
+        if version_tuple(self.version) < ENDPOINTS_API_SINCE:
+            # facts.md "Agent versions": older agents have only /api/tunnels; pyngrok 9 never sees them healthy.
+            routes = {key: value for key, value in routes.items() if key[1] != "api/endpoints"}
         route = routes.get((method, "/".join(parts[:2]), len(parts)))
         if route is None:
             error = ApiError(404, 100, "Not Found", f"no such API route: {method} {path}")
@@ -1424,16 +1627,11 @@ class Agent:
         return 204, None
 
     def _status(self) -> dict[str, Any]:
-        with self.lock:
-            count = len(self.endpoints)
+        # facts.md "The local API": region and latency per session leg, latency a Go duration string.
         return {
             "status": "online" if self.online.is_set() else "reconnecting",
-            "region": self.region,
-            "latency_ms": 12,
-            "uptime_seconds": round(time.time() - self.started_at, 3),
-            "version": VERSION,
-            "endpoints": count,
-            "session": {"reconnects": self.reconnects, "established_at": self.established_at},
+            "agent_version": self.version,
+            "session": {"legs": [{"region": self.region, "latency": "12.345678ms"}]},
             "uri": "/api/status",
         }
 
@@ -1451,10 +1649,17 @@ class Agent:
         upstream = parse_upstream(upstream_value)
         proto, domain = requested_address(spec, legacy)
         policy = parse_policy(spec.get("traffic_policy"), spec.get("basic_auth"))
-        forced = normalize_error_code(self.control.read_control().get("endpoint_error"))
+        control = self.control.read_control()
+        forced = normalize_error_code(control.get("endpoint_error"))
         if forced is not None:
             url = f"https://{domain or RANDOM_DOMAIN_SUFFIX}"
             raise ApiError(400, 103, "failed to start tunnel", error_message(forced, url=url, context="endpoint"))
+        if not control.get("credit") and any(a["type"] == "rate-limit" for a in policy.request_actions):
+            # facts.md "Traffic policy costs": rate-limit needs credit; without it ERR_NGROK_4026.
+            message = error_message("ERR_NGROK_4026", context="endpoint")
+            raise ApiError(400, 103, "failed to start tunnel", message)
+        if domain is None and proto == "http" and control.get("dev_domain", True) and self.token_id:
+            domain = dev_domain(self.token_id)  # facts.md "Dev domains": no URL -> the account's dev domain
         with self.lock:
             if name in self.endpoints:
                 raise invalid_config(f"an endpoint named {name!r} already exists in this agent session")
@@ -1488,8 +1693,10 @@ class Agent:
             host = f"{prefix}.{RANDOM_DOMAIN_SUFFIX}"
             return listener, f"{scheme}{host}:{listener.getsockname()[1]}"
         with self.control.locked():
-            held = [r for r in self.control.live_agents() if domain in r.get("domains", [])]
-            if held:
+            # facts.md "One dev domain, several agents": a URL online elsewhere (or still held by a
+            # killed agent's stale session, or by another endpoint of this agent) -> ERR_NGROK_334.
+            held = [r for r in self.control.holding_agents() if domain in r.get("domains", [])]
+            if held or domain in self.record["domains"]:
                 url = f"https://{domain}"
                 raise ApiError(
                     400, 103, "failed to start tunnel", error_message("ERR_NGROK_334", url=url, context="endpoint")
@@ -1537,14 +1744,20 @@ def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else argv
     command = args[0] if args else "help"
     if command in ("--version", "-v", "version"):
-        print(f"ngrok version {VERSION}")
+        print(f"ngrok version {current_version(ControlDir(default_control_dir()).read_control())}")
         return 0
     if command == "start":
         return start_command(args[1:])
     if command == "config":
         return config_command(args[1:])
     if command == "update":
-        print("No update available, this is the latest version.")
+        control = ControlDir(default_control_dir())
+        values = control.read_control()
+        if version_tuple(current_version(values)) >= version_tuple(LATEST_VERSION):
+            print("No update available, this is the latest version.")
+            return 0
+        control.write_control({**values, "version": LATEST_VERSION})
+        print(f"Update to {LATEST_VERSION} complete.")
         return 0
     if command in ("help", "--help", "-h"):
         print("NAME:\n  ngrok - fake ngrok v3 agent for tests\n\nCOMMANDS:\n  start --none, config, version")
