@@ -149,7 +149,10 @@ def bring_up(
         applied["JUPYTER_ROOT_DIR"] = str(root)
     else:
         if finish_password():
-            console.note("The new Jupyter password is stored; Jupyter takes it at its next start.")
+            if jupyter_process.has_identity_provider(running.pid):
+                console.note("The new Jupyter password is stored; the running Jupyter takes it at once.")
+            else:
+                console.note("The new Jupyter password is stored; Jupyter takes it at its next start.")
         report_jupyter_differences(settings, running, console)
         up = Up(running.pid, running.port, False, None)
         applied = applied_values(settings, running)
