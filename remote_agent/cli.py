@@ -3,15 +3,24 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import sys
 import traceback
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from typing import TYPE_CHECKING
 
 from remote_agent import __version__
 from remote_agent.console import Console
-from remote_agent.errors import BadInput, NotRunning, RemoteAgentError
-from remote_agent.settings import Settings, remove_secrets_from_environ, resolve
+from remote_agent.errors import BadInput, MissingPrerequisite, NotRunning, RemoteAgentError
+
+if TYPE_CHECKING:
+    from remote_agent.settings import Settings
+
+# What the server side imports and a laptop install (`connect` only) lacks: the [server] extra.
+SERVER_PACKAGES = frozenset(
+    {"dotenv", "pyngrok", "libtmux", "jupyter_server", "jupyter_core", "notebook", "argon2", "segno"}
+)
 
 INTERRUPTED = 130
 
@@ -23,15 +32,7 @@ class _Parser(argparse.ArgumentParser):
         raise BadInput(f"{message}.", f"See `{self.prog} --help`.")
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(
-        prog="remote-agent",
-        description="Jupyter on this server, kept alive in tmux, reachable through a self-healing ngrok tunnel or SSH.",
-    )
-    parser.add_argument("--version", action="version", version=f"remote-agent {__version__}")
-    parser.add_argument("--debug", action="store_true", help="show tracebacks for unexpected errors")
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
-
+def _add_serve_parser(sub: argparse._SubParsersAction[_Parser]) -> None:
     serve = sub.add_parser("serve", help="start (or reuse) Jupyter and the tunnel, print the URL, follow it")
     serve.add_argument("--port", type=str, help="Jupyter's local port (JUPYTER_PORT; default 8888)")
     serve.add_argument("--root-dir", help="notebook directory (JUPYTER_ROOT_DIR; default: where serve first ran)")
@@ -52,6 +53,31 @@ def build_parser() -> argparse.ArgumentParser:
         "--reconfigure", action="store_true", help="apply a change that weakens or closes the public endpoint"
     )
 
+
+def _add_kernels_parser(sub: argparse._SubParsersAction[_Parser]) -> None:
+    kernels = sub.add_parser("kernels", help="the Python environments Jupyter offers as kernels")
+    kernels.add_argument("--json", action="store_true", help="one JSON object")
+    kernels_sub = kernels.add_subparsers(dest="kernels_action", metavar="ACTION", parser_class=_Parser)
+    kernels_add = kernels_sub.add_parser("add", help="offer a Python interpreter (or environment folder) as a kernel")
+    kernels_add.add_argument("python", metavar="PYTHON", help="e.g. /opt/pytorch/bin/python or ~/envs/ml")
+    kernels_add.add_argument("--name", help="the kernel's name (default: derived from the environment's path)")
+    kernels_add.add_argument(
+        "--install-ipykernel", action="store_true", help="install ipykernel there first (pip, or conda)"
+    )
+    kernels_remove = kernels_sub.add_parser("remove", help="stop offering a kernel; a found environment stays hidden")
+    kernels_remove.add_argument("name", metavar="NAME")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(
+        prog="remote-agent",
+        description="Jupyter on this server, kept alive in tmux, reachable through a self-healing ngrok tunnel or SSH.",
+    )
+    parser.add_argument("--version", action="version", version=f"remote-agent {__version__}")
+    parser.add_argument("--debug", action="store_true", help="show tracebacks for unexpected errors")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+
+    _add_serve_parser(sub)
     status = sub.add_parser("status", help="what runs: Jupyter, kernels, tunnel")
     status.add_argument("--json", action="store_true", help="one JSON object")
     url = sub.add_parser("url", help="the current public URL alone, for scripts")
@@ -71,21 +97,14 @@ def build_parser() -> argparse.ArgumentParser:
     password = sub.add_parser("password", help="set or change the Jupyter password")
     password.add_argument("--stdin", action="store_true", help="read the password from standard input")
     sub.add_parser("doctor", help="check prerequisites and configuration")
-    kernels = sub.add_parser("kernels", help="the Python environments Jupyter offers as kernels")
-    kernels.add_argument("--json", action="store_true", help="one JSON object")
-    kernels_sub = kernels.add_subparsers(dest="kernels_action", metavar="ACTION", parser_class=_Parser)
-    kernels_add = kernels_sub.add_parser("add", help="offer a Python interpreter (or environment folder) as a kernel")
-    kernels_add.add_argument("python", metavar="PYTHON", help="e.g. /opt/pytorch/bin/python or ~/envs/ml")
-    kernels_add.add_argument("--name", help="the kernel's name (default: derived from the environment's path)")
-    kernels_add.add_argument(
-        "--install-ipykernel", action="store_true", help="install ipykernel there first (pip, or conda)"
-    )
-    kernels_remove = kernels_sub.add_parser("remove", help="stop offering a kernel; a found environment stays hidden")
-    kernels_remove.add_argument("name", metavar="NAME")
+    _add_kernels_parser(sub)
     install = sub.add_parser("install-service", help="start Jupyter and the tunnel at boot (a systemd unit)")
     install.add_argument("--user", action="store_true", help="a user unit even when root (the default for others)")
     uninstall = sub.add_parser("uninstall-service", help="remove the systemd unit of install-service")
     uninstall.add_argument("--user", action="store_true", help="the user unit, when root installed one with --user")
+    from remote_agent.connect_cli import add_connect_parser
+
+    add_connect_parser(sub)
     return parser
 
 
@@ -154,6 +173,21 @@ def attach(settings: Settings) -> int:
     return 0  # not reached: exec replaced this process
 
 
+@contextlib.contextmanager
+def _server_side() -> Iterator[None]:
+    """A laptop install (without the [server] extra) asked for a server command: say what to install."""
+    try:
+        yield
+    except ModuleNotFoundError as e:
+        if (e.name or "").split(".")[0] not in SERVER_PACKAGES:
+            raise
+        raise MissingPrerequisite(
+            f"This install of remote-agent has only the laptop side (`connect`): {e.name} is missing.",
+            "On the server, run scripts/setup.sh in a clone "
+            "(or: pip install 'remote-agent[server]' with Python 3.10 or newer).",
+        ) from e
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     debug = "--debug" in (argv if argv is not None else sys.argv[1:])
     console = Console()
@@ -164,6 +198,13 @@ def main(argv: Sequence[str] | None = None) -> int:
             parser.print_help()
             return BadInput.exit_code
         console = Console(json_mode=bool(getattr(args, "json", False)))
+        if args.command == "connect":
+            # The laptop side: the server keeps its own settings, so no .env here is read.
+            from remote_agent.connect_cli import run_connect
+
+            return run_connect(args, console)
+        with _server_side():
+            from remote_agent.settings import remove_secrets_from_environ, resolve
         flags = {
             "port": getattr(args, "port", None),
             "root_dir": getattr(args, "root_dir", None),
@@ -176,7 +217,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         }
         settings = resolve(flags, os.environ)
         remove_secrets_from_environ()
-        return run(args, settings, console)
+        with _server_side():
+            return run(args, settings, console)
+
     except RemoteAgentError as e:
         console.end_progress()
         if debug:

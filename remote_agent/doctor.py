@@ -52,7 +52,7 @@ def check_jupyter() -> Check:
         return Check(
             False,
             "Jupyter Notebook is not installed in this Python",
-            "pip install remote-agent (or: pip install 'notebook>=7')",
+            "scripts/setup.sh in the clone (or: pip install 'remote-agent[server]')",
             MissingPrerequisite.exit_code,
         )
     from importlib.metadata import version

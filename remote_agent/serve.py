@@ -149,10 +149,8 @@ def bring_up(
         applied["JUPYTER_ROOT_DIR"] = str(root)
     else:
         if finish_password():
-            if jupyter_process.has_identity_provider(running.pid):
-                console.note("The new Jupyter password is stored; the running Jupyter takes it at once.")
-            else:
-                console.note("The new Jupyter password is stored; Jupyter takes it at its next start.")
+            when = "at once" if jupyter_process.has_identity_provider(running.pid) else "at its next start"
+            console.note(f"The new Jupyter password is stored; the running Jupyter takes it {when}.")
         report_jupyter_differences(settings, running, console)
         up = Up(running.pid, running.port, False, None)
         applied = applied_values(settings, running)

@@ -62,7 +62,7 @@ def test_env_example_lists_every_setting() -> None:
 def test_day_to_day_commands_run_as_written(sandbox: Sandbox) -> None:
     """Serve, the other commands, reconnect and stop, in the README's words."""
     assert sandbox.run("serve", "--detach").returncode == 0
-    interactive = {"attach", "password", "install-service", "uninstall-service", "serve"}
+    interactive = {"attach", "password", "install-service", "uninstall-service", "serve", "connect"}
     ran = []
     for argv in agent_commands():
         if argv[0] in interactive:
