@@ -285,6 +285,19 @@ def test_a_changed_password_works_at_once_without_a_restart(box: Sandbox) -> Non
     assert JupyterClient(public_url(box)).login(PASSWORD).status_code == 302
 
 
+def test_serve_with_a_new_password_applies_it_at_once(box: Sandbox) -> None:
+    pid = jupyter_pid(box)
+    new = "another new password 3"
+    again = box.run("serve", "--detach", JUPYTER_PASSWORD=new)
+    try:
+        assert again.returncode == 0, again.stderr
+        assert "the running Jupyter takes it at once" in again.stderr
+        assert JupyterClient(public_url(box)).login(new).status_code == 302
+        assert jupyter_pid(box) == pid
+    finally:
+        assert box.run("password", "--stdin", input=PASSWORD + "\n").returncode == 0
+
+
 # -- the brake on guessing --------------------------------------------------------------------------
 
 
