@@ -132,7 +132,7 @@ class TunnelState:
     """What the keeper last knew about the tunnel; the keeper is its only writer."""
 
     provider: str = "ngrok"
-    status: str = "starting"  # starting | up | down | reconnecting | blocked | fatal | stopped
+    status: str = "starting"  # starting | up | down | reconnecting | blocked | fatal | crashed | stopped
     public_url: str | None = None
     since: str | None = None
     reopened: int = 0
@@ -153,13 +153,41 @@ class TunnelState:
         if not data or data.get("version") != STATE_VERSION:
             return None
         known = {f.name for f in fields(cls)}
+        values = {k: v for k, v in data.items() if k in known and _fits(v, _TUNNEL_TYPES.get(k, object))}
         try:
-            return cls(**{k: v for k, v in data.items() if k in known})
+            return cls(**values)
         except TypeError:
             return None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+
+# What each field may hold: a field of the wrong type (an edited or damaged file) reads as its default.
+_TUNNEL_TYPES: dict[str, type | tuple[type, ...]] = {
+    "provider": str,
+    "status": str,
+    "public_url": (str, type(None)),
+    "since": (str, type(None)),
+    "reopened": int,
+    "last_error": (str, type(None)),
+    "keeper_pid": (int, type(None)),
+    "agent_pid": (int, type(None)),
+    "port": (int, type(None)),
+    "updated_at": (str, type(None)),
+    "api_url": (str, type(None)),
+    "last_url": (str, type(None)),
+    "url_changes": int,
+    "reopen_reasons": dict,
+}
+
+
+def _fits(value: Any, kind: type | tuple[type, ...]) -> bool:
+    if isinstance(value, bool) and kind is not bool:
+        return False  # JSON true is not a pid or a count
+    if isinstance(value, dict):
+        return kind is dict and all(isinstance(k, str) and type(v) is int for k, v in value.items())
+    return isinstance(value, kind)
 
 
 class Home:

@@ -32,7 +32,8 @@ Control directory
     agent), ``outage`` (``{"id": str, "seconds": float}``: a lost link to the ngrok cloud,
     see below), ``startup_error`` and ``endpoint_error`` (an error code such as
     ``"ERR_NGROK_108"`` or ``"108"``; the first fails startup, the second fails every
-    ``POST /api/endpoints``).
+    ``POST /api/endpoints``); ``silent`` (true: an agent started from then on prints nothing
+    and opens no API until it is stopped, as an agent stuck at start-up; read once at start).
 ``events.jsonl``
     one JSON object per line, appended by every agent: ``{"event", "pid", "at", ...}`` with
     event ``started`` (``url`` = local API URL), ``startup_failed`` (``error_code``),
@@ -1177,6 +1178,11 @@ class Agent:
         return code
 
     def _run(self) -> int:
+        if self.control.read_control().get("silent"):
+            # Stuck at start-up: no log line, no API, until stopped (SIGTERM) or killed.
+            while not self.stopping.wait(CONTROL_POLL_SECONDS):
+                pass
+            return 0
         try:
             settings = self._load_settings()
             host, port = parse_web_addr(settings.get("web_addr", DEFAULT_WEB_ADDR))
