@@ -61,7 +61,12 @@ def test_a_silent_start_ends_when_the_keeper_stops(fake: FakeNgrok, tmp_path: Pa
     spawned: list[int] = []
     agent = make_agent(fake, tmp_path, spawned)
     stop = threading.Event()
-    threading.Thread(target=lambda: (wait_until(lambda: spawned, 30, "the agent"), stop.set()), daemon=True).start()
+
+    def stop_once_spawned() -> None:
+        wait_until(lambda: spawned, 30, "the agent")
+        stop.set()
+
+    threading.Thread(target=stop_once_spawned, daemon=True).start()
     with pytest.raises(AgentError, match="stopping"):
         agent.open(9, None, None, cancelled=stop.is_set)
     # Well before the 20 s start-up deadline.

@@ -112,7 +112,7 @@ class Harness:
         self.recorded_agent_pids: list[int | None] = []
         config = KeeperConfig(port=8888, ngrok_path="/nonexistent/ngrok")
 
-        def make_agent(*args: Any, on_spawn: Any) -> FakeAgent:
+        def make_agent(*args: Any, on_spawn: Any) -> Any:  # a FakeAgent in the Agent's place
             return FakeAgent(script, self.agents, self.time.clock, on_log=args[2], on_spawn=on_spawn)
 
         self.keeper = Keeper(self.home, config, make_agent=make_agent, clock=self.time.clock, wait=self.time.wait)
