@@ -139,6 +139,27 @@ def kernel_activity(jupyter_pid: int) -> tuple[int, int]:
     return len(busy), len(kernels) - len(busy)
 
 
+def notebook_processes(home: Path) -> list[tuple[int, str]]:
+    """Processes started from this session's notebooks or terminals that still run: (pid, command line).
+
+    They carry Jupyter's environment (REMOTE_AGENT_HOME of this session) plus what Jupyter
+    gives a kernel (JPY_PARENT_PID) or a terminal (JUPYTER_SERVER_URL); a `nohup` job keeps
+    them after its kernel is gone.
+    """
+    found = []
+    me = os.getpid()
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit() or int(entry.name) == me:
+            continue
+        pid = int(entry.name)
+        env = procs.environ(pid)
+        if env.get("REMOTE_AGENT_HOME") != str(home) or not ({"JPY_PARENT_PID", "JUPYTER_SERVER_URL"} & env.keys()):
+            continue
+        if procs.is_alive(pid):
+            found.append((pid, shlex.join(procs.cmdline(pid))[:200]))
+    return sorted(found)
+
+
 def runtime_dir() -> Path:
     env = os.environ.get("JUPYTER_RUNTIME_DIR")
     if env:

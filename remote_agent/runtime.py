@@ -52,6 +52,7 @@ class Snapshot:
     keeper_pid: int | None
     tunnel: TunnelState | None
     record: JupyterRecord | None
+    home: Home | None = None  # where the session's other records are (restarts)
 
     @property
     def jupyter_running(self) -> bool:
@@ -109,6 +110,7 @@ def snapshot(home: Home, default_port: int) -> Snapshot:
         keeper_pid=running_keeper(home, tunnel),
         tunnel=tunnel,
         record=record,
+        home=home,
     )
 
 

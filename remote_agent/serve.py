@@ -13,7 +13,7 @@ from collections.abc import Callable
 from pathlib import Path
 from types import FrameType
 
-from remote_agent import jupyter_config, procs
+from remote_agent import jupyter_config, procs, supervisor
 from remote_agent.console import Console
 from remote_agent.errors import BadInput, StartFailed
 from remote_agent.jupyter_process import (
@@ -44,6 +44,8 @@ from remote_agent.tmux_session import JUPYTER_WINDOW, KEEPER_WINDOW, TmuxSession
 JUPYTER_START_TIMEOUT = 90.0
 TUNNEL_START_TIMEOUT = 45.0
 FOLLOW_POLL = 0.1
+# A killed keeper is started again by the session's supervisor within seconds.
+KEEPER_BACK_WITHIN = 30.0
 LOG_TAIL_LINES = 15
 
 # Variables Jupyter and its kernels keep from the serve's environment; the rest of it
@@ -205,8 +207,24 @@ def find_jupyter(settings: Settings, home: Home, tmux: TmuxSession, console: Con
             write_json(home.jupyter_record, JupyterRecord(pid, port, None, settings.provider, None).to_dict())
             console.note(f"Found Jupyter running (pid {pid}) on port {port}; its record was missing and is rewritten.")
             return pid, port
+        supervisor.release(tmux, JUPYTER_WINDOW)
         procs.terminate(pid, 10)
     return None
+
+
+def report_restarts(home: Home, console: Console) -> None:
+    """Say plainly when Jupyter came back by itself (its kernels were lost), or why it did not."""
+    seen = supervisor.history(home, JUPYTER_WINDOW)
+    if seen is None:
+        return
+    if seen.total and seen.last_restart:
+        times = "once" if seen.total == 1 else f"{seen.total} times"
+        console.warn(
+            f"Jupyter was restarted by itself ({times}, last at {seen.last_restart}, after it was {seen.last_exit}): "
+            "kernels from before then were lost; re-run your notebooks' cells."
+        )
+    if seen.gave_up or seen.exited:
+        console.warn(f"{seen.gave_up or seen.exited}. `remote-agent logs` shows why.")
 
 
 def check_can_start(settings: Settings) -> str:
@@ -233,9 +251,9 @@ def start_jupyter(settings: Settings, home: Home, tmux: TmuxSession, console: Co
     root = root_dir_for(settings, home)
     marker = f"--- remote-agent: Jupyter starting at {now_iso()} ---"
     append_private(home.jupyter_log, marker + "\n")
-    tmux.start_window(
-        JUPYTER_WINDOW, window_command(settings.port, root, home.jupyter_log, app), passed_environment(settings), root
-    )
+    command, environment = window_command(settings.port, root, home.jupyter_log, app), passed_environment(settings)
+    tmux.start_window(JUPYTER_WINDOW, command, environment, root)
+    supervisor.watch(home, tmux, JUPYTER_WINDOW, supervisor.Launch(command, environment, str(root)))
     pid = live_window_pid(tmux, JUPYTER_WINDOW)
     if pid is None:
         raise StartFailed("Jupyter exited at once.", *_log_hint(home, marker))
@@ -297,11 +315,14 @@ def ensure_keeper(settings: Settings, home: Home, tmux: TmuxSession, port: int, 
     ensure_binary(settings.ngrok_path or default_binary(), settings.ngrok_path is not None, console.note)
     if pid is not None:
         console.note("The tunnel settings changed; restarting the tunnel keeper.")
+        supervisor.release(tmux, KEEPER_WINDOW)
         procs.terminate(pid, 10)
     stray = live_window_pid(tmux, KEEPER_WINDOW) if pid is None else None
     if stray is not None:
+        supervisor.release(tmux, KEEPER_WINDOW)
         procs.terminate(stray, 10)  # a keeper window whose keeper lost its state file
     tmux.start_window(KEEPER_WINDOW, keeper_command(settings), {}, home.root)
+    supervisor.watch(home, tmux, KEEPER_WINDOW)
     new_pid = live_window_pid(tmux, KEEPER_WINDOW)
     if new_pid is None:
         raise StartFailed("The tunnel keeper exited at once.", f"See {home.keeper_log} (`remote-agent logs`).")
@@ -314,10 +335,12 @@ def _write_if_changed(path: Path, token: str, write: Callable[[Path, str], None]
     return path.read_bytes() != before
 
 
-def stop_keeper(home: Home) -> None:
+def stop_keeper(home: Home, tmux: TmuxSession) -> None:
     pid = running_keeper(home, home.read_tunnel())
     if pid is not None:
+        supervisor.release(tmux, KEEPER_WINDOW)
         procs.terminate(pid, 10)
+        supervisor.forget(home, KEEPER_WINDOW)
 
 
 def wait_for_tunnel(home: Home, keeper_pid: int, console: Console, started: float) -> TunnelState:
@@ -404,15 +427,18 @@ def suggest_stable_url(home: Home, console: Console, state: TunnelState) -> None
 
 
 def follow(home: Home, console: Console, last: TunnelState, qr: bool = False) -> int:
-    """Print each new URL the keeper records until Ctrl-C or hangup."""
+    """Print each new URL the keeper records, and Jupyter's restarts, until Ctrl-C or hangup."""
     console.line("")
     console.line("Following the tunnel: new URLs appear here. Ctrl-C stops following;")
     console.line("Jupyter and the tunnel keep running (`remote-agent url` prints the current URL).")
     last_url, last_status = last.public_url, last.status
     last_stat: tuple[int, int] | None = None
     keeper_pid = last.keeper_pid
+    keeper_gone_since: float | None = None
+    restarts = JupyterRestarts(home)
     while True:
         time.sleep(FOLLOW_POLL)
+        restarts.report(console)
         try:
             st = home.tunnel_state.stat()
             current = (st.st_mtime_ns, st.st_ino)
@@ -420,14 +446,18 @@ def follow(home: Home, console: Console, last: TunnelState, qr: bool = False) ->
             current = None
         if current == last_stat:
             if keeper_pid and not procs.is_alive(keeper_pid):
-                console.note("The tunnel keeper is gone; run `remote-agent serve` again to restart it.")
-                return 3
+                # The session's supervisor starts a new keeper within seconds; give up only if none comes.
+                keeper_gone_since = keeper_gone_since or time.monotonic()
+                if time.monotonic() - keeper_gone_since > KEEPER_BACK_WITHIN:
+                    console.note("The tunnel keeper is gone; run `remote-agent serve` again to restart it.")
+                    return 3
             continue
         last_stat = current
         state = home.read_tunnel()
         if state is None:
             continue
-        keeper_pid = state.keeper_pid or keeper_pid
+        if state.keeper_pid and state.keeper_pid != keeper_pid:
+            keeper_pid, keeper_gone_since = state.keeper_pid, None
         if state.status != "up" and last_status == "up":
             console.event("tunnel_down", error=state.last_error)
             console.line(f"Tunnel down: {state.last_error or state.status}; reopening ...")
@@ -440,13 +470,65 @@ def follow(home: Home, console: Console, last: TunnelState, qr: bool = False) ->
             suggest_stable_url(home, console, state)
         elif state.status == "up" and last_status != "up" and state.public_url == last_url:
             console.line(f"Tunnel up again, the same URL  {last_url}")
-        if state.status == "fatal":
-            console.note(state.last_error or "ngrok refused the tunnel; the keeper stopped.")
-            return 5
-        if state.status == "stopped":
-            console.line("The tunnel was stopped.")
-            return 0
+        ended = _keeper_ended(state, last_status, console)
+        if ended is not None:
+            return ended
         last_status = state.status
+
+
+def _keeper_ended(state: TunnelState, last_status: str, console: Console) -> int | None:
+    """The exit code when the keeper has ended for good; a crash is not that (it is restarted)."""
+    if state.status == "crashed" and last_status != "crashed":
+        console.note(f"{state.last_error or 'The tunnel keeper crashed'}; it is restarted by itself.")
+    if state.status == "fatal":
+        console.note(state.last_error or "ngrok refused the tunnel; the keeper stopped.")
+        return 5
+    if state.status == "stopped":
+        console.line("The tunnel was stopped.")
+        return 0
+    return None
+
+
+class JupyterRestarts:
+    """Tells a following serve when Jupyter came back by itself, or gave up, once each."""
+
+    def __init__(self, home: Home) -> None:
+        self.home = home
+        self.path = supervisor.record_path(home)
+        self.stat: tuple[int, int] | None = self._stat()
+        seen = supervisor.history(home, JUPYTER_WINDOW)
+        self.total = seen.total if seen else 0
+        self.ended = bool(seen and (seen.gave_up or seen.exited))
+
+    def _stat(self) -> tuple[int, int] | None:
+        try:
+            st = self.path.stat()
+        except OSError:
+            return None
+        return st.st_mtime_ns, st.st_ino
+
+    def report(self, console: Console) -> None:
+        current = self._stat()
+        if current == self.stat:
+            return
+        self.stat = current
+        seen = supervisor.history(self.home, JUPYTER_WINDOW)
+        if seen is None:
+            return
+        if seen.total > self.total:
+            self.total = seen.total
+            record = JupyterRecord.load(self.home)
+            pid = record.pid if record else None
+            console.event("jupyter_restarted", jupyter_pid=pid, reason=seen.last_exit, restarts=seen.total)
+            console.line(
+                f"Jupyter restarted (pid {pid}): it was {seen.last_exit}. Kernels from before were lost; "
+                "re-run your notebooks' cells."
+            )
+        ended = seen.gave_up or seen.exited
+        if ended and not self.ended:
+            self.ended = True
+            console.event("jupyter_stopped", error=ended)
+            console.note(f"{ended}. `remote-agent logs` shows why; `remote-agent serve` starts it again.")
 
 
 def _raise_hangup(_signum: int, _frame: FrameType | None) -> None:
@@ -460,6 +542,7 @@ def bring_up(
     settings: Settings, home: Home, tmux: TmuxSession, console: Console, started: float
 ) -> tuple[int, int, bool, TunnelState | None]:
     """Under the lock: reuse or start Jupyter and the keeper. (Jupyter pid, port, started now?, tunnel)."""
+    report_restarts(home, console)
     found = find_jupyter(settings, home, tmux, console)
     if found is None:
         app = check_can_start(settings)
@@ -474,7 +557,7 @@ def bring_up(
         # The tunnel opens while Jupyter boots; ngrok shows its 502 page until Jupyter answers.
         keeper_pid = ensure_keeper(settings, home, tmux, port, console)
     else:
-        stop_keeper(home)
+        stop_keeper(home, tmux)
     if started_now or not answers(port):
         wait_for_jupyter(pid, port, home, console, started)
     tunnel = wait_for_tunnel(home, keeper_pid, console, started) if keeper_pid else None

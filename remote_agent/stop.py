@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from remote_agent import procs
+from remote_agent import procs, supervisor
 from remote_agent.console import Console
-from remote_agent.jupyter_process import remove_runtime_files
+from remote_agent.jupyter_process import notebook_processes, remove_runtime_files
 from remote_agent.ngrok_agent import is_our_agent
 from remote_agent.runtime import JupyterRecord, live_window_pid, running_jupyter, running_keeper
 from remote_agent.settings import Settings
@@ -21,6 +21,10 @@ def stop(settings: Settings, console: Console, tunnel_only: bool) -> int:
     tmux = TmuxSession(settings.session)
     stopped = []
     with exclusive_lock(home.lock):
+        # Unhooked first: what is stopped on purpose must not be restarted.
+        supervisor.release(tmux, KEEPER_WINDOW)
+        if not tunnel_only:
+            supervisor.release(tmux, JUPYTER_WINDOW)
         keeper = running_keeper(home, home.read_tunnel()) or live_window_pid(tmux, KEEPER_WINDOW)
         if keeper is not None:
             console.note("Stopping the tunnel keeper ...")
@@ -42,6 +46,17 @@ def stop(settings: Settings, console: Console, tunnel_only: bool) -> int:
                 stopped.append("Jupyter")
             # Stopped on purpose: the next serve must not report lost kernels.
             home.jupyter_record.unlink(missing_ok=True)
+            supervisor.forget(home)
             tmux.kill()
+            survivors = notebook_processes(home.root) if jupyter is not None else []
+        else:
+            supervisor.forget(home, KEEPER_WINDOW)
+            survivors = []
     console.line(f"Stopped {' and '.join(stopped)}." if stopped else "Nothing was running.")
+    if survivors:
+        # A job started from a notebook (`nohup python train.py &`) may be meant to outlive Jupyter.
+        console.line("Still running, started from a notebook (not stopped):")
+        for pid, command in survivors:
+            console.line(f"  pid {pid}: {command}")
+        console.line("Stop one with `kill PID` if it is not meant to go on.")
     return 0
