@@ -552,6 +552,7 @@ def bring_up(
         pid, port, started_now = start_jupyter(settings, home, tmux, console, app), settings.port, True
     else:
         (pid, port), started_now = found, False
+    supervisor.ensure_watcher(home, tmux)
     keeper_pid = None
     if settings.provider == "ngrok":
         # The tunnel opens while Jupyter boots; ngrok shows its 502 page until Jupyter answers.

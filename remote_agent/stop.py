@@ -9,7 +9,7 @@ from remote_agent.ngrok_agent import is_our_agent
 from remote_agent.runtime import JupyterRecord, live_window_pid, running_jupyter, running_keeper
 from remote_agent.settings import Settings
 from remote_agent.state import Home, exclusive_lock
-from remote_agent.tmux_session import JUPYTER_WINDOW, KEEPER_WINDOW, TmuxSession
+from remote_agent.tmux_session import JUPYTER_WINDOW, KEEPER_WINDOW, WATCH_WINDOW, TmuxSession
 
 KEEPER_STOP_TIMEOUT = 10.0
 # Jupyter shuts its kernels down on SIGTERM; give them time.
@@ -25,6 +25,7 @@ def stop(settings: Settings, console: Console, tunnel_only: bool) -> int:
         supervisor.release(tmux, KEEPER_WINDOW)
         if not tunnel_only:
             supervisor.release(tmux, JUPYTER_WINDOW)
+            supervisor.release(tmux, WATCH_WINDOW)
         keeper = running_keeper(home, home.read_tunnel()) or live_window_pid(tmux, KEEPER_WINDOW)
         if keeper is not None:
             console.note("Stopping the tunnel keeper ...")

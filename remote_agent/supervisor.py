@@ -28,15 +28,19 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from remote_agent import procs
 from remote_agent.restart_policy import RestartPolicy
 from remote_agent.state import Home, append_private, exclusive_lock, now_iso, read_json, write_json, write_private
-from remote_agent.tmux_session import JUPYTER_WINDOW, KEEPER_WINDOW, TmuxSession
+from remote_agent.tmux_session import JUPYTER_WINDOW, KEEPER_WINDOW, WATCH_WINDOW, TmuxSession
 
 RECORD_VERSION = 1
 POLICY = RestartPolicy()
 # serve may hold the lock while it starts things; it then deals with a dead Jupyter itself.
 LOCK_WAIT = 180.0
-NAMES = {JUPYTER_WINDOW: "Jupyter", KEEPER_WINDOW: "the tunnel keeper"}
+NAMES = {JUPYTER_WINDOW: "Jupyter", KEEPER_WINDOW: "the tunnel keeper", WATCH_WINDOW: "the session's watcher"}
+# The watcher's rounds: tmux is nudged to reap dead panes, Jupyter's log is kept under its cap.
+WATCH_INTERVAL = 1.0
+JUPYTER_LOG_MAX_BYTES = 5_000_000
 
 
 @dataclass
@@ -162,11 +166,20 @@ def history(home: Home, window: str) -> WindowHistory | None:
     return Record.load(home).windows.get(window)
 
 
-def _write_hook_script(home: Home) -> Path:
-    """The hook's command: a private script, so the tmux option holds no environment and no quoting puzzle."""
-    script = hook_script(home)
-    if any(c in str(script) for c in "\"'$`\\"):
-        raise ValueError(f"REMOTE_AGENT_HOME {home.root} holds a quote, $ or backslash: pick a plain path")
+def watcher_command(home: Home) -> str:
+    """The watcher's window command: like the keeper's, an empty environment but for what it needs."""
+    return f"exec env -i {_assignments(home)} {shlex.quote(sys.executable)} -m remote_agent.supervisor --watch"
+
+
+def ensure_watcher(home: Home, tmux: TmuxSession) -> None:
+    """Start the session's watcher window unless it runs (serve calls this each time)."""
+    if tmux.window_pid(WATCH_WINDOW) is not None:
+        return
+    tmux.start_window(WATCH_WINDOW, watcher_command(home), {}, home.root)
+    watch(home, tmux, WATCH_WINDOW)
+
+
+def _assignments(home: Home) -> str:
     package_parent = str(Path(__file__).resolve().parent.parent)
     keep = {
         "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
@@ -175,7 +188,15 @@ def _write_hook_script(home: Home) -> Path:
         "REMOTE_AGENT_HOME": str(home.root),
         "PYTHONPATH": package_parent,
     }
-    assignments = " ".join(shlex.quote(f"{k}={v}") for k, v in keep.items())
+    return " ".join(shlex.quote(f"{k}={v}") for k, v in keep.items())
+
+
+def _write_hook_script(home: Home) -> Path:
+    """The hook's command: a private script, so the tmux option holds no environment and no quoting puzzle."""
+    script = hook_script(home)
+    if any(c in str(script) for c in "\"'$`\\"):
+        raise ValueError(f"REMOTE_AGENT_HOME {home.root} holds a quote, $ or backslash: pick a plain path")
+    assignments = _assignments(home)
     text = (
         "#!/bin/sh\n# Run by tmux when a supervised pane's program dies (remote-agent).\n"
         f'exec env -i {assignments} {shlex.quote(sys.executable)} -m remote_agent.supervisor "$@" >/dev/null 2>&1\n'
@@ -281,10 +302,50 @@ def _say(home: Home, window: str, message: str) -> None:
             append_private(home.keeper_log, f"{stamp} WARNING {message}\n")
 
 
+def rotate(path: Path, max_bytes: int) -> bool:
+    """Keep a log that its writer holds open (in append mode) under `max_bytes`, with one backup.
+
+    The writer cannot reopen a renamed file, so the content is copied to PATH.1 and the file
+    is truncated in place; its appends then start again at the beginning.
+    """
+    try:
+        if path.stat().st_size <= max_bytes:
+            return False
+        backup = path.with_name(path.name + ".1")
+        write_private(backup, path.read_text(errors="replace"))
+        with path.open("r+b") as f:
+            f.truncate(0)
+    except OSError:
+        return False
+    return True
+
+
+def watch_forever(home: Home, rounds: int | None = None) -> None:
+    """The watcher: each second, nudge tmux (our parent) to reap dead panes, and keep Jupyter's log capped.
+
+    tmux 3.3a was seen to leave a killed pane's process unreaped, with no exit status and no
+    pane-died hook, until it next got a SIGCHLD; a spare SIGCHLD costs tmux one waitpid.
+    """
+    tmux_pid = os.getppid()
+    done = 0
+    while rounds is None or done < rounds:
+        if os.getppid() != tmux_pid:
+            return  # tmux is gone: so is the session
+        procs.signal_pid(tmux_pid, signal.SIGCHLD)
+        if done % 30 == 0:
+            rotate(home.jupyter_log, JUPYTER_LOG_MAX_BYTES)
+        done += 1
+        time.sleep(WATCH_INTERVAL)
+
+
 def main(argv: list[str]) -> int:
-    """tmux's pane-died hook: SOCKET SESSION PANE STATUS SIGNAL."""
+    """tmux's pane-died hook: SOCKET SESSION PANE STATUS SIGNAL; or --watch, the watcher window."""
     os.umask(0o077)
     home = Home(Path(os.environ["REMOTE_AGENT_HOME"]))
+    if argv[:1] == ["--watch"]:
+        signal.signal(signal.SIGHUP, signal.SIG_DFL)
+        watch_forever(home)
+        return 0
     socket, session, pane, status, signum = (argv + [""] * 5)[:5]
     try:
         on_death(home, TmuxSession(session, socket or None), pane, status, signum, time.time())

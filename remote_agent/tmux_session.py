@@ -13,6 +13,7 @@ from remote_agent.errors import MissingPrerequisite, RemoteAgentError
 
 JUPYTER_WINDOW = "jupyter"
 KEEPER_WINDOW = "tunnel"
+WATCH_WINDOW = "watch"
 
 
 class TmuxError(RemoteAgentError):
