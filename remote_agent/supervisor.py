@@ -270,11 +270,11 @@ def on_death(home: Home, tmux: TmuxSession, pane: str, status: str, signum: str,
             pid = tmux.respawn(pane, None, {}, None)  # the keeper's command carries all it needs
         if pid is None:
             return "the pane is gone"
+        if window == JUPYTER_WINDOW:
+            _record_jupyter_pid(home, pid)  # first: whoever sees the restart reads the new pid
         entry = record.window(window)
         entry.started, entry.total, entry.last_restart = time.time(), entry.total + 1, now_iso()
         record.save(home)
-        if window == JUPYTER_WINDOW:
-            _record_jupyter_pid(home, pid)
     return f"restarted as pid {pid}"
 
 
