@@ -237,7 +237,10 @@ class Agent:
 
         # A plain dict read: taking pyngrok's lock here would wait for the whole start.
         running = process._current_processes.get(self.ngrok_path)
-        if running is None or running.proc is self._proc:
+        if running is None:
+            return
+        if running.proc is self._proc:
+            self.api_url = running.api_url or self.api_url  # known once pyngrok has read the agent's log
             return
         if self._proc is not None and self._proc.poll() is None:
             return  # ours still runs; the record is someone else's (one agent per path per process)

@@ -227,6 +227,17 @@ def report_restarts(home: Home, console: Console) -> None:
         console.warn(f"{seen.gave_up or seen.exited}. `remote-agent logs` shows why.")
 
 
+def supervise_running_jupyter(settings: Settings, home: Home, tmux: TmuxSession, port: int) -> None:
+    """A Jupyter started before supervision existed (an upgrade under a running session) is supervised now."""
+    if supervisor.history(home, JUPYTER_WINDOW) is not None:
+        return
+    record = JupyterRecord.load(home)
+    root = Path(record.root_dir) if record and record.root_dir else root_dir_for(settings, home)
+    app = record.app if record else "notebook"
+    command = window_command(port, root, home.jupyter_log, app)
+    supervisor.watch(home, tmux, JUPYTER_WINDOW, supervisor.Launch(command, passed_environment(settings), str(root)))
+
+
 def check_can_start(settings: Settings) -> str:
     """Everything that would stop a new Jupyter, checked before anything starts; the app to run."""
     app = settings.app or "notebook"
@@ -310,6 +321,8 @@ def ensure_keeper(settings: Settings, home: Home, tmux: TmuxSession, port: int, 
     changed = write_keeper_config(home, config) or agent_config_changed
     pid = running_keeper(home, home.read_tunnel())
     if pid is not None and not changed:
+        if supervisor.history(home, KEEPER_WINDOW) is None:
+            supervisor.watch(home, tmux, KEEPER_WINDOW)  # started before supervision existed
         return pid
     # Starting a keeper: now the agent binary must be there (pyngrok's default path costs an import).
     ensure_binary(settings.ngrok_path or default_binary(), settings.ngrok_path is not None, console.note)
@@ -552,6 +565,7 @@ def bring_up(
         pid, port, started_now = start_jupyter(settings, home, tmux, console, app), settings.port, True
     else:
         (pid, port), started_now = found, False
+        supervise_running_jupyter(settings, home, tmux, port)
     supervisor.ensure_watcher(home, tmux)
     keeper_pid = None
     if settings.provider == "ngrok":

@@ -90,17 +90,30 @@ class TmuxSession:
         `on_death` may use tmux formats: #{pane_id}, #{pane_pid}, #{pane_dead_status},
         #{pane_dead_signal}, #{socket_path}.
         """
-        target = f"={self.name}:={window}"
-        self._query("set-option", "-w", "-t", target, "remain-on-exit", "on")
         if "'" in on_death:
             raise ValueError("a supervision command cannot hold a single quote")  # tmux's quoting
-        self._query("set-hook", "-w", "-t", target, "pane-died", f"run-shell -b '{on_death}'")
+        # By pane id: a window of the same name whose program just ended may linger a moment.
+        for pane in self._panes(window, live=True):
+            self._query("set-option", "-w", "-t", pane, "remain-on-exit", "on")
+            self._query("set-hook", "-w", "-t", pane, "pane-died", f"run-shell -b '{on_death}'")
 
     def unsupervise(self, window: str) -> None:
         """Before a deliberate stop: the window closes with its program, and no hook runs."""
-        target = f"={self.name}:={window}"
-        self._query("set-hook", "-uw", "-t", target, "pane-died")
-        self._query("set-option", "-w", "-t", target, "remain-on-exit", "off")
+        for pane in self._panes(window, live=False):
+            self._query("set-hook", "-uw", "-t", pane, "pane-died")
+            self._query("set-option", "-w", "-t", pane, "remain-on-exit", "off")
+
+    def _panes(self, window: str, live: bool) -> list[str]:
+        """The pane ids of the windows named `window` (only those whose program runs, if `live`)."""
+        listing = self._query(
+            "list-panes", "-s", "-t", f"={self.name}", "-F", "#{window_name}\t#{pane_id}\t#{pane_dead}"
+        )
+        found = []
+        for line in listing.stdout.splitlines() if listing.returncode == 0 else []:
+            name, pane, dead = [*line.split("\t"), "", ""][:3]
+            if name == window and (dead != "1" or not live):
+                found.append(pane)
+        return found
 
     def respawn(self, pane: str, command: str | None, environment: dict[str, str], start_dir: str | None) -> int | None:
         """Run a dead pane's program again (its first command when `command` is None); the new pid."""

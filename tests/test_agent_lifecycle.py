@@ -77,6 +77,7 @@ def test_polite_stop_lets_the_agent_close_its_session(fake: FakeNgrok, tmp_path:
     spawned: list[int] = []
     agent = make_agent(fake, tmp_path, spawned)
     agent.open(9, None, None)
+    assert agent.endpoint_ok(5) is True, "the keeper's health check can reach the agent's API"
     pid = spawned[0]
     agent.stop(grace=30.0)
     assert not pid_alive(pid)
