@@ -138,7 +138,7 @@ def watch(home: Home, tmux: TmuxSession, window: str, launch: Launch | None = No
     """Supervise `window`, whose program serve has just started: its restart history starts afresh."""
     script = _write_hook_script(home)
     formats = '"#{socket_path}" "SESSION" "#{pane_id}" "#{pane_dead_status}" "#{pane_dead_signal}"'
-    on_death = f'"{script}" ' + formats.replace("SESSION", tmux.name)
+    on_death = f'/bin/sh "{script}" ' + formats.replace("SESSION", tmux.name)
     tmux.supervise(window, on_death)
     record = Record.load(home)
     record.windows[window] = WindowHistory(started=time.time())
@@ -202,8 +202,7 @@ def _write_hook_script(home: Home) -> Path:
         f'exec env -i {assignments} {shlex.quote(sys.executable)} -m remote_agent.supervisor "$@" >/dev/null 2>&1\n'
     )
     if not script.exists() or script.read_text() != text:
-        write_private(script, text)
-        script.chmod(0o700)
+        write_private(script, text)  # 0600: sh reads it, nobody executes it
     return script
 
 

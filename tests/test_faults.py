@@ -153,24 +153,23 @@ def current_url(sandbox: Sandbox) -> str:
     return sandbox.run("url").stdout.strip()
 
 
-def test_jupyter_killed_is_reported_and_replaced(sandbox: Sandbox) -> None:
+def test_jupyter_killed_is_restarted_and_reported(sandbox: Sandbox) -> None:
     assert sandbox.run("serve", "--detach").returncode == 0
     url = sandbox.run("url").stdout.strip()
     old = sandbox.jupyter_record()["pid"]
     os.kill(old, signal.SIGKILL)
-    wait_until(lambda: not pid_alive(old), 10, "Jupyter to die")
+    # Nobody runs serve: the session's supervisor starts Jupyter again, behind the same URL.
+    wait_until(
+        lambda: sandbox.jupyter_record()["pid"] != old and JupyterClient(url).get("/api").status_code == 200,
+        90,
+        "Jupyter to answer again through the tunnel",
+    )
     status = sandbox.run("status")
-    assert status.returncode == 3
-    assert "Jupyter is not running" in status.stdout
-    assert "Tunnel    ngrok, http" in status.stdout, "the tunnel itself is up"
-    page = JupyterClient(url).get("/api")
-    assert page.status_code == 502
-    assert "ERR_NGROK_8012" in page.text
+    assert status.returncode == 0, status.stdout
+    assert "restarted once by itself" in status.stdout
     again = sandbox.run("serve", "--detach")
     assert again.returncode == 0, again.stderr
-    assert "Kernels from before are lost" in again.stderr
-    new = sandbox.jupyter_record()["pid"]
-    assert new != old
+    assert "kernels from before then were lost" in again.stderr
     assert JupyterClient(sandbox.run("url").stdout.strip()).login(PASSWORD).status_code == 302
 
 
@@ -180,12 +179,12 @@ def test_two_serves_at_the_same_moment(sandbox: Sandbox) -> None:
     url_two = second.wait_for(URL_LINE, timeout=120)[1]
     assert url_one == url_two
     windows = sandbox.tmux("list-windows", "-t", "remote-agent", "-F", "#{window_name}").stdout.split()
-    assert sorted(windows) == ["jupyter", "tunnel"]
+    assert sorted(windows) == ["jupyter", "tunnel", "watch"]
     assert agents_started(sandbox) == 1
     assert len(sandbox.fake.live_agent_pids()) == 1
 
 
-def test_keeper_killed_is_restarted_by_the_next_serve(sandbox: Sandbox) -> None:
+def test_keeper_killed_is_restarted_and_its_orphaned_agent_ended(sandbox: Sandbox) -> None:
     assert sandbox.run("serve", "--detach").returncode == 0
     state = sandbox.tunnel_state()
     os.kill(state["keeper_pid"], signal.SIGKILL)
