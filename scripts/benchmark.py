@@ -214,9 +214,10 @@ def self_healing(box: Sandbox, runs: int) -> list[Figure]:
         )
         keepers.append(time.perf_counter() - start)
     jupyters = []
-    for _ in range(min(runs, 3)):  # the restart policy allows a few in a row, not more
-        # A Jupyter that had run a while (as one the OOM killer ends): the policy's usual delay.
-        time.sleep(POLICY.startsecs)
+    for run in range(min(runs, 3)):  # the restart policy allows a few in a row, not more
+        if run:
+            # A Jupyter that had run a while (as one the OOM killer ends): the policy's usual delay.
+            time.sleep(POLICY.startsecs)
         killed = box.jupyter_record()["pid"]
         os.kill(killed, signal.SIGKILL)
         start = time.perf_counter()
