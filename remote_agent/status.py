@@ -13,7 +13,7 @@ from remote_agent.errors import NotRunning
 from remote_agent.runtime import Snapshot, snapshot
 from remote_agent.settings import Settings
 from remote_agent.state import Home, TunnelState
-from remote_agent.tmux_session import JUPYTER_WINDOW
+from remote_agent.tmux_session import JUPYTER_WINDOW, KEEPER_WINDOW
 
 
 def take(settings: Settings) -> Snapshot:
@@ -81,6 +81,9 @@ def problems(snap: Snapshot) -> list[str]:
         t = snap.tunnel
         if not snap.keeper_running:
             reason = f" ({t.last_error})" if t is not None and t.status in ("fatal", "crashed") and t.last_error else ""
+            keeper = supervisor.history(snap.home, KEEPER_WINDOW) if snap.home is not None else None
+            if keeper is not None and keeper.gave_up:
+                reason = f" ({keeper.gave_up})"
             found.append(f"The tunnel keeper is not running{reason}: run `remote-agent serve`.")
         else:
             why = t.last_error if t is not None and t.last_error else "it is starting"
