@@ -566,13 +566,13 @@ def bring_up(
     else:
         (pid, port), started_now = found, False
         supervise_running_jupyter(settings, home, tmux, port)
-    supervisor.ensure_watcher(home, tmux)
     keeper_pid = None
     if settings.provider == "ngrok":
         # The tunnel opens while Jupyter boots; ngrok shows its 502 page until Jupyter answers.
         keeper_pid = ensure_keeper(settings, home, tmux, port, console)
     else:
         stop_keeper(home, tmux)
+    supervisor.ensure_watcher(home, tmux)  # after the keeper: its tunnel opens meanwhile
     if started_now or not answers(port):
         wait_for_jupyter(pid, port, home, console, started)
     tunnel = wait_for_tunnel(home, keeper_pid, console, started) if keeper_pid else None
