@@ -227,9 +227,10 @@ def report_restarts(home: Home, console: Console) -> None:
         console.warn(f"{seen.gave_up or seen.exited}. `remote-agent logs` shows why.")
 
 
-def supervise_running_jupyter(settings: Settings, home: Home, tmux: TmuxSession, port: int) -> None:
-    """A Jupyter started before supervision existed (an upgrade under a running session) is supervised now."""
-    if supervisor.history(home, JUPYTER_WINDOW) is not None:
+def supervise_jupyter(settings: Settings, home: Home, tmux: TmuxSession, port: int, fresh: bool) -> None:
+    """Have Jupyter restarted with the same command when it dies: a new one (`fresh`), or one that
+    runs unsupervised (started before supervision existed, as after an upgrade)."""
+    if not fresh and supervisor.history(home, JUPYTER_WINDOW) is not None:
         return
     record = JupyterRecord.load(home)
     root = Path(record.root_dir) if record and record.root_dir else root_dir_for(settings, home)
@@ -262,9 +263,9 @@ def start_jupyter(settings: Settings, home: Home, tmux: TmuxSession, console: Co
     root = root_dir_for(settings, home)
     marker = f"--- remote-agent: Jupyter starting at {now_iso()} ---"
     append_private(home.jupyter_log, marker + "\n")
-    command, environment = window_command(settings.port, root, home.jupyter_log, app), passed_environment(settings)
-    tmux.start_window(JUPYTER_WINDOW, command, environment, root)
-    supervisor.watch(home, tmux, JUPYTER_WINDOW, supervisor.Launch(command, environment, str(root)))
+    tmux.start_window(
+        JUPYTER_WINDOW, window_command(settings.port, root, home.jupyter_log, app), passed_environment(settings), root
+    )
     pid = live_window_pid(tmux, JUPYTER_WINDOW)
     if pid is None:
         raise StartFailed("Jupyter exited at once.", *_log_hint(home, marker))
@@ -565,14 +566,15 @@ def bring_up(
         pid, port, started_now = start_jupyter(settings, home, tmux, console, app), settings.port, True
     else:
         (pid, port), started_now = found, False
-        supervise_running_jupyter(settings, home, tmux, port)
     keeper_pid = None
     if settings.provider == "ngrok":
         # The tunnel opens while Jupyter boots; ngrok shows its 502 page until Jupyter answers.
         keeper_pid = ensure_keeper(settings, home, tmux, port, console)
     else:
         stop_keeper(home, tmux)
-    supervisor.ensure_watcher(home, tmux)  # after the keeper: its tunnel opens meanwhile
+    # After the keeper, off the cold start's path: its tunnel opens meanwhile.
+    supervise_jupyter(settings, home, tmux, port, fresh=started_now)
+    supervisor.ensure_watcher(home, tmux)
     if started_now or not answers(port):
         wait_for_jupyter(pid, port, home, console, started)
     tunnel = wait_for_tunnel(home, keeper_pid, console, started) if keeper_pid else None
