@@ -7,14 +7,17 @@ import signal
 import time
 from types import FrameType
 
-from remote_agent import procs
+from remote_agent import procs, supervisor
 from remote_agent.console import Console
 from remote_agent.keeper_config import KeeperConfig
 from remote_agent.settings import Settings
 from remote_agent.ssh_hint import host_is_private, laptop_url, ssh_command
 from remote_agent.state import Home, TunnelState, now_iso, read_json, write_json
+from remote_agent.tmux_session import JUPYTER_WINDOW
 
 FOLLOW_POLL = 0.1
+# A killed keeper is started again by the session's supervisor within seconds.
+KEEPER_BACK_WITHIN = 30.0
 
 
 def print_ready(
@@ -63,7 +66,7 @@ def suggest_stable_url(home: Home, console: Console, state: TunnelState) -> None
 
 
 def follow(home: Home, console: Console, last: TunnelState, qr: bool = False) -> int:
-    """Print each new URL the keeper records until Ctrl-C or hangup."""
+    """Print each new URL the keeper records, and Jupyter's restarts, until Ctrl-C or hangup."""
     console.line("")
     console.line("Following the tunnel: new URLs appear here. Ctrl-C stops following;")
     console.line("Jupyter and the tunnel keep running (`remote-agent url` prints the current URL).")
@@ -71,15 +74,19 @@ def follow(home: Home, console: Console, last: TunnelState, qr: bool = False) ->
     last_reopened = last.reopened  # a quick down-and-up may happen between two looks at the file
     last_stat: tuple[int, int] | None = None
     keeper_pid = last.keeper_pid
+    keeper_gone_since: float | None = None
+    restarts = JupyterRestarts(home)
     while True:
         time.sleep(FOLLOW_POLL)
+        restarts.report(console)
         try:
             st = home.tunnel_state.stat()
             current = (st.st_mtime_ns, st.st_ino)
         except OSError:
             current = None
         if current == last_stat:
-            if keeper_pid and not procs.is_alive(keeper_pid):
+            keeper_gone_since = _keeper_gone_since(keeper_pid, keeper_gone_since)
+            if keeper_gone_since is not None and time.monotonic() - keeper_gone_since > KEEPER_BACK_WITHIN:
                 console.note("The tunnel keeper is gone; run `remote-agent serve` again to restart it.")
                 return 3
             continue
@@ -87,7 +94,8 @@ def follow(home: Home, console: Console, last: TunnelState, qr: bool = False) ->
         state = home.read_tunnel()
         if state is None:
             continue
-        keeper_pid = state.keeper_pid or keeper_pid
+        if state.keeper_pid and state.keeper_pid != keeper_pid:
+            keeper_pid, keeper_gone_since = state.keeper_pid, None
         reopened_unseen = state.status == "up" and last_status == "up" and state.reopened != last_reopened
         if (state.status != "up" and last_status == "up") or reopened_unseen:
             console.event("tunnel_down", error=state.last_error)
@@ -105,13 +113,87 @@ def follow(home: Home, console: Console, last: TunnelState, qr: bool = False) ->
         elif state.status == "up" and last_status != "up" and state.public_url == last_url:
             console.event("tunnel_up", public_url=last_url)
             console.line(f"Tunnel back at the same URL  {last_url}")
-        if state.status == "fatal":
-            console.note(state.last_error or "ngrok refused the tunnel; the keeper stopped.")
-            return 5
-        if state.status == "stopped":
-            console.line("The tunnel was stopped.")
-            return 0
+        ended = _keeper_ended(state, last_status, console)
+        if ended is not None:
+            return ended
         last_status = state.status
+
+
+def _keeper_gone_since(keeper_pid: int | None, since: float | None) -> float | None:
+    """Since when the keeper has been gone (the session's supervisor starts a new one within seconds)."""
+    if not keeper_pid or procs.is_alive(keeper_pid):
+        return None
+    return since or time.monotonic()
+
+
+def _keeper_ended(state: TunnelState, last_status: str, console: Console) -> int | None:
+    """The exit code when the keeper has ended for good; a crash is not that (it is restarted)."""
+    if state.status == "crashed" and last_status != "crashed":
+        console.note(f"{state.last_error or 'The tunnel keeper crashed'}; it is restarted by itself.")
+    if state.status == "fatal":
+        console.note(state.last_error or "ngrok refused the tunnel; the keeper stopped.")
+        return 5
+    if state.status == "stopped":
+        console.line("The tunnel was stopped.")
+        return 0
+    return None
+
+
+def report_restarts(home: Home, console: Console) -> None:
+    """Say plainly when Jupyter came back by itself (its kernels were lost), or why it did not."""
+    seen = supervisor.history(home, JUPYTER_WINDOW)
+    if seen is None:
+        return
+    if seen.total and seen.last_restart:
+        times = "once" if seen.total == 1 else f"{seen.total} times"
+        console.warn(
+            f"Jupyter was restarted by itself ({times}, last at {seen.last_restart}, after it was {seen.last_exit}): "
+            "kernels from before then were lost; re-run your notebooks' cells."
+        )
+    if seen.gave_up or seen.exited:
+        console.warn(f"{seen.gave_up or seen.exited}. `remote-agent logs` shows why.")
+
+
+class JupyterRestarts:
+    """Tells a following serve when Jupyter came back by itself, or gave up, once each."""
+
+    def __init__(self, home: Home) -> None:
+        self.home = home
+        self.path = supervisor.record_path(home)
+        self.stat: tuple[int, int] | None = self._stat()
+        seen = supervisor.history(home, JUPYTER_WINDOW)
+        self.total = seen.total if seen else 0
+        self.ended = bool(seen and (seen.gave_up or seen.exited))
+
+    def _stat(self) -> tuple[int, int] | None:
+        try:
+            st = self.path.stat()
+        except OSError:
+            return None
+        return st.st_mtime_ns, st.st_ino
+
+    def report(self, console: Console) -> None:
+        current = self._stat()
+        if current == self.stat:
+            return
+        self.stat = current
+        seen = supervisor.history(self.home, JUPYTER_WINDOW)
+        if seen is None:
+            return
+        if seen.total > self.total:
+            self.total = seen.total
+            record = self.home.read_jupyter()
+            pid = record.pid if record else None
+            console.event("jupyter_restarted", jupyter_pid=pid, reason=seen.last_exit, restarts=seen.total)
+            console.line(
+                f"Jupyter restarted (pid {pid}): it was {seen.last_exit}. Kernels from before were lost; "
+                "re-run your notebooks' cells."
+            )
+        ended = seen.gave_up or seen.exited
+        if ended and not self.ended:
+            self.ended = True
+            console.event("jupyter_stopped", error=ended)
+            console.note(f"{ended}. `remote-agent logs` shows why; `remote-agent serve` starts it again.")
 
 
 class Hangup(Exception):

@@ -153,6 +153,27 @@ def kernel_activity(jupyter_pid: int) -> tuple[int, int]:
     return len(busy), len(kernels) - len(busy)
 
 
+def notebook_processes(home: Path) -> list[tuple[int, str]]:
+    """Processes started from this session's notebooks or terminals that still run: (pid, command line).
+
+    They carry Jupyter's environment (REMOTE_AGENT_HOME of this session) plus what Jupyter
+    gives a kernel (JPY_PARENT_PID) or a terminal (JUPYTER_SERVER_URL); a `nohup` job keeps
+    them after its kernel is gone.
+    """
+    found = []
+    me = os.getpid()
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit() or int(entry.name) == me:
+            continue
+        pid = int(entry.name)
+        env = procs.environ(pid)
+        if env.get("REMOTE_AGENT_HOME") != str(home) or not ({"JPY_PARENT_PID", "JUPYTER_SERVER_URL"} & env.keys()):
+            continue
+        if procs.is_alive(pid):
+            found.append((pid, shlex.join(procs.cmdline(pid))[:200]))
+    return sorted(found)
+
+
 def runtime_dir() -> Path:
     env = os.environ.get("JUPYTER_RUNTIME_DIR")
     if env:
@@ -245,6 +266,7 @@ class RunningJupyter:
 
 def find(home: Home, tmux: TmuxSession, console: Console, provider: str) -> RunningJupyter | None:
     """The Jupyter of this home that already runs, if one does."""
+    from remote_agent import supervisor
     from remote_agent.runtime import live_window_pid, running_jupyter
 
     record = home.read_jupyter()
@@ -263,6 +285,7 @@ def find(home: Home, tmux: TmuxSession, console: Console, provider: str) -> Runn
         return None
     port = runtime_port(pid)
     if port is None:
+        supervisor.release(tmux, JUPYTER_WINDOW)  # stopped on purpose: not to be restarted
         procs.terminate(pid, 10)  # ours, but it never came up: start afresh
         return None
     found = JupyterRecord(pid, port, provider="ngrok" if provider == "ngrok" else "ssh", proc_start=process_start(pid))
@@ -313,6 +336,21 @@ def start(home: Home, tmux: TmuxSession, console: Console, port: int, root: Path
         )
     )
     return pid
+
+
+def supervise(home: Home, tmux: TmuxSession, running: RunningJupyter | None) -> None:
+    """Have Jupyter restarted with the same command when it dies: a new one (`running` None), or one
+    that runs unsupervised (started before supervision existed, as after an upgrade)."""
+    from remote_agent import supervisor
+
+    if running is not None and supervisor.history(home, JUPYTER_WINDOW) is not None:
+        return
+    record = home.read_jupyter()
+    if record is None or not record.port:
+        return
+    root = Path(record.root_dir) if record.root_dir else Path.cwd()
+    command = window_command(record.port, root, home.jupyter_log, record.app)
+    supervisor.watch(home, tmux, JUPYTER_WINDOW, supervisor.Launch(command, passed_environment(home.root), str(root)))
 
 
 def log_hint(home: Home, marker: str | None = None) -> tuple[str]:

@@ -8,6 +8,7 @@ API about once a second.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import logging.handlers
 import os
@@ -40,7 +41,7 @@ from remote_agent.ngrok_agent import (
 )
 from remote_agent.notify import Notifier
 from remote_agent.redaction import RedactingFilter
-from remote_agent.state import Home, TunnelState, code_build, now_iso
+from remote_agent.state import Home, TunnelState, append_private, code_build, now_iso
 
 log = logging.getLogger("remote_agent.keeper")
 
@@ -50,6 +51,8 @@ PROBE_FAILURES_BEFORE_REPLACE = 2
 PUBLIC_PROBE_TIMEOUT = 1.5
 # The agent reconnects by itself after a network blip and keeps its URL; give it this long.
 RECONNECT_GRACE = 60.0
+# The agent gets this long to close its session at ngrok's edge before it is killed.
+AGENT_STOP_GRACE = 3.0
 SHORT_BACKOFF = (0.0, 0.5, 1.0, 2.0, 4.0, 8.0, 15.0)
 LONG_BACKOFF = (10.0, 30.0, 60.0, 120.0, 300.0)
 # ERR_NGROK_334 for a URL this keeper served this recently is our own old session, which the
@@ -96,16 +99,19 @@ class Keeper:
         config: KeeperConfig,
         make_agent: Callable[..., Agent] = Agent,
         clock: Callable[[], float] = time.monotonic,
+        wait: Callable[[threading.Event, float], object] = threading.Event.wait,
     ) -> None:
         self.home = home
         self.config = config
         self.clock = clock
+        self.wait = wait  # a test gives a fake clock and a wait that advances it
         basic_password = config.basic_auth.partition(":")[2] if config.basic_auth else None
         self.secrets = (token_from_agent_config(home.ngrok_config), config.basic_auth, basic_password)
         self.make_agent = make_agent
         self.ngrok_path = config.ngrok_path or default_binary()
         self.wake = threading.Event()
         self.stopping = False
+        self.agent_hung = False
         self.reconnecting_since: float | None = None
         self.written: tuple[int, int] | None = None
         self.state = TunnelState(
@@ -166,9 +172,14 @@ class Keeper:
             log.warning("the tunnel state file changed under the keeper; writing it again")
             self.save()
 
-    def stop(self, signum: int, _frame: FrameType | None) -> None:
+    def stop(self, signum: int = signal.SIGTERM, _frame: FrameType | None = None) -> None:
+        # The flag first: whoever wakes from the event checks it, so no stop is ever lost.
         self.stopping = True
         self.wake.set()
+
+    def on_agent_spawned(self, pid: int) -> None:
+        """Recorded at once, so that `stop` can end an agent that never finished starting."""
+        self.save(agent_pid=pid)
 
     def kill_leftover_agent(self) -> None:
         """An agent left by a keeper that was killed would hold the account's one session."""
@@ -176,8 +187,7 @@ class Keeper:
         pid = previous.agent_pid if previous else None
         if pid and procs.is_alive(pid) and is_our_agent(pid, self.home.ngrok_config):
             log.info("stopping the agent left by the previous keeper (pid %s)", pid)
-            procs.signal_pid(pid, signal.SIGKILL)
-            procs.wait_gone(pid, 5)
+            procs.terminate(pid, 2)
         # The previous keeper (killed, or restarted by serve) may have served its URL just now.
         recent = previous is not None and previous_age(previous.updated_at) < OWN_SESSION_WINDOW
         if previous is not None and recent and previous.status in ("up", "down", "reconnecting"):
@@ -188,9 +198,22 @@ class Keeper:
             if previous.status != "stopped":
                 self.state.url_changes, self.state.reopen_reasons = previous.url_changes, previous.reopen_reasons
 
-    def pause(self, seconds: float) -> None:
-        self.wake.wait(seconds)
-        self.wake.clear()
+    def pause(self, seconds: float, wake_on_news: bool = True) -> None:
+        """Wait `seconds`, or less when stopping (or, with `wake_on_news`, when the agent says something).
+
+        `stopping` is checked before and after every wait, so a stop that arrives at any
+        moment ends the pause; news from the agent can only cut short a health-check pause.
+        """
+        deadline = self.clock() + seconds
+        while not self.stopping:
+            left = deadline - self.clock()
+            if left <= 0:
+                return
+            self.wait(self.wake, left)
+            woken = self.wake.is_set()
+            self.wake.clear()
+            if woken and wake_on_news:
+                return
 
     def agent_is_current(self) -> bool:
         """An agent older than 3.30 never becomes healthy for pyngrok: stop and say how to update it."""
@@ -205,11 +228,17 @@ class Keeper:
         return False
 
     def open_tunnel(self) -> Agent | None:
-        agent = self.make_agent(self.ngrok_path, self.home.ngrok_config, self.on_agent_log, self.secrets)
+        agent = self.make_agent(
+            self.ngrok_path, self.home.ngrok_config, self.on_agent_log, self.secrets, on_spawn=self.on_agent_spawned
+        )
         try:
-            url = agent.open(self.config.port, self.config.domain, self.config.traffic_policy())
+            url = agent.open(
+                self.config.port, self.config.domain, self.config.traffic_policy(), cancelled=lambda: self.stopping
+            )
         except AgentError as e:
-            agent.stop()
+            agent.stop(grace=0.0 if self.stopping else AGENT_STOP_GRACE)
+            if self.stopping:
+                return None
             self.handle_refusal(e)
             return None
         previous = self.state.public_url or self.state.last_url
@@ -247,9 +276,8 @@ class Keeper:
         self.wake.set()
 
     def handle_refusal(self, e: AgentError) -> None:
-        # What the failed agent logged on its way out must not cut the wait short.
+        # What the failed agent logged on its way out must not cut the wait short (pause ignores it).
         self.reconnecting_since = None
-        self.wake.clear()
         message = e.explain()
         hint = fatal_hint(e.code, self.config.ngrok_path)
         if e.code == "ERR_NGROK_334" and self.own_stale_session(e):
@@ -269,15 +297,16 @@ class Keeper:
             delay = self.long.next()
             log.warning("%s %s Trying again in %.0f s.", message, hint, delay)
             self.save(status="blocked", public_url=None, agent_pid=None, last_error=f"{message} {hint}".strip())
-            self.pause(delay)
+            self.pause(delay, wake_on_news=False)
         else:
             delay = self.short.next()
             log.warning("%s; trying again in %.1f s", message, delay)
             self.save(status="down", public_url=None, agent_pid=None, last_error=message)
-            self.pause(delay)
+            self.pause(delay, wake_on_news=False)
 
     def check(self, agent: Agent, failures: int) -> tuple[bool, int]:
         """One health check: (keep this agent?, consecutive probe failures)."""
+        self.agent_hung = False
         if not agent.alive():
             log.warning("the ngrok agent (pid %s) exited; reopening the tunnel", agent.pid)
             self.save(status="down", last_error="the ngrok agent exited", agent_pid=None)
@@ -308,16 +337,18 @@ class Keeper:
             return True, failures
         log.warning("the agent has stopped answering (its API and the public URL); replacing it")
         self.save(status="down", last_error=UNRESPONSIVE)
+        self.agent_hung = True  # no polite stop: it would not answer that either
         return False, 0
 
     def run(self) -> int:
-        self.kill_leftover_agent()
-        self.save()
-        if not self.agent_is_current():
-            return 0
+        """Keep the tunnel open until stopped: 0 when stopped or refused for good, 1 after a crash."""
         agent: Agent | None = None
-        failures = 0
         try:
+            self.kill_leftover_agent()
+            self.save()
+            if not self.agent_is_current():
+                return 0
+            failures = 0
             while not self.stopping:
                 if agent is None:
                     agent = self.open_tunnel()
@@ -330,15 +361,21 @@ class Keeper:
                     self.note_serving()
                 self.restore_state_file()
                 if not keep:
-                    # A polite stop ends the session at the edge at once; a hung agent would not hear it.
-                    agent.kill() if self.state.last_error == UNRESPONSIVE else agent.stop()
+                    agent.stop(grace=0.0 if self.agent_hung else AGENT_STOP_GRACE)
                     agent = None
-        finally:
+        except Exception as e:
+            # A bug: say so where status and serve look, with the traceback in keeper.log;
+            # the session's supervisor starts a new keeper.
+            log.exception("the keeper crashed")
             if agent is not None:
-                agent.stop()
-            if self.state.status != "fatal":
-                self.save(status="stopped", public_url=None, agent_pid=None)
-            log.info("keeper stopped")
+                agent.kill()
+            self.save(status="crashed", public_url=None, agent_pid=None, last_error=f"the keeper crashed: {e!r}"[:300])
+            return 1
+        if agent is not None:
+            agent.stop(grace=AGENT_STOP_GRACE)
+        if self.state.status != "fatal":
+            self.save(status="stopped", public_url=None, agent_pid=None)
+        log.info("keeper stopped")
         return 0
 
 
@@ -392,12 +429,28 @@ def main() -> int:
     if config is None:
         print(f"remote-agent keeper: {home.keeper_config} is missing or corrupt; run serve again.", file=sys.stderr)
         return 2
-    keeper = Keeper(home, config)
-    setup_logging(home, keeper.secrets)
+    try:
+        keeper = Keeper(home, config)
+        setup_logging(home, keeper.secrets)
+    except Exception as e:
+        record_crash(home, e)
+        raise
     for signum in (signal.SIGTERM, signal.SIGHUP, signal.SIGINT):
         signal.signal(signum, keeper.stop)
     log.info("keeper started (pid %s), tunnel to 127.0.0.1:%s", os.getpid(), config.port)
     return keeper.run()
+
+
+def record_crash(home: Home, error: Exception) -> None:
+    """A keeper that fails before its log is set up still leaves its traceback and a 'crashed' record."""
+    import traceback
+
+    with contextlib.suppress(Exception):
+        append_private(home.keeper_log, f"{now_iso()} ERROR the keeper crashed\n{traceback.format_exc()}")
+        state = home.read_tunnel() or TunnelState()
+        state.status, state.keeper_pid, state.public_url = "crashed", os.getpid(), None
+        state.last_error = f"the keeper crashed: {error!r}"[:300]
+        home.write_tunnel(state)
 
 
 if __name__ == "__main__":

@@ -2,14 +2,11 @@
 
 from __future__ import annotations
 
-import os
-import shlex
-import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
 
-from remote_agent import procs
+from remote_agent import procs, supervisor
 from remote_agent.console import Console
 from remote_agent.errors import StartFailed
 from remote_agent.keeper_config import KeeperConfig, write_keeper_config
@@ -23,17 +20,7 @@ TUNNEL_START_TIMEOUT = 45.0
 
 
 def keeper_command(settings: Settings) -> str:
-    """The keeper gets an empty environment but for what it needs: its config comes from a 0600 file."""
-    package_parent = str(Path(__file__).resolve().parent.parent)
-    keep = {
-        "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
-        "HOME": os.environ.get("HOME", "/"),
-        "LANG": os.environ.get("LANG", "C.UTF-8"),
-        "REMOTE_AGENT_HOME": str(settings.home),
-        "PYTHONPATH": package_parent,
-    }
-    assignments = " ".join(shlex.quote(f"{k}={v}") for k, v in keep.items())
-    return f"exec env -i {assignments} {shlex.quote(sys.executable)} -m remote_agent.keeper"
+    return supervisor.own_program_command(Home(settings.home), "remote_agent.keeper")
 
 
 def ensure_agent_binary(settings: Settings, console: Console) -> None:
@@ -73,6 +60,8 @@ def ensure_keeper(settings: Settings, home: Home, tmux: TmuxSession, port: int, 
     recorded = tunnel is not None and tunnel.keeper_pid == pid
     upgraded = recorded and tunnel is not None and tunnel.keeper_build != code_build()
     if pid is not None and not changed and not upgraded:
+        if supervisor.history(home, KEEPER_WINDOW) is None:
+            supervisor.watch(home, tmux, KEEPER_WINDOW)  # started before supervision existed
         return pid
     if pid is not None:
         if changed:
@@ -83,8 +72,10 @@ def ensure_keeper(settings: Settings, home: Home, tmux: TmuxSession, port: int, 
             console.note(
                 "remote-agent was updated: restarting the tunnel keeper (Jupyter and its kernels keep running)."
             )
+        supervisor.release(tmux, KEEPER_WINDOW)  # stopped on purpose: not to be restarted
         procs.terminate(pid, 10)
     tmux.start_window(KEEPER_WINDOW, keeper_command(settings), {}, home.root)
+    supervisor.watch(home, tmux, KEEPER_WINDOW)
     new_pid = started_window_pid(tmux, KEEPER_WINDOW, home)
     if new_pid is None:
         raise StartFailed("The tunnel keeper exited at once.", f"See {home.keeper_log} (`remote-agent logs`).")
@@ -97,11 +88,13 @@ def _write_if_changed(path: Path, token: str, write: Callable[[Path, str], None]
     return path.read_bytes() != before
 
 
-def stop_keeper(home: Home) -> bool:
+def stop_keeper(home: Home, tmux: TmuxSession) -> bool:
     """Stop this home's keeper, if one runs; True if it did."""
     pid = running_keeper(home, home.read_tunnel())
     if pid is not None:
+        supervisor.release(tmux, KEEPER_WINDOW)
         procs.terminate(pid, 10)
+        supervisor.forget(home, KEEPER_WINDOW)
     return pid is not None
 
 

@@ -15,6 +15,7 @@ import re
 import socket
 import subprocess
 import threading
+import time
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -32,6 +33,9 @@ TUNNEL_NAME = "remote-agent"
 # pyngrok 9 checks the agent's health on /api/endpoints, which exists from agent 3.30.0 on.
 MIN_AGENT_VERSION = (3, 30, 0)
 TOKEN_PAGE = "https://dashboard.ngrok.com/get-started/your-authtoken"  # noqa: S105 (a web page, not a secret)
+SPAWN_POLL = 0.05
+# A polite stop: the agent closes its session at ngrok's edge, so a new agent can take the URL at once.
+STOP_GRACE = 3.0
 
 # What each ngrok code means (checked against ngrok's error pages, 2025-2026).
 # Fatal: retrying cannot help until the user changes something.
@@ -270,6 +274,7 @@ class Agent:
         on_log: Callable[[Any], None],
         secrets: tuple[str | None, ...],
         startup_timeout: float = 20.0,
+        on_spawn: Callable[[int], None] | None = None,
     ) -> None:
         from pyngrok import conf
 
@@ -292,15 +297,22 @@ class Agent:
         self.config.api_key = None
         self.api_url: str | None = None
         self.public_url: str | None = None
+        self.on_spawn = on_spawn  # told the agent's pid the moment the process exists
         self._proc: Any = None
 
     @property
     def pid(self) -> int | None:
         return int(self._proc.pid) if self._proc is not None else None
 
-    def open(self, port: int, domain: str | None, traffic_policy: dict[str, Any] | None) -> str:
-        """Start the agent and open the endpoint; never blocks past the startup deadline."""
-        from pyngrok import ngrok, process
+    def open(
+        self,
+        port: int,
+        domain: str | None,
+        traffic_policy: dict[str, Any] | None,
+        cancelled: Callable[[], bool] = lambda: False,
+    ) -> str:
+        """Start the agent and open the endpoint; never blocks past the startup deadline or a cancel."""
+        from pyngrok import ngrok
 
         # A fresh free port for the local API at each start, read back from the agent's log by pyngrok.
         self.config.config_path = str(write_run_config(self.config_path))
@@ -310,6 +322,7 @@ class Agent:
         if traffic_policy:
             options["traffic_policy"] = json.dumps(traffic_policy)
         result: dict[str, Any] = {}
+        self._forget_dead_record()
 
         def connect() -> None:
             try:
@@ -322,20 +335,48 @@ class Agent:
 
         worker = threading.Thread(target=connect, name="ngrok-connect", daemon=True)
         worker.start()
-        worker.join(self.startup_timeout + 5)
-        running = process._current_processes.get(self.ngrok_path)  # pyngrok keeps its process here
-        if running is not None:
-            self._proc = running.proc
-            self.api_url = running.api_url
+        deadline = time.monotonic() + self.startup_timeout + 5
+        while worker.is_alive() and time.monotonic() < deadline and not cancelled():
+            worker.join(SPAWN_POLL)
+            self._adopt_process()
+        self._adopt_process()
         if worker.is_alive():
-            # pyngrok reads the agent's output without a deadline; a silent agent would hold it forever.
+            # pyngrok reads the agent's output under its process lock and without a deadline: a
+            # silent agent would hold both forever. Kill it by pid, which ends pyngrok's read too.
             self.kill()
             worker.join(5)
+            if cancelled():
+                raise AgentError("the keeper is stopping")
             raise AgentError(f"the agent did not start within {self.startup_timeout:.0f} s")
         if "error" in result:
             raise classify(result["error"], self.secrets)
         self.public_url = str(result["url"])
         return self.public_url
+
+    def _adopt_process(self) -> None:
+        """Take the process pyngrok records as soon as it exists (pyngrok notes it before its start wait)."""
+        from pyngrok import process
+
+        # A plain dict read: taking pyngrok's lock here would wait for the whole start.
+        running = process._current_processes.get(self.ngrok_path)
+        if running is None:
+            return
+        if running.proc is self._proc:
+            self.api_url = running.api_url or self.api_url  # known once pyngrok has read the agent's log
+            return
+        if self._proc is not None and self._proc.poll() is None:
+            return  # ours still runs; the record is someone else's (one agent per path per process)
+        self._proc = running.proc
+        self.api_url = running.api_url
+        if self.on_spawn is not None:
+            self.on_spawn(int(running.proc.pid))
+
+    def _forget_dead_record(self) -> None:
+        from pyngrok import process
+
+        running = process._current_processes.get(self.ngrok_path)
+        if running is not None and running.proc.poll() is not None:
+            process._current_processes.pop(self.ngrok_path, None)
 
     def alive(self) -> bool:
         return self._proc is not None and self._proc.poll() is None
@@ -356,30 +397,33 @@ class Agent:
         except (OSError, ValueError):
             return None
 
-    def stop(self, grace: float = 3.0) -> None:
-        """End our agent so that its session ends cleanly at the edge (SIGTERM), else kill it.
+    def kill(self) -> None:
+        """SIGKILL our agent by pid, reap it, and forget pyngrok's record of it (without pyngrok's lock)."""
+        self.stop(grace=0.0)
+
+    def stop(self, grace: float = STOP_GRACE) -> None:
+        """End the agent: SIGTERM so its session closes cleanly at ngrok's edge, SIGKILL after `grace` s.
 
         A killed agent's session and URL stay online at the edge until its heartbeat times
         out, and count against the account's agent limit meanwhile.
         """
-        if self._proc is not None and self._proc.poll() is None:
-            with contextlib.suppress(OSError):
-                self._proc.terminate()
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                self._proc.wait(grace)
-        self.kill()
-
-    def kill(self) -> None:
-        """Kill our agent (SIGKILL, then reap it) and forget pyngrok's record of it."""
         from pyngrok import process
 
-        with contextlib.suppress(Exception):
-            process.kill_process(self.ngrok_path)
-        if self._proc is not None and self._proc.poll() is None:
-            with contextlib.suppress(OSError):
-                self._proc.kill()
-            with contextlib.suppress(Exception):
-                self._proc.wait(5)
+        proc = self._proc
+        if proc is not None and proc.poll() is None:
+            if grace > 0:
+                with contextlib.suppress(OSError):
+                    proc.terminate()
+                with contextlib.suppress(subprocess.TimeoutExpired):
+                    proc.wait(grace)
+            if proc.poll() is None:
+                with contextlib.suppress(OSError):
+                    proc.kill()
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                proc.wait(5)  # reaped here, or by pyngrok's own poll: either way no zombie
+        running = process._current_processes.get(self.ngrok_path)
+        if running is not None and (proc is None or running.proc is proc):
+            process._current_processes.pop(self.ngrok_path, None)
         self.api_url = None
 
 

@@ -21,6 +21,7 @@ class Snapshot:
     keeper_pid: int | None
     tunnel: TunnelState | None
     record: JupyterRecord | None
+    home: Home | None = None  # where the session's other records are (restarts)
 
     @property
     def jupyter_running(self) -> bool:
@@ -115,4 +116,5 @@ def snapshot(home: Home, default_port: int) -> Snapshot:
         keeper_pid=running_keeper(home, tunnel),
         tunnel=tunnel,
         record=record,
+        home=home,
     )

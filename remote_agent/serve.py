@@ -13,10 +13,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from remote_agent import jupyter_process
+from remote_agent import jupyter_process, supervisor
 from remote_agent.console import Console
 from remote_agent.errors import BadInput
-from remote_agent.follow import draw_qr, follow_until_hangup, print_ready, suggest_stable_url
+from remote_agent.follow import draw_qr, follow_until_hangup, print_ready, report_restarts, suggest_stable_url
 from remote_agent.jupyter_process import RunningJupyter, answers
 from remote_agent.keeper_launch import ensure_agent_binary, ensure_keeper, stop_keeper, wait_for_tunnel
 from remote_agent.kernels import BackgroundSync, check_running_jupyter
@@ -134,6 +134,7 @@ def bring_up(
     finish_password: Callable[[], bool],
 ) -> Up:
     """Under the lock: reuse or start Jupyter and the keeper, and record the session. No long waits here."""
+    report_restarts(home, console)
     problem = session_owner_problem(tmux, home)
     if problem is not None:
         raise BadInput(problem, "Give this one a session name of its own (REMOTE_AGENT_SESSION=...), or use that home.")
@@ -160,8 +161,11 @@ def bring_up(
         # The tunnel opens while Jupyter boots; ngrok shows its 502 page until Jupyter answers.
         keeper_pid = ensure_keeper(settings, home, tmux, up.port, console, plan)
         up = Up(up.jupyter_pid, up.port, up.started_now, keeper_pid)
-    elif stop_keeper(home):
+    elif stop_keeper(home, tmux):
         console.note("The ngrok tunnel is closed: its public URL no longer reaches Jupyter.")
+    # After the keeper, off the cold start's path: its tunnel opens meanwhile.
+    jupyter_process.supervise(home, tmux, running)
+    supervisor.ensure_watcher(home, tmux)
     record_session(settings, home, applied)
     return up
 

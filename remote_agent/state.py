@@ -166,6 +166,12 @@ _LITERALS: dict[str, tuple[object, ...]] = {
 }
 
 
+def _dict_fits(annotation: str, value: dict[Any, Any]) -> bool:
+    """dict[str, int] or dict[str, str]: every key a string, every value of the named type."""
+    inner = annotation.partition(",")[2].rstrip("]").strip()
+    return all(isinstance(k, str) and _fits(inner, v) for k, v in value.items()) if inner else True
+
+
 def _fits(annotation: str, value: object) -> bool:
     """Does `value`, read from JSON, have the type a record field is annotated with?"""
     for option in (part.strip() for part in annotation.split("|")):
@@ -175,7 +181,7 @@ def _fits(annotation: str, value: object) -> bool:
             or (base == "str" and isinstance(value, str))
             or (base == "int" and isinstance(value, int) and not isinstance(value, bool))
             or (base == "bool" and isinstance(value, bool))
-            or (base == "dict" and isinstance(value, dict))
+            or (base == "dict" and isinstance(value, dict) and _dict_fits(option, value))
             or (base in ("tuple", "list") and isinstance(value, (list, tuple)))
             or (value in _LITERALS.get(base, ()))
         ):

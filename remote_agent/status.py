@@ -8,11 +8,13 @@ import time
 from datetime import datetime, timezone
 from typing import Any
 
+from remote_agent import supervisor
 from remote_agent.console import Console
 from remote_agent.errors import NotRunning
 from remote_agent.runtime import Snapshot, snapshot
 from remote_agent.settings import Settings
 from remote_agent.state import Home, TunnelState
+from remote_agent.tmux_session import JUPYTER_WINDOW, KEEPER_WINDOW
 
 
 def take(settings: Settings) -> Snapshot:
@@ -29,6 +31,7 @@ def as_json(snap: Snapshot) -> dict[str, Any]:
             "port": snap.jupyter_port,
             "local_url": f"http://127.0.0.1:{snap.jupyter_port}/",
             "kernels": snap.kernels() if snap.jupyter_running else None,
+            **restarts_json(snap),
         },
         "tunnel": {
             "provider": snap.provider,
@@ -41,9 +44,34 @@ def as_json(snap: Snapshot) -> dict[str, Any]:
     }
 
 
+def jupyter_history(snap: Snapshot) -> supervisor.WindowHistory | None:
+    return supervisor.history(snap.home, JUPYTER_WINDOW) if snap.home is not None else None
+
+
+def restarts_json(snap: Snapshot) -> dict[str, Any]:
+    seen = jupyter_history(snap)
+    return {
+        "restarts": seen.total if seen else 0,
+        "last_restart": seen.last_restart if seen else None,
+        "restart_error": (seen.gave_up or seen.exited) if seen else None,
+    }
+
+
+def restart_lines(snap: Snapshot) -> list[str]:
+    """Jupyter's restarts by itself, for people: the kernels were lost each time."""
+    seen = jupyter_history(snap)
+    if seen is None or not seen.total:
+        return []
+    times = "once" if seen.total == 1 else f"{seen.total} times"
+    return [f"  restarted {times} by itself, last at {seen.last_restart} (it was {seen.last_exit}): kernels lost"]
+
+
 def problems(snap: Snapshot) -> list[str]:
     found = []
-    if snap.jupyter_pid is None:
+    seen = jupyter_history(snap)
+    if snap.jupyter_pid is None and seen is not None and (seen.gave_up or seen.exited):
+        found.append(f"{seen.gave_up or seen.exited}: `remote-agent logs` shows why; `remote-agent serve` starts it.")
+    elif snap.jupyter_pid is None:
         found.append("Jupyter is not running: run `remote-agent serve` (kernels from before are lost).")
     elif not snap.jupyter_answers:
         found.append(
@@ -53,7 +81,10 @@ def problems(snap: Snapshot) -> list[str]:
     if snap.provider == "ngrok" and snap.public_url is None:
         t = snap.tunnel
         if not snap.keeper_running:
-            reason = f" ({t.last_error})" if t is not None and t.status == "fatal" and t.last_error else ""
+            reason = f" ({t.last_error})" if t is not None and t.status in ("fatal", "crashed") and t.last_error else ""
+            keeper = supervisor.history(snap.home, KEEPER_WINDOW) if snap.home is not None else None
+            if keeper is not None and keeper.gave_up:
+                reason = f" ({keeper.gave_up})"
             found.append(f"The tunnel keeper is not running{reason}: run `remote-agent serve`.")
         else:
             why = t.last_error if t is not None and t.last_error else "it is starting"
@@ -177,10 +208,12 @@ def table(snap: Snapshot, now: float | None = None) -> list[str]:
         busy, idle = kernel_activity(snap.jupyter_pid)
         count = busy + idle
         rows.append(f"  kernels   {count}" + (f": {busy} busy, {idle} idle" if count else ""))
+        rows.extend(restart_lines(snap))
     elif snap.jupyter_pid:
         rows.append(f"Jupyter   pid {snap.jupyter_pid}, not answering on port {snap.jupyter_port}")
     else:
         rows.append("Jupyter   not running")
+        rows.extend(restart_lines(snap))
     t = snap.tunnel
     if snap.provider == "ssh":
         rows.append("Tunnel    ssh (no public URL; `remote-agent serve` prints the ssh command)")

@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-from remote_agent import procs
+from remote_agent import procs, supervisor
 from remote_agent.console import Console
-from remote_agent.jupyter_process import remove_runtime_files
+from remote_agent.jupyter_process import notebook_processes, remove_runtime_files
 from remote_agent.ngrok_agent import is_our_agent
 from remote_agent.runtime import live_window_pid, running_jupyter, running_keeper, session_owner_problem
 from remote_agent.settings import Settings
 from remote_agent.state import Home, exclusive_lock
-from remote_agent.tmux_session import JUPYTER_WINDOW, KEEPER_WINDOW, TmuxSession
+from remote_agent.tmux_session import JUPYTER_WINDOW, KEEPER_WINDOW, WATCH_WINDOW, TmuxSession
 
 KEEPER_STOP_TIMEOUT = 10.0
 # Jupyter shuts its kernels down on SIGTERM; give them time.
@@ -21,6 +21,13 @@ def stop(settings: Settings, console: Console, tunnel_only: bool) -> int:
     tmux = TmuxSession(settings.session, home.root)
     stopped = []
     with exclusive_lock(home.lock, "stop", console.note):
+        ours = session_owner_problem(tmux, home) is None  # never another home's session of the same name
+        if ours:
+            # Unhooked first: what is stopped on purpose must not be restarted.
+            supervisor.release(tmux, KEEPER_WINDOW)
+            if not tunnel_only:
+                supervisor.release(tmux, JUPYTER_WINDOW)
+                supervisor.release(tmux, WATCH_WINDOW)
         keeper = running_keeper(home, home.read_tunnel()) or live_window_pid(tmux, KEEPER_WINDOW, home)
         if keeper is not None:
             console.note("Stopping the tunnel keeper ...")
@@ -44,7 +51,18 @@ def stop(settings: Settings, console: Console, tunnel_only: bool) -> int:
             # session with the settings it is given then.
             home.forget_jupyter()
             home.end_session()
-            if session_owner_problem(tmux, home) is None:
-                tmux.kill()  # never another home's session of the same name
+            supervisor.forget(home)
+            if ours:
+                tmux.kill()
+            survivors = notebook_processes(home.root) if jupyter is not None else []
+        else:
+            supervisor.forget(home, KEEPER_WINDOW)
+            survivors = []
     console.line(f"Stopped {' and '.join(stopped)}." if stopped else "Nothing was running.")
+    if survivors:
+        # A job started from a notebook (`nohup python train.py &`) may be meant to outlive Jupyter.
+        console.line("Still running, started from a notebook (not stopped):")
+        for pid, command in survivors:
+            console.line(f"  pid {pid}: {command}")
+        console.line("Stop one with `kill PID` if it is not meant to go on.")
     return 0

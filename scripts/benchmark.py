@@ -190,7 +190,51 @@ def measure(runs: int, rest_seconds: float, quick: bool = False) -> list[Figure]
             if line.startswith("VmRSS:")
         )
         figures.append(Figure("keeper at rest, resident memory", rss_kb / 1024, "MB", 40))
+        figures.extend(self_healing(box, 1 if quick else max(3, runs)))
     return figures
+
+
+def self_healing(box: Sandbox, runs: int) -> list[Figure]:
+    """kill -9 of the keeper, then of Jupyter: how soon each is back, without a serve."""
+    from remote_agent.jupyter_process import answers
+    from remote_agent.supervisor import POLICY
+
+    keepers = []
+    runs = min(runs, 3)  # the restart policy allows a few in a row (4 in 5 min), not more
+    for run in range(runs):
+        if run:
+            time.sleep(POLICY.startsecs)
+        keeper = box.tunnel_state()["keeper_pid"]
+        os.kill(keeper, signal.SIGKILL)
+        start = time.perf_counter()
+        wait_until(
+            lambda k=keeper: (
+                box.tunnel_state().get("keeper_pid") not in (None, k) and box.tunnel_state().get("status") == "up"
+            ),
+            60,
+            "a new keeper with the tunnel up",
+            interval=0.01,
+        )
+        keepers.append(time.perf_counter() - start)
+    jupyters = []
+    for run in range(runs):
+        if run:
+            # A Jupyter that had run a while (as one the OOM killer ends): the policy's usual delay.
+            time.sleep(POLICY.startsecs)
+        killed = box.jupyter_record()["pid"]
+        os.kill(killed, signal.SIGKILL)
+        start = time.perf_counter()
+        wait_until(
+            lambda k=killed: box.jupyter_record().get("pid") != k and answers(box.port, timeout=0.2),
+            90,
+            "Jupyter to answer again",
+            interval=0.01,
+        )
+        jupyters.append(time.perf_counter() - start)
+    return [
+        Figure("keeper killed -> a new keeper has the tunnel up", median(keepers), "s", 10.0),
+        Figure("Jupyter killed -> answering again (restarted)", median(jupyters), "s", 15.0),
+    ]
 
 
 def main() -> int:

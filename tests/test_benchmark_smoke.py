@@ -19,6 +19,8 @@ FIGURES = [
     "hung agent (SIGSTOP) -> replaced",
     "keeper at rest, CPU over 2 s",
     "keeper at rest, resident memory",
+    "keeper killed -> a new keeper has the tunnel up",
+    "Jupyter killed -> answering again (restarted)",
 ]
 
 

@@ -7,6 +7,7 @@ import os
 import shlex
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 from conftest import PASSWORD, Sandbox, pid_alive, wait_until
@@ -105,11 +106,14 @@ def test_logs_show_jupyter_and_the_keeper(sandbox: Sandbox) -> None:
         env=sandbox.environ(),
         cwd=sandbox.notebooks,
     )
+    followed: list[str] = []
+    # Read on a thread: a readline() inside the poll would block past its deadline.
+    reader = threading.Thread(target=lambda: followed.extend(follow.stdout or []), daemon=True)
+    reader.start()
     try:
         agent = sandbox.tunnel_state()["agent_pid"]
         os.kill(agent, 9)
-        assert follow.stdout is not None
-        wait_until(lambda: "[tunnel]" in (follow.stdout.readline() if follow.stdout else ""), 20, "a followed line")
+        wait_until(lambda: any("[tunnel]" in line for line in list(followed)), 30, "a followed line")
     finally:
         follow.kill()
         follow.wait(10)

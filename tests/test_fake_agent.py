@@ -147,6 +147,8 @@ def refuses(url: str) -> bool:
         socket.create_connection((address, port), timeout=1).close()
     except ConnectionRefusedError:
         return True
+    except OSError:
+        return False  # reset while the listener closes: not refused yet, ask again
     return False
 
 

@@ -11,7 +11,6 @@ import json
 import os
 import signal
 import subprocess
-import time
 from pathlib import Path
 
 import pytest
@@ -72,9 +71,7 @@ def test_hung_agent_is_replaced(sandbox: Sandbox) -> None:
     first = serve.wait_for(URL_LINE, timeout=90)[1]
     hung = sandbox.tunnel_state()["agent_pid"]
     os.kill(hung, signal.SIGSTOP)
-    stopped_at = time.monotonic()
-    new = serve.wait_for(r"Tunnel back at the same URL\s+(http://\S+)", timeout=30)[1]
-    assert time.monotonic() - stopped_at < 12
+    new = serve.wait_for(r"Tunnel back at the same URL\s+(http://\S+)", timeout=45)[1]
     assert new == first, "the account's dev domain again"
     assert not pid_alive(hung), "the hung agent was left behind"
     assert JupyterClient(new).get("/api").status_code == 200
@@ -84,12 +81,13 @@ def test_hung_agent_is_replaced(sandbox: Sandbox) -> None:
 def test_agent_reconnecting_by_itself_keeps_its_url(sandbox: Sandbox) -> None:
     serve = sandbox.follow()
     url = serve.wait_for(URL_LINE, timeout=90)[1]
-    sandbox.fake.start_outage(3)
+    # Long enough that `status` surely runs while it lasts, even on a busy machine.
+    sandbox.fake.start_outage(10)
     wait_until(lambda: sandbox.tunnel_state().get("status") == "reconnecting", 10, "the keeper to see the outage")
     status = sandbox.run("status", "--json")
     assert status.returncode == 3
     assert "reconnecting" in json.loads(status.stdout)["tunnel"]["last_error"]
-    wait_until(lambda: sandbox.tunnel_state().get("status") == "up", 15, "the agent to come back")
+    wait_until(lambda: sandbox.tunnel_state().get("status") == "up", 40, "the agent to come back")
     assert sandbox.tunnel_state()["public_url"] == url
     assert agents_started(sandbox) == 1, "the keeper killed an agent that was reconnecting"
     assert sandbox.run("url").stdout.strip() == url
@@ -157,24 +155,23 @@ def current_url(sandbox: Sandbox) -> str:
     return sandbox.run("url").stdout.strip()
 
 
-def test_jupyter_killed_is_reported_and_replaced(sandbox: Sandbox) -> None:
+def test_jupyter_killed_is_restarted_and_reported(sandbox: Sandbox) -> None:
     assert sandbox.run("serve", "--detach").returncode == 0
     url = sandbox.run("url").stdout.strip()
     old = sandbox.jupyter_record()["pid"]
     os.kill(old, signal.SIGKILL)
-    wait_until(lambda: not pid_alive(old), 10, "Jupyter to die")
+    # Nobody runs serve: the session's supervisor starts Jupyter again, behind the same URL.
+    wait_until(
+        lambda: sandbox.jupyter_record()["pid"] != old and JupyterClient(url).get("/api").status_code == 200,
+        90,
+        "Jupyter to answer again through the tunnel",
+    )
     status = sandbox.run("status")
-    assert status.returncode == 3
-    assert "Jupyter is not running" in status.stdout
-    assert "Tunnel    ngrok, http" in status.stdout, "the tunnel itself is up"
-    page = JupyterClient(url).get("/api")
-    assert page.status_code == 502
-    assert "ERR_NGROK_8012" in page.text
+    assert status.returncode == 0, status.stdout
+    assert "restarted once by itself" in status.stdout
     again = sandbox.run("serve", "--detach")
     assert again.returncode == 0, again.stderr
-    assert "Kernels from before are lost" in again.stderr
-    new = sandbox.jupyter_record()["pid"]
-    assert new != old
+    assert "kernels from before then were lost" in again.stderr
     assert JupyterClient(sandbox.run("url").stdout.strip()).login(PASSWORD).status_code == 302
 
 
@@ -184,12 +181,12 @@ def test_two_serves_at_the_same_moment(sandbox: Sandbox) -> None:
     url_two = second.wait_for(URL_LINE, timeout=120)[1]
     assert url_one == url_two
     windows = sandbox.tmux("list-windows", "-t", "remote-agent", "-F", "#{window_name}").stdout.split()
-    assert sorted(windows) == ["jupyter", "tunnel"]
+    assert sorted(windows) == ["jupyter", "tunnel", "watch"]
     assert agents_started(sandbox) == 1
     assert len(sandbox.fake.live_agent_pids()) == 1
 
 
-def test_keeper_killed_is_restarted_by_the_next_serve(sandbox: Sandbox) -> None:
+def test_keeper_killed_is_restarted_and_its_orphaned_agent_ended(sandbox: Sandbox) -> None:
     assert sandbox.run("serve", "--detach").returncode == 0
     state = sandbox.tunnel_state()
     os.kill(state["keeper_pid"], signal.SIGKILL)

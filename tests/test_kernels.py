@@ -19,7 +19,7 @@ from conftest import PASSWORD, Sandbox, wait_until
 from jupyter_client import JupyterClient
 from pyenvs import CUDA_VALUE, CUDA_VARIABLE, PythonEnv, PythonEnvs, venv_with_ipykernel
 
-from remote_agent import kernelspecs, python_envs
+from remote_agent import kernelspecs, procs, python_envs
 from remote_agent.console import Console
 from remote_agent.kernels import check_running_jupyter
 from remote_agent.settings import Settings
@@ -242,6 +242,8 @@ def test_serve_says_when_a_running_jupyter_does_not_read_the_kernels_folder(tmp_
     old = subprocess.Popen(["sleep", "60"], env={"PATH": os.defpath})
     new = subprocess.Popen(["sleep", "60"], env={"PATH": os.defpath, "JUPYTER_PATH": f"{folder}:/x"})
     try:
+        for proc in (old, new):  # read their environments once they run sleep, not mid-exec
+            wait_until(lambda p=proc: procs.environ(p.pid).get("PATH") == os.defpath, 10, "sleep to start")  # type: ignore[misc]
         said = io.StringIO()
         check_running_jupyter(settings, old.pid, Console(err=said))
         assert f"Jupyter (pid {old.pid}) was started by an earlier remote-agent" in said.getvalue()

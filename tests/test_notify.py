@@ -14,7 +14,6 @@ import shutil
 import signal
 import socket
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
@@ -134,13 +133,15 @@ def test_failing_hooks_are_logged_retried_and_never_raise(tmp_path: Path, caplog
 
 
 def test_slow_command_is_stopped_and_never_blocks_the_caller(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
-    pid_file = tmp_path / "pid"
-    notifier = Notifier(f"echo $$ > {pid_file}; exec sleep 60", None, command_timeout=0.5, retry_delays=())
-    started = time.monotonic()
+    pid_file, go = tmp_path / "pid", tmp_path / "go"
+    # The hook waits until the test lets it go: url_changed must return while it still runs.
+    hook = f"while [ ! -e {go} ]; do sleep 0.05; done; echo $$ > {pid_file}; exec sleep 60"
+    notifier = Notifier(hook, None, command_timeout=5, retry_delays=())
     notifier.url_changed("http://new.example", None)
-    assert time.monotonic() - started < 0.1
-    assert notifier.wait_idle(20)
-    assert "did not finish within 0 s" in caplog.text or "did not finish within 1 s" in caplog.text
+    assert not notifier.idle.is_set(), "url_changed waited for the hook"
+    go.touch()
+    assert notifier.wait_idle(30)
+    assert "did not finish within 5 s" in caplog.text
     assert not pid_alive(int(pid_file.read_text()))
 
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 import os
 import re
 import signal
-import time
 from pathlib import Path
 
 from conftest import PASSWORD, Sandbox, descendants, pid_alive, wait_until
@@ -51,11 +50,9 @@ def test_serve_login_kernel_survives_agent_death_and_stop_cleans_up(sandbox: San
     assert again.login(PASSWORD).status_code == 302
     assert again.execute(kernel, "print(x)") == "42\n"
 
-    # A second serve, as after reconnecting: same Jupyter, the current URL at once.
-    started = time.monotonic()
-    second = sandbox.run("serve", "--detach")
+    # A second serve, as after reconnecting: same Jupyter, the current URL (the benchmark times it).
+    second = sandbox.run("serve", "--detach", timeout=60)
     assert second.returncode == 0, second.stderr
-    assert time.monotonic() - started < 5
     assert f"already running (pid {jupyter_pid})" in second.stdout
     assert new_url in second.stdout
     assert sandbox.jupyter_record()["pid"] == jupyter_pid
@@ -116,6 +113,9 @@ def test_json_events(sandbox: Sandbox) -> None:
         "port": sandbox.port,
         "local_url": ready["local_url"],
         "kernels": 0,
+        "restarts": 0,
+        "last_restart": None,
+        "restart_error": None,
     }
     tunnel = status["tunnel"]
     assert tunnel["provider"] == "ngrok"

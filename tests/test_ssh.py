@@ -6,6 +6,7 @@ HOME; the user's settings are in the project's .env, since sshd passes no enviro
 
 from __future__ import annotations
 
+import os
 import shlex
 import time
 from collections.abc import Iterator
@@ -15,6 +16,9 @@ import pytest
 from conftest import PASSWORD, Sandbox, descendants, free_port, pid_alive, wait_until
 from jupyter_client import JupyterClient
 from sshd import Sshd, running_sshd, serve_command, wait_for_port, write_user_dotenv
+
+# The private sshd logs in as root (tests/sshd.py), which only root can arrange.
+pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="the private sshd needs root (it logs in as root)")
 
 URL_LINE = r"Public URL\s+(http://\S+\.localhost:\d+)"
 

@@ -79,7 +79,16 @@ def test_status_table_and_qr_codes(sandbox: Sandbox) -> None:
     # --json keeps the contract's shape exactly.
     data = json.loads(sandbox.run("status", "--json").stdout)
     assert set(data) == {"jupyter", "tunnel"}
-    assert set(data["jupyter"]) == {"running", "pid", "port", "local_url", "kernels"}
+    assert set(data["jupyter"]) == {
+        "running",
+        "pid",
+        "port",
+        "local_url",
+        "kernels",
+        "restarts",
+        "last_restart",
+        "restart_error",
+    }
     assert set(data["tunnel"]) == {"provider", "running", "public_url", "since", "reopened", "last_error"}
     assert data["jupyter"]["kernels"] == 2
     assert data["tunnel"]["reopened"] == 1

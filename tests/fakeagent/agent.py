@@ -33,7 +33,8 @@ Control directory
     agent), ``outage`` (``{"id": str, "seconds": float}``: a lost link to the ngrok cloud,
     see below), ``startup_error`` and ``endpoint_error`` (an error code such as
     ``"ERR_NGROK_108"`` or ``"108"``; the first fails startup, the second fails every
-    ``POST /api/endpoints``).
+    ``POST /api/endpoints``); ``silent`` (true: an agent started from then on prints nothing
+    and opens no API until it is stopped, as an agent stuck at start-up; read once at start).
     Today's ngrok (the section "ngrok as it is now (2025-2026)" of the project's notes on
     ngrok; each switch below names its line there). Defaults are today's behaviour:
     ``version`` (default ``LATEST_VERSION``; below 3.30.0 there is no ``/api/endpoints``),
@@ -1366,6 +1367,11 @@ class Agent:
         return code
 
     def _run(self) -> int:
+        if self.control.read_control().get("silent"):
+            # Stuck at start-up: no log line, no API, until stopped (SIGTERM) or killed.
+            while not self.stopping.wait(CONTROL_POLL_SECONDS):
+                pass
+            return 0
         try:
             settings = self._load_settings()
             host, port = parse_web_addr(settings.get("web_addr", DEFAULT_WEB_ADDR))
