@@ -25,11 +25,10 @@ def keeper_command(settings: Settings) -> str:
 
 def ensure_agent_binary(settings: Settings, console: Console) -> None:
     """Before serve takes its lock: the agent binary must be there (pyngrok may download it, slowly)."""
-    from remote_agent.ngrok_agent import default_binary, ensure_binary, require_current_agent
+    from remote_agent.ngrok_agent import default_binary, ensure_binary
 
-    path = settings.ngrok_path or default_binary()
-    ensure_binary(path, settings.ngrok_path is not None, console.note)
-    require_current_agent(path, settings.ngrok_path is not None)
+    # Its version is checked by the keeper, while Jupyter boots: too old ends serve with exit 5 and the fix.
+    ensure_binary(settings.ngrok_path or default_binary(), settings.ngrok_path is not None, console.note)
 
 
 def ensure_keeper(settings: Settings, home: Home, tmux: TmuxSession, port: int, console: Console, plan: Plan) -> int:

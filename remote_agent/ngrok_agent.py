@@ -7,7 +7,6 @@ The authtoken lives in the agent's own 0600 config file, never on its command li
 from __future__ import annotations
 
 import contextlib
-import http.client
 import json
 import logging
 import os
@@ -16,16 +15,13 @@ import socket
 import subprocess
 import threading
 import time
-import urllib.error
-import urllib.parse
-import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from remote_agent import procs
-from remote_agent.errors import MissingPrerequisite, StartFailed
+from remote_agent.errors import MissingPrerequisite
 from remote_agent.redaction import redact
 from remote_agent.state import write_private
 
@@ -143,17 +139,6 @@ def version_text(version: tuple[int, ...]) -> str:
 
 def too_old(version: tuple[int, ...] | None) -> bool:
     return version is not None and version < MIN_AGENT_VERSION
-
-
-def require_current_agent(path: str, explicit: bool) -> None:
-    """Stop before starting an agent that pyngrok could never see healthy."""
-    version = agent_version(path)
-    if version is not None and too_old(version):
-        raise StartFailed(
-            f"The ngrok agent at {path} is version {version_text(version)}; remote-agent needs "
-            f"{version_text(MIN_AGENT_VERSION)} or newer (older agents lack the API pyngrok uses).",
-            update_hint(path if explicit else None),
-        )
 
 
 def update_agent(path: str, say: Callable[[str], None]) -> tuple[int, ...] | None:
@@ -387,6 +372,9 @@ class Agent:
 
     def endpoint_ok(self, timeout: float) -> bool | None:
         """True: the endpoint is listed. False: the agent answered without it. None: no answer."""
+        import urllib.error
+        import urllib.request  # here, not at the top: serve imports this module on its warm path
+
         if not self.api_url:
             return None
         try:
@@ -435,6 +423,9 @@ def public_url_answers(url: str, timeout: float) -> bool:
     Names under .localhost are loopback by RFC 6761: connect to 127.0.0.1 and send the
     name as the Host header, as a browser does.
     """
+    import http.client
+    import urllib.parse
+
     parts = urllib.parse.urlsplit(url)
     host = parts.hostname or ""
     address = "127.0.0.1" if host == "localhost" or host.endswith(".localhost") else host

@@ -87,10 +87,8 @@ def running_keeper(home: Home, tunnel: TunnelState | None) -> int | None:
 
 def session_owner_problem(tmux: TmuxSession, home: Home) -> str | None:
     """Why this home must not use the tmux session of its name, or None when it may (and now owns it)."""
-    if not tmux.exists():
-        return None
-    owner = tmux.owner()
-    if owner == str(home.root):
+    exists, owner = tmux.owner()
+    if not exists or owner == str(home.root):
         return None
     if owner is None:
         # remote-agent 0.1 did not mark its sessions: it is ours if no process in it belongs elsewhere.

@@ -85,10 +85,13 @@ class TmuxSession:
     def exists(self) -> bool:
         return self._query("has-session", "-t", f"={self.name}").returncode == 0
 
-    def owner(self) -> str | None:
-        """The home that started the session; None when it does not say (not ours, or remote-agent 0.1's)."""
+    def owner(self) -> tuple[bool, str | None]:
+        """(does the session exist?, the home that started it: None when it does not say).
+
+        One tmux call: a session of remote-agent 0.1, or not ours at all, exists and says nothing.
+        """
         shown = self._query("show-options", "-t", f"={self.name}", "-v", "-q", OWNER_OPTION)
-        return shown.stdout.strip() or None if shown.returncode == 0 else None
+        return shown.returncode == 0, shown.stdout.strip() or None
 
     def claim(self) -> None:
         if self.home is not None:

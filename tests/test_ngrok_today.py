@@ -223,6 +223,8 @@ def test_an_old_agent_stops_serve_and_doctor_says_how_to_update(sandbox: Sandbox
     assert sandbox.fake.control()["version"] == "3.29.0", "a binary the user named is never touched"
 
     # pyngrok's own binary (its default place under the sandbox's HOME) is updated by one command.
+    # The session above named the user's binary; it ends with stop, and a new one may use pyngrok's.
+    assert sandbox.run("stop").returncode == 0
     own = sandbox.home / ".config" / "ngrok" / "ngrok"
     own.parent.mkdir(parents=True)
     shutil.copy(sandbox.fake.path, own)
