@@ -30,8 +30,11 @@ def print_ready(
     console.line(f"Jupyter     {state} (pid {pid}), on this server at {local_url}")
     if public_url:
         console.line(f"Public URL  {public_url}")
-        console.line("Share it    Send the URL and the Jupyter password. On ngrok's free plan a visitor")
-        console.line("            clicks 'Visit Site' once on ngrok's warning page, then logs in.")
+        console.line("Share it    `remote-agent share` makes a link that logs a collaborator in without your")
+        console.line("            password. On ngrok's free plan a visitor clicks 'Visit Site' once on ngrok's")
+        console.line("            warning page first.")
+        if settings.basic_auth:
+            console.line("            ngrok's edge asks them for NGROK_BASIC_AUTH's user and password too.")
     console.line(f"SSH         On your laptop: {ssh}")
     console.line(f"            then open {laptop_url(settings.laptop_port)} and log in with the Jupyter password.")
     if host_is_private(os.environ, settings.ssh_host):
