@@ -13,6 +13,7 @@ from remote_agent import procs
 from remote_agent.console import Console
 from remote_agent.errors import MissingPrerequisite, StartFailed
 from remote_agent.kernelspecs import jupyter_path
+from remote_agent.ownership import live_window_pid, running_jupyter, started_window_pid
 from remote_agent.redaction import SECRET_ENV_KEYS
 from remote_agent.state import Home, JupyterRecord, append_private, now_iso, process_start, read_json
 from remote_agent.tmux_session import JUPYTER_WINDOW, TmuxSession
@@ -267,7 +268,6 @@ class RunningJupyter:
 def find(home: Home, tmux: TmuxSession, console: Console, provider: str) -> RunningJupyter | None:
     """The Jupyter of this home that already runs, if one does."""
     from remote_agent import supervisor
-    from remote_agent.runtime import live_window_pid, running_jupyter
 
     record = home.read_jupyter()
     pid = running_jupyter(home, record)
@@ -318,8 +318,6 @@ def start(home: Home, tmux: TmuxSession, console: Console, port: int, root: Path
     tmux.start_window(
         JUPYTER_WINDOW, window_command(port, root, home.jupyter_log, app), passed_environment(home.root), root
     )
-    from remote_agent.runtime import started_window_pid
-
     pid = started_window_pid(tmux, JUPYTER_WINDOW, home)
     if pid is None:
         raise StartFailed("Jupyter exited at once.", *log_hint(home, marker))

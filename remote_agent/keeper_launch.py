@@ -10,7 +10,7 @@ from remote_agent import procs, supervisor
 from remote_agent.console import Console
 from remote_agent.errors import StartFailed
 from remote_agent.keeper_config import KeeperConfig, write_keeper_config
-from remote_agent.runtime import live_window_pid, running_keeper, started_window_pid
+from remote_agent.ownership import live_window_pid, running_keeper, started_window_pid
 from remote_agent.session import Plan
 from remote_agent.settings import Settings
 from remote_agent.state import Home, TunnelState, code_build

@@ -52,7 +52,7 @@ def set_password(settings: Settings, console: Console, from_stdin: bool) -> int:
     warn_if_short(password, console)
     path = jupyter_config.store_hash(jupyter_config.config_dir(), jupyter_config.hash_password(password))
     console.line(f"Password saved as a salted hash in {path}.")
-    from remote_agent.runtime import running_jupyter
+    from remote_agent.ownership import running_jupyter
 
     home = Home(settings.home)
     pid = running_jupyter(home, home.read_jupyter())

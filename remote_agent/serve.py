@@ -20,9 +20,9 @@ from remote_agent.follow import draw_qr, follow_until_hangup, print_ready, repor
 from remote_agent.jupyter_process import RunningJupyter, answers
 from remote_agent.keeper_launch import ensure_agent_binary, ensure_keeper, stop_keeper, wait_for_tunnel
 from remote_agent.kernels import BackgroundSync, check_running_jupyter
+from remote_agent.ownership import running_keeper, session_owner_problem
 from remote_agent.password import prepare_password
 from remote_agent.redaction import SECRET_ENV_KEYS
-from remote_agent.runtime import running_keeper, session_owner_problem
 from remote_agent.session import JUPYTER_KEYS, Plan, compare
 from remote_agent.settings import Settings
 from remote_agent.state import Home, SessionRecord, exclusive_lock, now_iso

@@ -6,7 +6,7 @@ from remote_agent import procs, supervisor
 from remote_agent.console import Console
 from remote_agent.jupyter_process import notebook_processes, remove_runtime_files
 from remote_agent.ngrok_agent import is_our_agent
-from remote_agent.runtime import live_window_pid, running_jupyter, running_keeper, session_owner_problem
+from remote_agent.ownership import live_window_pid, running_jupyter, running_keeper, session_owner_problem
 from remote_agent.settings import Settings
 from remote_agent.state import Home, exclusive_lock
 from remote_agent.tmux_session import JUPYTER_WINDOW, KEEPER_WINDOW, WATCH_WINDOW, TmuxSession
