@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import signal
 import time
+from pathlib import Path
 from types import FrameType
 
 from remote_agent import procs, supervisor
@@ -41,10 +42,11 @@ def print_ready(
         console.line("            (If you reach this server by another name, e.g. EC2's public DNS, use that as the")
         console.line("            host, or set REMOTE_AGENT_SSH_HOST.)")
     if provider == "ssh" and not settings.ngrok_authtoken:
-        console.line("No tunnel   NGROK_AUTHTOKEN is not set, so there is no public URL. For one to share:")
-        console.line(
-            "            put NGROK_AUTHTOKEN=... in .env (free: https://dashboard.ngrok.com) and run serve again."
-        )
+        record = settings.session_record
+        env_file = settings.env_file or (record.env_file if record else None) or Path.cwd() / ".env"
+        console.line("No tunnel   NGROK_AUTHTOKEN is not set, so there is no public URL. For one to share, put")
+        console.line(f"            NGROK_AUTHTOKEN=... in {env_file}")
+        console.line("            (free: https://dashboard.ngrok.com) and run serve again.")
 
 
 def draw_qr(console: Console, url: str) -> None:

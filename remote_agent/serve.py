@@ -104,7 +104,14 @@ def applied_values(settings: Settings, running: RunningJupyter | None) -> dict[s
 
 def record_session(settings: Settings, home: Home, applied: dict[str, str]) -> None:
     previous = settings.session_record
-    env_file = str(settings.env_file.resolve()) if settings.env_file else (previous.env_file if previous else None)
+    # The session's .env: the one read, else the earlier one, else the one where the session began
+    # (created later, it is read then: a token added there turns the tunnel on).
+    if settings.env_file is not None:
+        env_file: str | None = str(settings.env_file.resolve())
+    elif previous is not None and previous.env_file:
+        env_file = previous.env_file
+    else:
+        env_file = str(Path.cwd().resolve() / ".env")
     given = dict(settings.given)
     for key in JUPYTER_KEYS:
         # What Jupyter runs without is not kept: it applies only by `stop` and a new serve, given again.

@@ -306,7 +306,8 @@ def _session_layers(
     session_env = Path(record.env_file)
     if session_env.is_file():
         return home, session_env, False, read_env_file(session_env, explicit=False), record, unread
-    # Gone (moved, deleted): keep what it said rather than fall back to weaker defaults.
+    # Not there (never made yet, or moved, deleted): keep what was applied rather than fall back
+    # to weaker defaults.
     return home, None, False, dict(record.applied), record, unread
 
 

@@ -337,3 +337,19 @@ def test_changes_are_sorted_by_what_applying_them_takes() -> None:
     assert "old-token" not in described
     assert "new-token" not in described
     assert plan.jupyter[0].describe() == "JUPYTER_PORT: 8888 -> 9000"
+
+
+def test_a_token_added_later_to_the_sessions_env_file_opens_the_tunnel(sandbox: Sandbox) -> None:
+    """serve without a token says where to put one; done there, serve from $HOME opens the tunnel."""
+    shell = {"NGROK_AUTHTOKEN": None, "JUPYTER_PASSWORD": None}
+    project = sandbox.home / "project"
+    project.mkdir()
+    first = sandbox.run("serve", "--detach", "--json", cwd=project, env={**shell, "JUPYTER_PASSWORD": PASSWORD})
+    assert ready(first)["public_url"] is None
+    plain = sandbox.run("serve", "--detach", cwd=sandbox.home, env={**shell, "JUPYTER_PASSWORD": PASSWORD})
+    assert f"NGROK_AUTHTOKEN=... in {project / '.env'}" in plain.stdout
+    (project / ".env").write_text(f"NGROK_AUTHTOKEN={TOKEN}\n")
+    (project / ".env").chmod(0o600)
+    with_token = ready(sandbox.run("serve", "--detach", "--json", cwd=sandbox.home, env=shell))
+    assert with_token["jupyter_pid"] == ready(first)["jupyter_pid"]
+    assert with_token["public_url"], "the token in the session's .env turns the tunnel on"
