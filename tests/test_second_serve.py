@@ -341,7 +341,7 @@ def test_changes_are_sorted_by_what_applying_them_takes() -> None:
 
 def test_a_token_added_later_to_the_sessions_env_file_opens_the_tunnel(sandbox: Sandbox) -> None:
     """serve without a token says where to put one; done there, serve from $HOME opens the tunnel."""
-    shell = {"NGROK_AUTHTOKEN": None, "JUPYTER_PASSWORD": None}
+    shell: dict[str, str | None] = {"NGROK_AUTHTOKEN": None, "JUPYTER_PASSWORD": None}
     project = sandbox.home / "project"
     project.mkdir()
     first = sandbox.run("serve", "--detach", "--json", cwd=project, env={**shell, "JUPYTER_PASSWORD": PASSWORD})
