@@ -17,7 +17,6 @@ import socket
 import subprocess
 import sys
 import threading
-import time
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
@@ -114,8 +113,7 @@ def test_follow_notices_a_quick_down_and_up_at_the_same_url(tmp_path: Path) -> N
     assert first is not None
     thread = threading.Thread(target=lambda: result.append(follow(home, console, first)), daemon=True)
     thread.start()
-    time.sleep(0.3)
-    # Between two looks at the file the tunnel went down and came back at the same URL.
+    # Between two looks at the file (or before the first) the tunnel went down and came back.
     write_state(home, status="up", public_url=url, reopened=1, last_error="the ngrok agent exited")
     wait_until(lambda: '"tunnel_up"' in out.getvalue(), 10, "the tunnel_up event")
     write_state(home, status="stopped", reopened=1)
@@ -274,7 +272,14 @@ def test_keeper_log_at_rest_and_the_agent_api_off_port_4040(sandbox: Sandbox) ->
 
         log = sandbox.state_dir / "keeper.log"
         before = len(log.read_text().splitlines())
-        time.sleep(8)  # eight checks of the agent's API, each logged twice by the agent
+        sandbox.fake.set_control(record_api_calls=True)
+        agent_pid = sandbox.tunnel_state()["agent_pid"]
+
+        def checks() -> int:
+            return sum(1 for e in sandbox.fake.events() if e["event"] == "api_call" and e["pid"] == agent_pid)
+
+        # Eight health checks of the agent's API at rest, each logged twice by the agent.
+        wait_until(lambda: checks() >= 8, 60, "eight health checks of the agent")
         lines = log.read_text().splitlines()
         assert not [line for line in lines if "pg=/api/" in line]
         assert len(lines) - before <= 1, lines[before:]
