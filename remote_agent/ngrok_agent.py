@@ -143,7 +143,7 @@ def too_old(version: tuple[int, ...] | None) -> bool:
 
 def update_agent(path: str, say: Callable[[str], None]) -> tuple[int, ...] | None:
     """Update pyngrok's own agent binary (`ngrok update`, else a fresh download); its version after."""
-    from pyngrok import conf, installer, ngrok
+    from pyngrok import conf, ngrok
     from pyngrok.exception import PyngrokError
 
     before = agent_version(path) if os.path.isfile(path) else None
@@ -156,15 +156,26 @@ def update_agent(path: str, say: Callable[[str], None]) -> tuple[int, ...] | Non
         say(f"Downloading a current ngrok agent to {path} ...")
         with contextlib.suppress(FileNotFoundError):
             os.unlink(path)
-        try:
-            installer.install_ngrok(path)
-        except (PyngrokError, OSError) as e:
-            raise MissingPrerequisite(
-                f"Downloading the ngrok agent to {path} failed: {e}.",
-                "Install ngrok from https://ngrok.com/download and set PYNGROK_NGROK_PATH to it.",
-            ) from e
+        download(path, "Downloading the ngrok agent to {path} failed: {error}.", "")
         after = agent_version(path)
     return after
+
+
+def download(path: str, failure: str, fallback: str) -> None:
+    """pyngrok's download of the agent to `path`; a failure is a missing prerequisite, in words.
+
+    `failure` is formatted with `path` and `error`; `fallback` is added to the fix.
+    """
+    from pyngrok import installer
+    from pyngrok.exception import PyngrokError
+
+    try:
+        installer.install_ngrok(path)
+    except (PyngrokError, OSError) as e:
+        raise MissingPrerequisite(
+            failure.format(path=path, error=e),
+            f"Install ngrok (https://ngrok.com/download) and set PYNGROK_NGROK_PATH to it{fallback}.",
+        ) from e
 
 
 def default_binary() -> str:
@@ -220,16 +231,7 @@ def ensure_binary(path: str, explicit: bool, say: Callable[[str], None]) -> None
             "Point it at the ngrok binary, or unset it so that serve downloads ngrok.",
         )
     say(f"Downloading the ngrok agent to {path} ...")
-    from pyngrok import installer
-    from pyngrok.exception import PyngrokError
-
-    try:
-        installer.install_ngrok(path)
-    except (PyngrokError, OSError) as e:
-        raise MissingPrerequisite(
-            f"The ngrok agent is not at {path}, and downloading it failed: {e}.",
-            "Install ngrok (https://ngrok.com/download) and set PYNGROK_NGROK_PATH to it, or use --tunnel ssh.",
-        ) from e
+    download(path, "The ngrok agent is not at {path}, and downloading it failed: {error}.", ", or use --tunnel ssh")
 
 
 def classify(error: BaseException, secrets: tuple[str | None, ...]) -> AgentError:

@@ -88,19 +88,29 @@ def open_socket(client: JupyterClient, path: str) -> websocket.WebSocket:
     )
 
 
-def closed_by_server(ws: websocket.WebSocket) -> bool:
-    """Read (and drop) whatever the server sends until it closes the socket; False on a quiet minute."""
-    deadline = time.monotonic() + 60
+def next_from_server(ws: websocket.WebSocket, seconds: float, wanted: int) -> str:
+    """What the server does next on this websocket: "wanted" (that control frame), "closed" or "quiet".
+
+    Kernel messages meanwhile are read and dropped.
+    """
+    deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:
         try:
             opcode, _ = ws.recv_data(control_frame=True)
         except websocket.WebSocketTimeoutException:
             continue
         except (websocket.WebSocketConnectionClosedException, ConnectionError):
-            return True
+            return "closed"
+        if opcode == wanted:
+            return "wanted"
         if opcode == websocket.ABNF.OPCODE_CLOSE:
-            return True
-    return False
+            return "closed"
+    return "quiet"
+
+
+def closed_by_server(ws: websocket.WebSocket) -> bool:
+    """Read (and drop) whatever the server sends until it closes the socket; False on a quiet minute."""
+    return next_from_server(ws, 60, websocket.ABNF.OPCODE_CLOSE) != "quiet"
 
 
 # -- a link logs in; the owner's password still does ----------------------------------------
@@ -242,19 +252,7 @@ def test_a_collaborator_opens_the_link_in_a_browser_and_revoke_cuts_them_off(
 def still_open(ws: websocket.WebSocket) -> bool:
     """The server answers a ping on this websocket (kernel messages before the pong are dropped)."""
     ws.ping("still there?")
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        try:
-            opcode, _ = ws.recv_data(control_frame=True)
-        except websocket.WebSocketTimeoutException:
-            continue
-        except (websocket.WebSocketConnectionClosedException, ConnectionError):
-            return False
-        if opcode == websocket.ABNF.OPCODE_PONG:
-            return True
-        if opcode == websocket.ABNF.OPCODE_CLOSE:
-            return False
-    return False
+    return next_from_server(ws, 30, websocket.ABNF.OPCODE_PONG) == "wanted"
 
 
 def test_a_changed_password_works_at_once_without_a_restart(box: Sandbox) -> None:
