@@ -49,6 +49,17 @@ def print_ready(
         console.line("            (free: https://dashboard.ngrok.com) and run serve again.")
 
 
+def report_edge(console: Console, state: TunnelState, before: dict[str, str] | None) -> dict[str, str] | None:
+    """Say when ngrok's edge starts refusing visitors (an `edge_refused` event), and when it stops."""
+    now = state.edge_refused
+    if now is not None and (before is None or before.get("code") != now.get("code")):
+        console.event("edge_refused", code=now.get("code"), message=now.get("message"))
+        console.warn(now.get("message") or f"ngrok's edge refuses visitors ({now.get('code')})")
+    elif now is None and before is not None:
+        console.line(f"ngrok's edge serves visitors again ({before.get('code')} has cleared).")
+    return now
+
+
 def draw_qr(console: Console, url: str) -> None:
     if not console.json_mode:
         from remote_agent import qr
@@ -75,7 +86,7 @@ def follow(home: Home, console: Console, last: TunnelState, qr: bool = False) ->
     console.line("")
     console.line("Following the tunnel: new URLs appear here. Ctrl-C stops following;")
     console.line("Jupyter and the tunnel keep running (`remote-agent url` prints the current URL).")
-    last_url, last_status = last.public_url, last.status
+    last_url, last_status, last_edge = last.public_url, last.status, last.edge_refused
     last_reopened = last.reopened  # a quick down-and-up may happen between two looks at the file
     last_stat: tuple[int, int] | None = None
     keeper_pid = last.keeper_pid
@@ -121,7 +132,7 @@ def follow(home: Home, console: Console, last: TunnelState, qr: bool = False) ->
         ended = _keeper_ended(state, last_status, console)
         if ended is not None:
             return ended
-        last_status = state.status
+        last_status, last_edge = state.status, report_edge(console, state, last_edge)
 
 
 def _keeper_gone_since(keeper_pid: int | None, since: float | None) -> float | None:

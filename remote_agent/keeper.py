@@ -25,6 +25,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from remote_agent import procs
+from remote_agent.edge_watch import EdgeAnswer, EdgeWatch, ask, describe
 from remote_agent.keeper_config import KeeperConfig
 from remote_agent.ngrok_agent import (
     Agent,
@@ -34,7 +35,6 @@ from remote_agent.ngrok_agent import (
     default_binary,
     fatal_hint,
     is_our_agent,
-    public_url_answers,
     too_old,
     update_hint,
     version_text,
@@ -124,6 +124,7 @@ class Keeper:
         # (ERR_NGROK_334 for it, retried quickly) from another agent's (fatal).
         self.served_url: str | None = None
         self.served_at: float | None = None
+        self.edge = EdgeWatch(clock, config.login_rate)  # what ngrok's edge answers visitors
 
     def note_serving(self) -> None:
         if self.state.status == "up" and self.state.public_url:
@@ -268,6 +269,7 @@ class Keeper:
         self.long.reset()
         self.reconnecting_since = None
         self.note_serving()
+        self.edge.opened()
         threading.Thread(target=self.watch_exit, args=(agent,), daemon=True).start()
         return agent
 
@@ -279,7 +281,7 @@ class Keeper:
         # What the failed agent logged on its way out must not cut the wait short (pause ignores it).
         self.reconnecting_since = None
         message = e.explain()
-        hint = fatal_hint(e.code, self.config.ngrok_path)
+        hint = fatal_hint(e.code, self.config.ngrok_path, dev_domain=self.config.domain is None)
         if e.code == "ERR_NGROK_334" and self.own_stale_session(e):
             if self.state.last_error != WAITING_FOR_RELEASE:
                 log.warning(
@@ -333,12 +335,40 @@ class Keeper:
         failures += 1
         url = self.state.public_url
         patience = PROBE_FAILURES_BEFORE_REPLACE * 3
-        if url and failures < patience and public_url_answers(url, PUBLIC_PROBE_TIMEOUT):
+        if url and failures < patience and self.public_answer(url).reaches_agent:
             return True, failures
         log.warning("the agent has stopped answering (its API and the public URL); replacing it")
         self.save(status="down", last_error=UNRESPONSIVE)
         self.agent_hung = True  # no polite stop: it would not answer that either
         return False, 0
+
+    def public_answer(self, url: str) -> EdgeAnswer:
+        """What the public URL answers; an answer with ngrok's refusal in it is recorded too."""
+        answer = ask(url, timeout=PUBLIC_PROBE_TIMEOUT)
+        if answer.status is not None:
+            self.note_edge(answer.refusal)
+        return answer
+
+    def watch_edge(self) -> None:
+        """Now and then, ask the public URL as a visitor would: ngrok may refuse visitors while the agent is fine."""
+        url = self.state.public_url
+        if self.state.status != "up" or not url or not self.edge.due():
+            return
+        answered, refusal = self.edge.probe(url)
+        if answered:
+            self.note_edge(refusal)
+
+    def note_edge(self, refusal: str | None) -> None:
+        """Record ngrok's refusal of visitors (status exits 3, serve says it), or that it has cleared."""
+        current = self.state.edge_refused
+        if refusal is not None and (current is None or current.get("code") != refusal):
+            message = describe(refusal)
+            log.warning("%s", message)
+            self.save(edge_refused={"code": refusal, "message": message, "at": now_iso()}, last_error=message)
+        elif refusal is None and current is not None:
+            log.info("ngrok's edge serves visitors of the public URL again (%s has cleared)", current.get("code"))
+            cleared = None if self.state.last_error == current.get("message") else self.state.last_error
+            self.save(edge_refused=None, last_error=cleared)
 
     def run(self) -> int:
         """Keep the tunnel open until stopped: 0 when stopped or refused for good, 1 after a crash."""
@@ -359,6 +389,7 @@ class Keeper:
                 keep, failures = self.check(agent, failures)
                 if keep:
                     self.note_serving()
+                    self.watch_edge()
                 self.restore_state_file()
                 if not keep:
                     agent.stop(grace=0.0 if self.agent_hung else AGENT_STOP_GRACE)

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from remote_agent import procs
+from remote_agent.edge_watch import ask
 from remote_agent.errors import MissingPrerequisite
 from remote_agent.redaction import redact
 from remote_agent.state import write_private
@@ -44,10 +45,19 @@ FATAL_CODES = {
     "ERR_NGROK_725": "the account reached its monthly bandwidth limit",
     "ERR_NGROK_727": "the account reached its monthly limit of HTTP requests",
     "ERR_NGROK_4026": "the account has no credit for a paid traffic-policy action (the login rate limit)",
+    # Permanent: the same request is refused again until the plan or the settings change.
+    "ERR_NGROK_313": "a domain of your own (NGROK_DOMAIN) needs a paid ngrok plan",
+    "ERR_NGROK_15002": "ngrok could not register the domain for this account",
+    "ERR_NGROK_15013": "ngrok could not register the domain for this account",
+    "ERR_NGROK_2201": "ngrok does not accept the traffic policy remote-agent asked for",
 }
+# ngrok's own words say more than our summary for these: they are quoted (secrets removed).
+QUOTED_CODES = {"ERR_NGROK_313", "ERR_NGROK_15002", "ERR_NGROK_15013", "ERR_NGROK_2201"}
+# Traffic-policy errors ngrok reports in the 22xx range besides 2201: invalid, never retried.
+POLICY_CODE = re.compile(r"ERR_NGROK_22\d\d")
 # Someone else holds what we asked for: never kill them (keeper.py decides what to do).
 CONFLICT_CODES = {
-    "ERR_NGROK_108": "another ngrok agent on this account holds its last agent session (the free plan allows 3)",
+    "ERR_NGROK_108": "another ngrok agent on this account holds its last agent session",
     "ERR_NGROK_334": "the URL is already online in another ngrok agent",
 }
 # Everything else is retried with a short backoff, e.g. ERR_NGROK_734 (request rate limit,
@@ -55,10 +65,13 @@ CONFLICT_CODES = {
 UPDATE_COMMAND = "remote-agent doctor --update-agent"
 
 
-def fatal_hint(code: str | None, ngrok_path: str | None = None) -> str:
-    """What the user does about a refusal; `ngrok_path` is the binary they named, if any."""
+def fatal_hint(code: str | None, ngrok_path: str | None = None, dev_domain: bool = False) -> str:
+    """What the user does about a refusal; `ngrok_path` is the binary they named, if any;
+    `dev_domain`: the endpoint asked for the account's dev domain (no NGROK_DOMAIN)."""
     if code in ("ERR_NGROK_120", "ERR_NGROK_121"):
         return update_hint(ngrok_path)
+    if code == "ERR_NGROK_334" and dev_domain:
+        return DEV_DOMAIN_334_HINT
     return {
         "ERR_NGROK_105": f"Copy the token from {TOKEN_PAGE} into NGROK_AUTHTOKEN in .env, then run serve again.",
         "ERR_NGROK_107": f"Copy the current token from {TOKEN_PAGE} into NGROK_AUTHTOKEN in .env, "
@@ -72,7 +85,24 @@ def fatal_hint(code: str | None, ngrok_path: str | None = None) -> str:
         "the tunnel comes up by itself once one is gone.",
         "ERR_NGROK_334": "Stop the other agent, give this server a domain of its own with NGROK_DOMAIN, "
         "or use --tunnel ssh; then run serve again.",
+        "ERR_NGROK_313": "Remove NGROK_DOMAIN to use the account's own dev domain (or upgrade the ngrok plan), "
+        "then run serve again.",
+        "ERR_NGROK_15002": "Check the domain on https://dashboard.ngrok.com/domains, or remove NGROK_DOMAIN; "
+        "then run serve again.",
+        "ERR_NGROK_15013": "Open https://dashboard.ngrok.com/domains to check the account's dev domain "
+        "(or remove NGROK_DOMAIN), then run serve again.",
+        "ERR_NGROK_2201": "Check NGROK_BASIC_AUTH, NGROK_OAUTH and NGROK_OAUTH_ALLOW_EMAILS in .env, "
+        "then run serve again.",
     }.get(code or "", "")
+
+
+# The dev domain: several agents of one account (or a Cloud Endpoint ngrok made) may ask for it.
+DEV_DOMAIN_334_HINT = (
+    "If another server or agent on this ngrok account serves it: Stop the other agent, give this server a "
+    "domain of its own with NGROK_DOMAIN (paid plan), or use --tunnel ssh. If the account is new, ngrok may "
+    "have created a Cloud Endpoint on its dev domain: delete it at https://dashboard.ngrok.com/endpoints. "
+    "Then run serve again; `remote-agent doctor` tells which."
+)
 
 
 def update_hint(ngrok_path: str | None) -> str:
@@ -94,7 +124,7 @@ class AgentError(Exception):
 
     @property
     def kind(self) -> str:
-        if self.code in FATAL_CODES:
+        if self.code in FATAL_CODES or (self.code is not None and POLICY_CODE.fullmatch(self.code)):
             return "fatal"
         if self.code in CONFLICT_CODES:
             return "conflict"
@@ -106,10 +136,22 @@ class AgentError(Exception):
         match = re.search(r"'((?:https?|tcp)://[^'\s]+)'", self.message)
         return match[1] if match else None
 
+    @property
+    def ngrok_says(self) -> str:
+        """ngrok's own words, without the error prefix and the code at the end."""
+        text = re.sub(r"\s*ERR_NGROK_\d+\s*$", "", self.message)
+        text = re.sub(r"^(?:failed to start tunnel|authentication failed|invalid traffic policy):\s*", "", text)
+        return text.strip()
+
     def explain(self) -> str:
         reason = FATAL_CODES.get(self.code or "") or CONFLICT_CODES.get(self.code or "")
         if self.code == "ERR_NGROK_334" and self.refused_url:
             reason = f"{self.refused_url} is already online in another ngrok agent"
+        if self.code == "ERR_NGROK_108":
+            limit = re.search(r"[^.]*limited to [^.]*\.", self.message)
+            reason = f"{reason}; ngrok says: {limit[0].strip() if limit else self.ngrok_says}"
+        elif self.code in QUOTED_CODES or (self.code is not None and POLICY_CODE.fullmatch(self.code)):
+            reason = f"{reason or 'ngrok refuses the tunnel for good'}; ngrok says: {self.ngrok_says}"
         if reason:
             return f"ngrok refused: {reason} ({self.code})."
         return f"ngrok failed: {self.message}"
@@ -421,27 +463,8 @@ def public_url_answers(url: str, timeout: float) -> bool:
     """True when the public URL reaches our agent: Jupyter's answer, or ngrok's 502 (ERR_NGROK_8012)
     when the agent is up but Jupyter is not. ngrok answers for an offline endpoint itself, with 404
     and `ngrok-error-code: ERR_NGROK_3200`: that is not alive.
-
-    Names under .localhost are loopback by RFC 6761: connect to 127.0.0.1 and send the
-    name as the Host header, as a browser does.
     """
-    import http.client
-    import urllib.parse
-
-    parts = urllib.parse.urlsplit(url)
-    host = parts.hostname or ""
-    address = "127.0.0.1" if host == "localhost" or host.endswith(".localhost") else host
-    connection_class = http.client.HTTPSConnection if parts.scheme == "https" else http.client.HTTPConnection
-    conn = connection_class(address, parts.port, timeout=timeout)
-    try:
-        conn.request("HEAD", "/api", headers={"Host": parts.netloc, "ngrok-skip-browser-warning": "1"})
-        response = conn.getresponse()
-        response.read(0)
-        return response.getheader("ngrok-error-code", "") in ("", "ERR_NGROK_8012")
-    except (OSError, http.client.HTTPException):
-        return False
-    finally:
-        conn.close()
+    return ask(url, timeout=timeout).reaches_agent
 
 
 def is_our_agent(pid: int, config_path: Path) -> bool:
@@ -451,13 +474,15 @@ def is_our_agent(pid: int, config_path: Path) -> bool:
 
 
 class AgentNoiseFilter(logging.Filter):
-    """Drops the agent's line for each local API call (`msg=start pg=/api/...`, `msg=end ...`).
+    """Drops the agent's line for each local API call (`msg=start pg=/api/...`, `msg=end ...`)
+    and for each visitor's connection (`msg="join connections" ... r=<client ip:port>`).
 
-    The real agent logs every API call at info and pyngrok passes each line on: with the
-    keeper's check once a second that would be two lines a second in its log.
+    The real agent logs both at info and pyngrok passes each line on: with the keeper's check
+    once a second that would be two lines a second in its log, plus a line, and an address,
+    per visitor in keeper.log and the tunnel window.
     """
 
-    NOISE = re.compile(r"\bmsg=(?:start|end) pg=/api/")
+    NOISE = re.compile(r'\bmsg=(?:(?:start|end) pg=/api/|"join connections")')
 
     def filter(self, record: logging.LogRecord) -> bool:
         return not (record.name.startswith("pyngrok") and self.NOISE.search(record.getMessage()))

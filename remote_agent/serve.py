@@ -16,7 +16,14 @@ from pathlib import Path
 from remote_agent import jupyter_process, supervisor
 from remote_agent.console import Console
 from remote_agent.errors import BadInput
-from remote_agent.follow import draw_qr, follow_until_hangup, print_ready, report_restarts, suggest_stable_url
+from remote_agent.follow import (
+    draw_qr,
+    follow_until_hangup,
+    print_ready,
+    report_edge,
+    report_restarts,
+    suggest_stable_url,
+)
 from remote_agent.jupyter_process import RunningJupyter, answers
 from remote_agent.keeper_launch import ensure_agent_binary, ensure_keeper, stop_keeper, wait_for_tunnel
 from remote_agent.kernels import BackgroundSync, check_running_jupyter
@@ -204,6 +211,7 @@ def serve(settings: Settings, console: Console, detach: bool, qr: bool = False, 
     elif qr:
         console.note("--qr: there is no public URL to draw (the tunnel is SSH).")
     if tunnel is not None:
+        report_edge(console, tunnel, None)
         suggest_stable_url(home, console, tunnel)
     if detach or tunnel is None:
         return 0

@@ -24,7 +24,8 @@ App = Literal["notebook", "lab"]
 
 DEFAULT_PORT = 8888
 DEFAULT_SESSION = "remote-agent"
-MIN_BASIC_AUTH_PASSWORD = 8  # ngrok's edge refuses shorter basic-auth passwords
+MIN_BASIC_AUTH_PASSWORD = 8  # ngrok's edge refuses shorter basic-auth passwords ...
+MAX_BASIC_AUTH_PASSWORD = 128  # ... and longer ones
 
 # Every key a user may set; .env.example documents each of them.
 KEYS = (
@@ -141,11 +142,18 @@ def _parse_domain(raw: str) -> str:
 
 
 def _parse_basic_auth(raw: str) -> str:
+    """As ngrok's edge checks it: a password of 8 to 128 characters, and no `${` (ngrok evaluates
+    `${...}` in a credential as an expression, so the password would not be what it says)."""
     user, sep, password = raw.partition(":")
-    if not sep or not user or len(password) < MIN_BASIC_AUTH_PASSWORD:
+    if not sep or not user or not MIN_BASIC_AUTH_PASSWORD <= len(password) <= MAX_BASIC_AUTH_PASSWORD:
         raise BadInput(
-            "NGROK_BASIC_AUTH must be user:password, with a password of at least 8 characters.",
+            "NGROK_BASIC_AUTH must be user:password, with a password of 8 to 128 characters.",
             "Fix NGROK_BASIC_AUTH in .env, or remove it.",
+        )
+    if "${" in raw:
+        raise BadInput(
+            "NGROK_BASIC_AUTH must not contain '${': ngrok reads it as an expression, not as the password.",
+            "Choose a user and password without '${' in NGROK_BASIC_AUTH in .env.",
         )
     return raw
 

@@ -227,6 +227,8 @@ class TunnelState:
     url_changes: int = 0  # reopens that gave a different public URL
     reopen_reasons: dict[str, int] = field(default_factory=dict)  # why it was reopened, how often
     keeper_build: str | None = None  # the code the keeper runs (see code_build); an upgrade restarts it
+    # ngrok's edge refuses visitors while the agent is fine (edge_watch.py): {"code", "message", "at"}
+    edge_refused: dict[str, str] | None = None
     version: int = TUNNEL_VERSION
 
     @classmethod

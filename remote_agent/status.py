@@ -78,6 +78,9 @@ def problems(snap: Snapshot) -> list[str]:
             f"Jupyter (pid {snap.jupyter_pid}) does not answer on port {snap.jupyter_port}: "
             "`remote-agent logs` shows why."
         )
+    refused = snap.tunnel.edge_refused if snap.provider == "ngrok" and snap.tunnel is not None else None
+    if snap.public_url is not None and refused is not None:
+        found.append(refused.get("message") or f"ngrok's edge refuses visitors ({refused.get('code')}).")
     if snap.provider == "ngrok" and snap.public_url is None:
         t = snap.tunnel
         if not snap.keeper_running:
@@ -189,6 +192,15 @@ def reopen_summary(tunnel: TunnelState) -> str:
     return f"{times}: {why}" if why else times
 
 
+def trouble_rows(t: TunnelState, public_url: str | None) -> list[str]:
+    """Why the tunnel is down, or what ngrok's edge answers visitors while it is up."""
+    if t.last_error and not public_url:
+        return [f"  why       {t.last_error}"]
+    if t.edge_refused and public_url:
+        return [f"  refused   {t.edge_refused.get('code')} at ngrok's edge since {t.edge_refused.get('at')}"]
+    return []
+
+
 def table(snap: Snapshot, now: float | None = None) -> list[str]:
     """status for people: a line per thing, grouped under Jupyter and Tunnel."""
     from remote_agent.jupyter_process import APP_NAMES, kernel_activity
@@ -229,8 +241,7 @@ def table(snap: Snapshot, now: float | None = None) -> list[str]:
         rows.append(f"  reopened  {reopen_summary(t)}")
         if snap.public_url:
             rows.append(f"  ngrok     {region_and_latency(agent_status(t.api_url)) or 'region and latency unknown'}")
-        if t.last_error and not snap.public_url:
-            rows.append(f"  why       {t.last_error}")
+        rows.extend(trouble_rows(t, snap.public_url))
     return rows
 
 

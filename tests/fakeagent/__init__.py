@@ -19,8 +19,10 @@ import os
 import secrets
 import shlex
 import signal
+import socket
 import stat
 import sys
+import threading
 import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -123,6 +125,7 @@ class FakeNgrok:
         self._configs: list[PyngrokConfig] = []
         self._known: dict[int, int | None] = {}  # pid -> /proc start time, kept after records go
         self._binaries: list[Path] = []
+        self._cloud_listeners: list[socket.socket] = []
         self.path = self.add_binary("ngrok")
 
     def add_binary(self, name: str) -> Path:
@@ -197,6 +200,33 @@ class FakeNgrok:
 
     def clear_control(self) -> None:
         self._control.write_control({})
+
+    def start_cloud_endpoint(self, token: str = DEFAULT_TOKEN) -> str:
+        """A Cloud Endpoint on the token's dev domain, as ngrok creates on some new accounts: agents
+        asking for that domain get ERR_NGROK_334, and its URL serves ngrok's placeholder page. Its URL."""
+        domain = agent.dev_domain(agent.token_id(token))
+        listener = agent.bind_listener(self._control.domain_port(domain))
+        port = listener.getsockname()[1]
+        self._control.remember_domain_port(domain, port)
+        self._cloud_listeners.append(listener)
+
+        def serve() -> None:
+            while True:
+                try:
+                    client, _ = listener.accept()
+                except TimeoutError:
+                    continue
+                except OSError:
+                    return
+                client.settimeout(None)
+                with contextlib.suppress(OSError):
+                    if agent.read_head(client) is not None:
+                        agent.send_and_close(client, agent.cloud_endpoint_page())
+                client.close()
+
+        threading.Thread(target=serve, name="cloud-endpoint", daemon=True).start()
+        self.set_control(cloud_endpoints=[*(self.control().get("cloud_endpoints") or []), domain])
+        return f"http://{domain}:{port}"
 
     def start_outage(self, seconds: float) -> str:
         """Cut every live agent off the (simulated) ngrok cloud for ``seconds``; returns the outage id."""
@@ -284,7 +314,11 @@ class FakeNgrok:
         wait_until(none_left, timeout=timeout, message="fake agents to die")
 
     def close(self) -> None:
-        """Stop what this fake started: pyngrok's agents (reaped by pyngrok) and any other agent."""
+        """Stop what this fake started: pyngrok's agents (reaped by pyngrok), any other agent, Cloud Endpoints."""
+        for listener in self._cloud_listeners:
+            with contextlib.suppress(OSError):
+                listener.shutdown(socket.SHUT_RDWR)
+            listener.close()
         for cfg in self._configs:
             with contextlib.suppress(Exception):
                 ngrok.kill(cfg)

@@ -191,7 +191,10 @@ ENDPOINTS_API_SINCE = (3, 30, 0)  # facts.md "Agent versions": /api/endpoints ex
 DEFAULT_AGENT_LIMIT = 3  # facts.md "One dev domain, several agents": the free plan allows 3 agents
 DEV_DOMAIN_SUFFIX = "ngrok-free.dev.localhost"  # facts.md "Dev domains", under .localhost for tests
 HEARTBEAT_SECONDS = 0.5
-WARNING_COOKIE = "ngrok_browser_warning_seen"
+# facts.md "The browser warning (ERR_NGROK_6024)": the cookie `abuse_interstitial=<host>`, and the
+# page carries the code in `ngrok-error-code` (ngrok's error page https://ngrok.com/docs/errors/err_ngrok_6024).
+WARNING_COOKIE = "abuse_interstitial"
+WARNING_CODE = "ERR_NGROK_6024"
 WARNING_PATH = "/__ngrok_visit"
 WARNING_BUTTON = "Visit Site"  # facts.md "Free plan limits": the button has read "Visit Site"
 CONTROL_DIR_ENV = "FAKE_NGROK_DIR"
@@ -205,7 +208,9 @@ LOCK_FILE = "lock"
 DEFAULT_WEB_ADDR = "127.0.0.1:4040"
 WEB_PORT_TRIES = 100
 CONTROL_POLL_SECONDS = 0.1
-OUTAGE_LOG_SECONDS = 0.5
+# facts.md "Log lines": while its session is lost the agent retries with a backoff from 500 ms to 30 s.
+RECONNECT_FIRST_SECONDS = 0.5
+RECONNECT_MAX_SECONDS = 30.0
 MAX_HEAD_BYTES = 64 * 1024
 HEAD_TIMEOUT_SECONDS = 30.0
 DIAL_TIMEOUT_SECONDS = 5.0
@@ -267,9 +272,19 @@ ERROR_MESSAGES: dict[str, str] = {
         "2. start both endpoints with `--pooling-enabled` to load balance between them."
     ),
     "ERR_NGROK_3200": "failed to start tunnel: The endpoint '{url}' is offline.",
+    # facts.md "Permanent refusals"; ngrok's error list (https://ngrok.com/docs/errors/err_ngrok_313).
+    "ERR_NGROK_313": (
+        "failed to start tunnel: Only paid plans may bind custom subdomains.\n"
+        "Failed to bind the custom subdomain '{url}' for the account 'fake account'.\n"
+        "This account is on the 'Free' plan.\n\n"
+        "Upgrade to a paid plan at: https://dashboard.ngrok.com/billing/subscription"
+    ),
+    # facts.md "Permanent refusals" (domain registration); reported by agents in 2025-2026.
+    "ERR_NGROK_15002": "failed to start tunnel: The domain could not be registered for this account.",
+    "ERR_NGROK_15013": "failed to start tunnel: Your account is requesting a dev domain that does not exist.",
     # facts.md "Traffic policy costs": rate-limit without credit.
     "ERR_NGROK_4026": (
-        "failed to start tunnel: Your account has run out of credit, please upgrade to continue using "
+        "{prefix}Your account has run out of credit, please upgrade to continue using "
         "paid actions, or use your dev domain and remove all paid traffic policy from it."
     ),
 }
@@ -287,7 +302,15 @@ def error_message(code: str, *, token: str = "", url: str = "", context: str = "
     if template is None:
         prefix = "authentication failed" if context == "authentication" else "failed to start tunnel"
         template = f"{prefix}: simulated ngrok error"
-    values = {"token": token, "url": url, "limit": str(DEFAULT_AGENT_LIMIT), "version": LATEST_VERSION, **more}
+    prefix = "failed to start tunnel: " if context != "request" else ""
+    values = {
+        "token": token,
+        "url": url,
+        "limit": str(DEFAULT_AGENT_LIMIT),
+        "version": LATEST_VERSION,
+        "prefix": prefix,
+        **more,
+    }
     text = template
     for key, value in values.items():
         text = text.replace("{" + key + "}", value)
@@ -753,6 +776,9 @@ def _validate_action(action: Any) -> dict[str, Any]:
             user, sep, password = str(item).partition(":")
             if not sep or not user or not 8 <= len(password) <= 128:
                 raise _policy_error("basic-auth credentials must be 'user:password', password 8 to 128 chars")
+            if "${" in str(item):
+                # facts.md "Permanent refusals": `${...}` in a credential is evaluated as an expression.
+                raise _policy_error("basic-auth credentials: an expression '${...}' could not be evaluated")
     if kind == "oauth" and not isinstance(config.get("provider"), str):
         raise _policy_error("oauth needs a provider")
     return {"type": kind, "config": config}
@@ -778,6 +804,8 @@ def parse_policy(raw: Any, legacy_basic_auth: Any = None) -> Policy:
             if not isinstance(rule, dict) or not isinstance(rule.get("actions"), list):
                 raise _policy_error("every rule needs a list of actions")
             checked = [_validate_action(a) for a in rule["actions"]]
+            for action in checked:
+                action["expressions"] = [str(e) for e in rule.get("expressions") or []]
             if _PHASES[phase] == "on_http_request":
                 actions.extend(checked)
     if legacy_basic_auth:
@@ -822,11 +850,33 @@ def parse_head(head: bytes) -> tuple[str, dict[str, str]]:
     return target, headers
 
 
-def evaluate_policy(policy: Policy, head: bytes, public_url: str) -> bytes | None:
-    """The edge's answer to the first request of a connection, or None to forward it."""
+_SIMPLE_TEST = re.compile(r"^(req\.method|req\.url\.path)\s*==\s*'([^']*)'$")
+
+
+def rule_applies(expressions: list[str], head: bytes) -> bool:
+    """Whether a rule's expressions hold for a request: only `req.method == '...'` and
+    `req.url.path == '...'` joined by `&&` are read; any other expression counts as true."""
+    target, _ = parse_head(head)
+    values = {"req.method": head.split(b" ", 1)[0].decode("latin-1"), "req.url.path": target.partition("?")[0]}
+    for expression in expressions:
+        for test in expression.split("&&"):
+            match = _SIMPLE_TEST.match(test.strip())
+            if match is not None and values[match[1]] != match[2]:
+                return False
+    return True
+
+
+def evaluate_policy(policy: Policy, head: bytes, public_url: str, no_credit: bool = False) -> bytes | None:
+    """The edge's answer to the first request of a connection, or None to forward it.
+
+    `no_credit`: a paid action (rate-limit) is refused per request, for the requests it applies to.
+    """
     target, headers = parse_head(head)
     for action in policy.request_actions:
         config = action["config"]
+        if action["type"] == "rate-limit" and no_credit and rule_applies(action.get("expressions", []), head):
+            # facts.md "Refusals at the edge, per request": 4026 served to requests that run the action.
+            return edge_refusal("ERR_NGROK_4026")
         if action["type"] == "basic-auth" and not _basic_auth_ok(headers, config["credentials"]):
             realm = str(config.get("realm", "ngrok")).replace('"', "")
             return http_response(
@@ -841,6 +891,20 @@ def evaluate_policy(policy: Policy, head: bytes, public_url: str) -> bytes | Non
 
 
 # --------------------------------------------------------------------------- the edge's own pages
+
+
+CLOUD_ENDPOINT_TITLE = "Your new ngrok Cloud Endpoint!"
+
+
+def cloud_endpoint_page() -> bytes:
+    """What a Cloud Endpoint ngrok created on a new account's dev domain answers (facts.md
+    "A Cloud Endpoint on a new account's dev domain"): a placeholder page, no error code."""
+    body = (
+        f"<!DOCTYPE html><html><head><title>{CLOUD_ENDPOINT_TITLE}</title></head><body>"
+        f"<h1>{CLOUD_ENDPOINT_TITLE}</h1><p>Edit its traffic policy at https://dashboard.ngrok.com/endpoints."
+        "</p></body></html>"
+    )
+    return http_response(200, "OK", body)
 
 
 def answer_offline(client: socket.socket, public_url: str) -> None:
@@ -875,9 +939,10 @@ def browser_warning(head: bytes, public_url: str) -> bytes | None:
     its upgrade gets this page instead of a 101.
     """
     target, headers = parse_head(head)
-    if "ngrok-skip-browser-warning" in headers or "mozilla" not in headers.get("user-agent", "").lower():
+    if "ngrok-skip-browser-warning" in headers or not is_browser(headers.get("user-agent", "")):
         return None
-    if _cookies(headers).get(WARNING_COOKIE) == "1":
+    host = urlsplit(public_url).hostname or ""
+    if _cookies(headers).get(WARNING_COOKIE) == host:
         return None
     path, _, query = target.partition("?")
     if path == WARNING_PATH and head.startswith(b"POST "):
@@ -887,19 +952,42 @@ def browser_warning(head: bytes, public_url: str) -> bytes | None:
             302,
             "Found",
             "",
-            {"Location": location, "Set-Cookie": f"{WARNING_COOKIE}=1; Path=/; Max-Age=604800; SameSite=Lax"},
+            {"Location": location, "Set-Cookie": f"{WARNING_COOKIE}={host}; Path=/; Max-Age=604800; SameSite=Lax"},
         )
-    host = urlsplit(public_url).netloc
+    shown = urlsplit(public_url).netloc
     action = f"{WARNING_PATH}?next={quote(target, safe='')}"
     body = (
         "<!DOCTYPE html><html><head><title>ngrok</title></head><body>"
-        f"<h1>You are about to visit {host}</h1>"
+        f"<h1>You are about to visit {shown}</h1>"
         "<p>This site is served for free through ngrok. Only continue if you trust whoever sent you "
         "the link: do not enter passwords or other secrets on sites you do not know.</p>"
         f'<form method="post" action="{action}"><button type="submit">{WARNING_BUTTON}</button></form>'
         "</body></html>"
     )
-    return http_response(200, "OK", body)
+    return http_response(200, "OK", body, {"ngrok-error-code": WARNING_CODE})
+
+
+_BROWSER_MARKS = ("mozilla", "chrome", "safari", "firefox", "opera", "edg/")
+
+
+def is_browser(user_agent: str) -> bool:
+    """A browser's User-Agent, whichever browser (facts.md "Free plan limits": a browser User-Agent)."""
+    lowered = user_agent.lower()
+    return any(mark in lowered for mark in _BROWSER_MARKS)
+
+
+# facts.md "Refusals at the edge, per request": quota codes answer every request while the
+# session stays up. The HTTP status of these pages is not established; the product reads the header.
+EDGE_REFUSAL_STATUS = {"ERR_NGROK_725": 429, "ERR_NGROK_727": 429, "ERR_NGROK_734": 429, "ERR_NGROK_4026": 402}
+
+
+def edge_refusal(code: str) -> bytes:
+    """ngrok's own error page for a request the edge refuses, with its code in `ngrok-error-code`."""
+    text = error_message(code, context="request").removeprefix("authentication failed: ")
+    text = text.replace("\r\n\r\n", " ").replace("\n", " ")
+    body = f"<!DOCTYPE html><html><head><title>ngrok - {code}</title></head><body><p>{text}</p></body></html>"
+    status = EDGE_REFUSAL_STATUS.get(code, 403)
+    return http_response(status, "Refused", body, {"ngrok-error-code": code})
 
 
 # --------------------------------------------------------------------------- forwarding
@@ -1002,6 +1090,11 @@ class Link:
     def __init__(self, client: socket.socket) -> None:
         self.client = client
         self.upstream: socket.socket | None = None
+        try:
+            host, port = client.getpeername()[:2]
+            self.peer = f"{host}:{port}"
+        except OSError:
+            self.peer = "unknown"
 
     def abort(self) -> None:
         for sock in (self.client, self.upstream):
@@ -1143,12 +1236,19 @@ class Endpoint:
             head, rest = got
             with self.lock:
                 self.http_total += 1
-            if self.agent.control.read_control().get("browser_warning", True):
+            control = self.agent.control.read_control()
+            quota = normalize_error_code(control.get("edge_refusal"))
+            if quota is not None:
+                # facts.md "Refusals at the edge, per request": refused at the edge, session up.
+                send_and_close(link.client, edge_refusal(quota))
+                return
+            if control.get("browser_warning", True):
                 warning = browser_warning(head, self.public_url)
                 if warning is not None:
                     send_and_close(link.client, warning)
                     return
-            refusal = evaluate_policy(self.policy, head, self.public_url)
+            no_credit = not control.get("credit") and control.get("credit_refused_at") == "request"
+            refusal = evaluate_policy(self.policy, head, self.public_url, no_credit)
             if refusal is not None:
                 send_and_close(link.client, refusal)
                 return
@@ -1166,6 +1266,16 @@ class Endpoint:
             if self.proto == "http":
                 send_and_close(link.client, bad_gateway(self.upstream, str(e)))
             return
+        if self.agent.control.read_control().get("join_log", True):
+            # facts.md "Per-connection log lines": one info line per proxied connection, with the visitor's address.
+            self.agent.log.log(
+                "info",
+                "join connections",
+                "join",
+                id=secrets.token_hex(6),
+                l=f"{self.upstream.host}:{self.upstream.port}",
+                r=link.peer,
+            )
         link.upstream.sendall(head + rest)
         link.splice(self.agent.wait_gate)
 
@@ -1348,6 +1458,7 @@ class Agent:
         self.outage_ends: dict[str, float] = {}
         self.done_outages: set[str] = set()
         self.next_outage_log = 0.0
+        self.reconnect_delay = RECONNECT_FIRST_SECONDS
         self.reconnects = 0
         self.established_at: float | None = None
         self.version = current_version(control.read_control())
@@ -1520,12 +1631,13 @@ class Agent:
             "tunnels.session",
             err="dial tcp: lookup connect.ngrok-agent.com: no such host",
         )
-        self.next_outage_log = time.monotonic() + OUTAGE_LOG_SECONDS
+        self.next_outage_log = time.monotonic() + self.reconnect_delay
+        self.reconnect_delay = min(self.reconnect_delay * 2, RECONNECT_MAX_SECONDS)
 
     def _wait_out_startup_outage(self) -> None:
         while not self.stopping.is_set() and self._outage_window(self.control.read_control()):
             self._log_reconnect_failure()
-            self.stopping.wait(OUTAGE_LOG_SECONDS)
+            self.stopping.wait(max(0.0, self.next_outage_log - time.monotonic()))
 
     def tick(self) -> None:
         """Apply control.json: hang and outages; keep the heartbeat the stale-session window counts from."""
@@ -1543,20 +1655,24 @@ class Agent:
             window = self._outage_window(control)
             if window is not None:
                 self._begin_outage(window)
-        elif time.time() >= self.outage[1]:
-            self._end_outage()
         elif time.monotonic() >= self.next_outage_log:
-            self._log_reconnect_failure()
+            # The session comes back at the first reconnect attempt after the outage.
+            if time.time() >= self.outage[1]:
+                self._end_outage()
+            else:
+                self._log_reconnect_failure()
 
     def _begin_outage(self, window: tuple[str, float]) -> None:
         self.outage = window
+        self.reconnect_delay = RECONNECT_FIRST_SECONDS
         self.online.clear()
         with self.lock:
             endpoints = list(self.endpoints.values())
         for endpoint in endpoints:
             endpoint.drop_connections()
+        # facts.md "Log lines": the session-loss line is at error level.
         self.log.log(
-            "warn",
+            "eror",
             "session closed, starting reconnect loop",
             "tunnels.session",
             err="read tcp: connection reset by peer",
@@ -1664,10 +1780,14 @@ class Agent:
         if forced is not None:
             url = f"https://{domain or RANDOM_DOMAIN_SUFFIX}"
             raise ApiError(400, 103, "failed to start tunnel", error_message(forced, url=url, context="endpoint"))
-        if not control.get("credit") and any(a["type"] == "rate-limit" for a in policy.request_actions):
+        paid = any(a["type"] == "rate-limit" for a in policy.request_actions)
+        if not control.get("credit") and paid and control.get("credit_refused_at", "creation") == "creation":
             # facts.md "Traffic policy costs": rate-limit needs credit; without it ERR_NGROK_4026.
             message = error_message("ERR_NGROK_4026", context="endpoint")
             raise ApiError(400, 103, "failed to start tunnel", message)
+        if domain is not None and not control.get("custom_domains", True) and domain != dev_domain(self.token_id):
+            # facts.md "Permanent refusals": a domain of one's own needs a paid plan (ERR_NGROK_313).
+            raise ApiError(400, 103, "failed to start tunnel", error_message("ERR_NGROK_313", url=domain))
         if domain is None and proto == "http" and control.get("dev_domain", True) and self.token_id:
             domain = dev_domain(self.token_id)  # facts.md "Dev domains": no URL -> the account's dev domain
         with self.lock:
@@ -1706,8 +1826,12 @@ class Agent:
             # facts.md "One dev domain, several agents": a URL online elsewhere (or still held by a
             # killed agent's stale session, or by another endpoint of this agent) -> ERR_NGROK_334.
             held = [r for r in self.control.holding_agents() if domain in r.get("domains", [])]
-            if held or domain in self.record["domains"]:
-                url = f"https://{domain}"
+            # facts.md "A Cloud Endpoint on a new account's dev domain": it holds the URL like an agent
+            # (334 with no other agent running); FakeNgrok.start_cloud_endpoint serves its page there.
+            cloud = domain in (self.control.read_control().get("cloud_endpoints") or [])
+            if held or cloud or domain in self.record["domains"]:
+                port = self.control.domain_port(domain)
+                url = f"http://{domain}:{port}" if cloud and port else f"https://{domain}"
                 raise ApiError(
                     400, 103, "failed to start tunnel", error_message("ERR_NGROK_334", url=url, context="endpoint")
                 )
