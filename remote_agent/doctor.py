@@ -204,12 +204,49 @@ def check_permissions(settings: Settings) -> list[Check]:
     return checks
 
 
+def check_edge(settings: Settings) -> list[Check]:
+    """What ngrok says about the public URL: who holds the dev domain after a 334, a refusal at the edge."""
+    from remote_agent.edge_watch import holder
+
+    tunnel = Home(settings.home).read_tunnel()
+    if tunnel is None:
+        return []
+    if tunnel.edge_refused and tunnel.public_url:
+        return [
+            Check(False, tunnel.edge_refused.get("message", "ngrok's edge refuses visitors"), "", BadInput.exit_code)
+        ]
+    refused = re.search(r"ngrok refused: (\S+) is already online", tunnel.last_error or "")
+    if tunnel.status != "fatal" or refused is None:
+        return []
+    url = refused[1]
+    found = holder(url)
+    if found == "cloud_endpoint":
+        return [
+            Check(
+                False,
+                f"{url} is held by a Cloud Endpoint that ngrok created on the account's dev domain (ERR_NGROK_334)",
+                "Delete it at https://dashboard.ngrok.com/endpoints, then run serve again.",
+                BadInput.exit_code,
+            )
+        ]
+    return [
+        Check(
+            False,
+            f"{url} is served by another ngrok agent on this account (ERR_NGROK_334; {found.partition(': ')[2]})",
+            "Stop that agent (https://dashboard.ngrok.com/agents lists them), give this server a domain of its own "
+            "with NGROK_DOMAIN, or use --tunnel ssh; then run serve again.",
+            BadInput.exit_code,
+        )
+    ]
+
+
 def doctor(settings: Settings, console: Console, update_agent: bool = False) -> int:
     if update_agent:
         return update_ngrok_agent(settings, console)
     checks = [check_tmux(), check_jupyter(), check_password(settings), check_port(settings), check_token(settings)]
     if settings.provider == "ngrok":
         checks.append(check_ngrok(settings))
+        checks += check_edge(settings)
     checks += check_permissions(settings)
     for check in checks:
         console.line(f"{'ok ' if check.ok else 'BAD'}  {check.what}")

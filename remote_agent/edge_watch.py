@@ -80,6 +80,37 @@ def ask(url: str, method: str = "HEAD", path: str = "/api", timeout: float = PRO
         conn.close()
 
 
+CLOUD_ENDPOINT_PAGE = "Your new ngrok Cloud Endpoint!"
+
+
+def holder(url: str, timeout: float = PROBE_TIMEOUT) -> str:
+    """Who answers at a URL ngrok says is already online (ERR_NGROK_334), in words for doctor.
+
+    Some new accounts find their dev domain taken by a Cloud Endpoint ngrok created, which
+    answers with a placeholder page; anything else is served by an agent.
+    """
+    import http.client
+    import urllib.parse
+
+    parts = urllib.parse.urlsplit(url)
+    host = parts.hostname or ""
+    address = "127.0.0.1" if host == "localhost" or host.endswith(".localhost") else host
+    connection_class = http.client.HTTPSConnection if parts.scheme == "https" else http.client.HTTPConnection
+    conn = connection_class(address, parts.port, timeout=timeout)
+    try:
+        conn.request("GET", "/", headers={"Host": parts.netloc, "ngrok-skip-browser-warning": "1"})
+        response = conn.getresponse()
+        body = response.read(65536).decode("utf-8", "replace")
+        code = response.getheader("ngrok-error-code", "") or ""
+    except (OSError, http.client.HTTPException) as e:
+        return f"unknown: {url} did not answer ({e})"
+    finally:
+        conn.close()
+    if CLOUD_ENDPOINT_PAGE in body:
+        return "cloud_endpoint"
+    return f"agent: it answers HTTP {response.status}" + (f" with {code}" if code else "")
+
+
 def describe(code: str) -> str:
     """One line for last_error, serve and the log: the code, what it means and what to do."""
     meaning, fix = EDGE_REFUSALS.get(code, ("see https://ngrok.com/docs/errors/" + code.lower(), ""))
