@@ -150,6 +150,30 @@ def test_fake_logs_each_visitor_and_the_session_loss_at_error_with_a_growing_bac
     assert 3 <= len(failures) <= 5, len(failures)
 
 
+def offline_code(url: str) -> str | None:
+    """ngrok's code on what the URL answers now; None while nothing answers there."""
+    try:
+        reply = http_request(url, timeout=2)
+    except OSError:
+        return None
+    return f"{reply.status} {reply.headers.get('ngrok-error-code', '')}"
+
+
+def test_fake_offline_edge_answers_3200_for_a_killed_agents_url(fake: FakeNgrok, upstream: RecordingServer) -> None:
+    fake.serve_offline_urls()
+    cfg = fake.pyngrok_config()
+    url = str(ngrok.connect(upstream.url, pyngrok_config=cfg).public_url)
+    killed = ngrok.get_ngrok_process(cfg).proc
+    killed.kill()
+    killed.wait(10)
+    assert wait_until(lambda: offline_code(url), 10, "the edge to answer") == "404 ERR_NGROK_3200"
+
+    ngrok.kill(cfg)  # forget the dead process; a new agent takes the URL back from the edge
+    again = str(ngrok.connect(upstream.url, pyngrok_config=cfg).public_url)
+    assert again == url
+    assert wait_until(lambda: offline_code(url) == "200 ", 10, "forwarding to resume")
+
+
 # -- the keeper's decisions, with a fake clock -----------------------------------------
 
 

@@ -126,6 +126,7 @@ class FakeNgrok:
         self._known: dict[int, int | None] = {}  # pid -> /proc start time, kept after records go
         self._binaries: list[Path] = []
         self._cloud_listeners: list[socket.socket] = []
+        self._stops: list[threading.Event] = []
         self.path = self.add_binary("ngrok")
 
     def add_binary(self, name: str) -> Path:
@@ -228,6 +229,52 @@ class FakeNgrok:
         self.set_control(cloud_endpoints=[*(self.control().get("cloud_endpoints") or []), domain])
         return f"http://{domain}:{port}"
 
+    def serve_offline_urls(self) -> None:
+        """The edge's answer for a URL whose agent is gone (killed, or stopped): 404 with
+        ``ngrok-error-code: ERR_NGROK_3200`` (facts.md "An offline endpoint"), instead of a refused
+        connection. Runs in this process: a thread holds each remembered domain port that no live
+        agent claims, and lets it go when an agent claims the domain again."""
+        self.set_control(offline_edge=True)
+        stop = threading.Event()
+        self._stops.append(stop)
+        threading.Thread(target=self._offline_edge, args=(stop,), name="offline-edge", daemon=True).start()
+
+    def _offline_edge(self, stop: threading.Event) -> None:
+        held: dict[str, socket.socket] = {}
+        try:
+            while not stop.wait(0.05):
+                ports = agent._read_json_object(self.control_dir / agent.DOMAINS_FILE)
+                claimed = {d for r in self._control.live_agents() for d in r.get("domains", [])}
+                claimed |= set(self.control().get("cloud_endpoints") or [])
+                for domain, listener in list(held.items()):
+                    if domain in claimed:
+                        listener.close()
+                        del held[domain]
+                for domain, port in ports.items():
+                    if domain in claimed or domain in held or not isinstance(port, int):
+                        continue
+                    try:
+                        listener = agent.bind_listener(port)
+                    except OSError:
+                        continue  # an agent that is starting holds it
+                    listener.settimeout(0.0)
+                    held[domain] = listener
+                for domain, listener in held.items():
+                    self._answer_offline(listener, f"http://{domain}:{ports[domain]}")
+        finally:
+            for listener in held.values():
+                listener.close()
+
+    @staticmethod
+    def _answer_offline(listener: socket.socket, url: str) -> None:
+        while True:
+            try:
+                client, _ = listener.accept()
+            except OSError:
+                return  # nothing waiting (non-blocking)
+            client.setblocking(True)
+            threading.Thread(target=agent.answer_offline, args=(client, url), daemon=True).start()
+
     def start_outage(self, seconds: float) -> str:
         """Cut every live agent off the (simulated) ngrok cloud for ``seconds``; returns the outage id."""
         outage_id = f"outage-{secrets.token_hex(6)}"
@@ -315,6 +362,8 @@ class FakeNgrok:
 
     def close(self) -> None:
         """Stop what this fake started: pyngrok's agents (reaped by pyngrok), any other agent, Cloud Endpoints."""
+        for stop in self._stops:
+            stop.set()
         for listener in self._cloud_listeners:
             with contextlib.suppress(OSError):
                 listener.shutdown(socket.SHUT_RDWR)

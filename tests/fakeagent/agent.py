@@ -215,6 +215,7 @@ MAX_HEAD_BYTES = 64 * 1024
 HEAD_TIMEOUT_SECONDS = 30.0
 DIAL_TIMEOUT_SECONDS = 5.0
 RANDOM_DOMAIN_SUFFIX = "ngrok.localhost"
+OFFLINE_EDGE_HANDOVER_SECONDS = 3.0
 
 _DASHBOARD_TOKEN = "https://dashboard.ngrok.com/get-started/your-authtoken"
 # Texts follow what the real service sends; {token} and {url} are filled in.
@@ -1129,18 +1130,24 @@ class Link:
         back.join()
 
 
-def bind_listener(port: int) -> socket.socket:
-    listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    # SO_REUSEADDR lets a reserved domain take its port back while old connections linger.
-    listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    try:
-        listener.bind(("127.0.0.1", port))
-        listener.listen(128)
-    except OSError:
-        listener.close()
-        raise
-    listener.settimeout(0.2)
-    return listener
+def bind_listener(port: int, patience: float = 0.0) -> socket.socket:
+    """Listen on loopback `port` (0: any); a busy port is tried again for `patience` seconds."""
+    deadline = time.monotonic() + patience
+    while True:
+        listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        # SO_REUSEADDR lets a reserved domain take its port back while old connections linger.
+        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            listener.bind(("127.0.0.1", port))
+            listener.listen(128)
+        except OSError:
+            listener.close()
+            if time.monotonic() >= deadline:
+                raise
+            time.sleep(0.05)
+            continue
+        listener.settimeout(0.2)
+        return listener
 
 
 class Endpoint:
@@ -1835,14 +1842,19 @@ class Agent:
                 raise ApiError(
                     400, 103, "failed to start tunnel", error_message("ERR_NGROK_334", url=url, context="endpoint")
                 )
+            # Claimed before the port is bound: an offline edge (FakeNgrok.serve_offline_urls) that
+            # answers for the URL meanwhile sees the claim and lets the port go.
+            self.record["domains"] = [*self.record["domains"], domain]
+            self.control.write_agent(self.record)
+            patience = OFFLINE_EDGE_HANDOVER_SECONDS if self.control.read_control().get("offline_edge") else 0.0
             try:
-                listener = bind_listener(self.control.domain_port(domain))
+                listener = bind_listener(self.control.domain_port(domain), patience)
             except OSError as e:
+                self.record["domains"] = [d for d in self.record["domains"] if d != domain]
+                self.control.write_agent(self.record)
                 raise ApiError(400, 103, "failed to start tunnel", f"listen tcp 127.0.0.1: {e}") from e
             port = listener.getsockname()[1]
             self.control.remember_domain_port(domain, port)
-            self.record["domains"] = [*self.record["domains"], domain]
-            self.control.write_agent(self.record)
         return listener, f"{scheme}{domain}:{port}"
 
 
