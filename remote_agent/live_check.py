@@ -8,7 +8,9 @@ prints what it finds:
 - an endpoint opened without a URL gets the account's dev domain, and the local API's
   /api/status has region and latency per session leg;
 - a cleanly stopped agent (SIGTERM) releases the URL at once: a new agent gets the same URL;
-- after an agent is killed, how long the edge keeps its session (ERR_NGROK_334 meanwhile).
+- after an agent is killed, how long the edge keeps its session (ERR_NGROK_334 meanwhile);
+- whether the account's dev domain is held by a Cloud Endpoint ngrok created (some new
+  accounts have one), and what the public URL answers, with ngrok's `ngrok-error-code` header.
 
 It uses one agent at a time and stops each one; a tunnel that remote-agent's keeper runs
 for the same account holds the same dev domain, so stop it first (`remote-agent stop --tunnel-only`).
@@ -28,6 +30,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+from remote_agent.edge_watch import ask, holder
 from remote_agent.errors import RemoteAgentError
 from remote_agent.ngrok_agent import (
     MIN_AGENT_VERSION,
@@ -92,12 +95,19 @@ class Check:
             return 1
         self.report(True, f"agent version {version_text(version)} at {self.ngrok_path}")
         first = self.agent()
-        url = first.open(self.port, None, None)
+        try:
+            url = first.open(self.port, None, None)
+        except AgentError as e:
+            first.stop()
+            self.report_holder(e)
+            return 1
+        self.report(True, "the account's dev domain is free for an agent (no Cloud Endpoint holds it)")
         # A local stand-in for ngrok serves the same names under .localhost (loopback by RFC 6761).
         host = (urlsplit(url).hostname or "").removesuffix(".localhost")
         self.report(host.endswith(DEV_DOMAIN_SUFFIXES), f"an endpoint without a URL got {url} (the dev domain)")
         self.check_status(first)
         self.report(public_url_answers(url, 10), f"{url} reaches this server")
+        self.report_answer(url)
         first.stop()
         started = time.monotonic()
         second = self.agent()
@@ -111,6 +121,30 @@ class Check:
         second.kill()  # abrupt, as a crash or a lost network would end it
         self.measure_stale_session(url)
         return 1 if self.failed else 0
+
+    def report_holder(self, e: AgentError) -> None:
+        """A first agent refused its dev domain: by a Cloud Endpoint ngrok created, or another agent?"""
+        if e.code != "ERR_NGROK_334" or not e.refused_url:
+            self.report(False, str(e))
+            return
+        found = holder(e.refused_url, 10)
+        if found == "cloud_endpoint":
+            self.report(
+                False,
+                f"the account's dev domain {e.refused_url} is held by a Cloud Endpoint ngrok created: "
+                "delete it at https://dashboard.ngrok.com/endpoints",
+            )
+        else:
+            self.report(
+                False,
+                f"the account's dev domain {e.refused_url} is served by another agent ({found}): stop it first",
+            )
+
+    def report_answer(self, url: str) -> None:
+        """What visitors get, and ngrok's own code on it when ngrok answered instead of this server."""
+        answer = ask(url, "GET", "/", 10)
+        header = f"ngrok-error-code: {answer.code}" if answer.code else "no ngrok-error-code"
+        self.report(answer.refusal is None, f"{url} answers HTTP {answer.status} ({header})")
 
     def check_status(self, agent: Agent) -> None:
         status = agent_status(agent.api_url, timeout=5)

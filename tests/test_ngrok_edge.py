@@ -9,13 +9,15 @@ from __future__ import annotations
 import json
 import logging
 import re
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
 import pytest
-from conftest import TOKEN, Sandbox, pid_alive, wait_until
+from conftest import REPO, TOKEN, Sandbox, pid_alive, wait_until
 from fakeagent import FakeNgrok, agent, http_request
 from pyngrok import ngrok
 from pyngrok.exception import PyngrokNgrokHTTPError
@@ -341,3 +343,31 @@ def test_a_permanent_refusal_ends_serve_at_once_and_bad_basic_auth_is_refused_fi
     wait_until(lambda: not pid_alive(keeper), 10, "the keeper to stop")
     started = [e for e in sandbox.fake.events() if e["event"] == "started"]
     assert len(started) == 1, "not retried"
+
+
+def run_live_check(sandbox: Sandbox) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [str(REPO / "scripts" / "check-real-ngrok.sh")],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=sandbox.notebooks,
+        env=sandbox.environ(PYTHON=sys.executable),
+        check=False,
+    )
+
+
+def test_the_live_check_says_what_the_url_answers_and_who_holds_the_dev_domain(sandbox: Sandbox) -> None:
+    sandbox.fake.set_control(stale_session_seconds=1, edge_refusal="ERR_NGROK_727")
+    refused = run_live_check(sandbox)
+    assert refused.returncode == 1, refused.stdout + refused.stderr
+    assert "ok   the account's dev domain is free for an agent" in refused.stdout
+    assert re.search(r"BAD  http://\S+ answers HTTP 429 \(ngrok-error-code: ERR_NGROK_727\)", refused.stdout)
+
+    sandbox.fake.set_control(edge_refusal=None)
+    sandbox.fake.start_cloud_endpoint(TOKEN)
+    held = run_live_check(sandbox)
+    assert held.returncode == 1, held.stdout + held.stderr
+    assert "is held by a Cloud Endpoint ngrok created" in held.stdout
+    assert "dashboard.ngrok.com/endpoints" in held.stdout
+    assert sandbox.fake.live_agent_pids() == []
