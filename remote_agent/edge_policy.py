@@ -3,8 +3,10 @@
 Jupyter has no limit on failed logins, and scanners find public Jupyter servers within
 minutes. What the edge can add:
 - a rate limit on login attempts per client address (NGROK_LOGIN_RATE_LIMIT, off by default: a
-  rate-limit rule is a paid traffic-policy action, and an account without credit refuses the
-  whole endpoint with ERR_NGROK_4026; Jupyter's own login slows down password guessing instead);
+  rate-limit rule is a paid traffic-policy action, and an account without credit answers
+  ERR_NGROK_4026 either when the endpoint is created (the keeper stops, serve exits 5) or to
+  each request the rule applies to, every `POST /login` (edge_watch.py sees it); Jupyter's own
+  login slows down password guessing instead);
 - HTTP basic auth (NGROK_BASIC_AUTH): scanners never see Jupyter at all;
 - OAuth with an allow-list of e-mail addresses (--oauth PROVIDER --allow-email ADDRESS).
 """

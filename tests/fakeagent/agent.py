@@ -47,6 +47,19 @@ Control directory
     ``rate-limit`` action is refused with ERR_NGROK_4026), ``api_log`` (default true: every
     local API call is logged at info), ``browser_warning`` (default true: the warning page),
     ``record_api_calls`` (default false: each local API call is also an ``api_call`` event).
+    What ngrok says at the edge (facts.md "Refusals at the edge, per request", "A Cloud Endpoint
+    on a new account's dev domain", "Permanent refusals", "Per-connection log lines"):
+    ``edge_refusal`` (a code such as ``"ERR_NGROK_727"``: every HTTP request on every endpoint is
+    answered by the edge with ngrok's error page and ``ngrok-error-code``, while the session stays
+    up), ``credit_refused_at`` (``"creation"``, the default: a paid action without credit fails
+    the endpoint with ERR_NGROK_4026; ``"request"``: the endpoint opens and each request the
+    rate-limit rule applies to gets the 4026 page), ``custom_domains`` (default true; false: a
+    free plan, a URL other than the dev domain fails with ERR_NGROK_313), ``join_log`` (default
+    true: a ``join connections`` line per proxied connection), ``cloud_endpoints`` (set by
+    ``FakeNgrok.start_cloud_endpoint``: domains a Cloud Endpoint holds, ERR_NGROK_334 for agents,
+    its placeholder page for visitors) and ``offline_edge`` (set by
+    ``FakeNgrok.serve_offline_urls``: a killed or stopped agent's URL answers 404 with
+    ERR_NGROK_3200 instead of refusing connections).
 ``events.jsonl``
     one JSON object per line, appended by every agent: ``{"event", "pid", "at", ...}`` with
     event ``started`` (``url`` = local API URL), ``startup_failed`` (``error_code``),
@@ -80,9 +93,11 @@ session" obj=tunnels.session``, ``msg="session closing" obj=tunnels.session``,
 configuration or flags: ``lvl=crit msg="command failed" err=...``. Endpoints: ``msg="started
 tunnel" obj=tunnels name=N addr=UPSTREAM url=PUBLIC``, ``msg="stopped tunnel" obj=tunnels
 name=N url=PUBLIC``, ``lvl=warn msg="failed to open private leg" obj=tunnels.session id=ID
-privaddr=H:P err=...`` (upstream down). Outage: ``lvl=warn msg="session closed, starting
+privaddr=H:P err=...`` (upstream down), ``msg="join connections" obj=join id=ID l=UPSTREAM
+r=CLIENT_IP:PORT`` (each proxied connection). Outage: ``lvl=eror msg="session closed, starting
 reconnect loop"``, ``lvl=eror msg="failed to reconnect session" obj=tunnels.session err=...``
-every 0.5 s, ``lvl=info msg="client session established"``. Stop: ``msg="received stop
+at each retry (0.5 s, then doubling up to 30 s), ``lvl=info msg="client session established"``
+at the first retry after the outage. Stop: ``msg="received stop
 request" obj=app stopReq="{err:<nil> restart:false}"``, ``msg="session closing"
 obj=tunnels.session err=nil``.
 
@@ -112,7 +127,9 @@ Each endpoint listens on 127.0.0.1: for a domain (the token's dev domain
 domain, else an OS-chosen port. Public URLs are ``http://DOMAIN:PORT``, or
 ``http://<8 hex>.ngrok.localhost:PORT`` with ``dev_domain`` off (``tcp://0.tcp.ngrok.localhost:PORT``
 for ``url: "tcp://"``). While an agent is cut off (``outage``) its HTTP endpoints answer 404
-with ``ngrok-error-code: ERR_NGROK_3200``; browsers get the warning page first (``browser_warning``). Bytes are
+with ``ngrok-error-code: ERR_NGROK_3200``; browsers (any browser User-Agent) get the warning page
+first (``browser_warning``), with ``ngrok-error-code: ERR_NGROK_6024``, until its button sets the
+cookie ``abuse_interstitial=<host>``. Bytes are
 copied both ways until both sides have closed (half-closes are passed on), so keep-alive and
 websockets work and the client's Host header reaches the upstream unchanged.
 
@@ -126,9 +143,11 @@ Deliberate simplifications:
   requests pass unchecked; an unreachable upstream gives ``502 Bad Gateway`` with
   ``ERR_NGROK_8012`` in the body and the ``ngrok-error-code`` header;
 * traffic policy: phases ``on_http_request`` (alias ``inbound``), ``on_http_response``
-  (``outbound``), ``on_tcp_connect``; rule ``expressions`` are ignored (every rule matches);
+  (``outbound``), ``on_tcp_connect``; rule ``expressions`` are ignored (every rule matches),
+  except ``req.method == '...'`` and ``req.url.path == '...'`` (joined by ``&&``) in deciding
+  which requests a rate-limit rule without credit refuses;
   action ``basic-auth`` (``config.credentials``: ``"user:password"`` with a password of 8 to 128
-  characters, as ngrok requires) answers 401 with ``WWW-Authenticate: Basic realm="ngrok"``;
+  characters and no ``${``, as ngrok requires) answers 401 with ``WWW-Authenticate: Basic realm="ngrok"``;
   ``oauth`` (``config.provider``) answers every request with a 302 to
   ``https://idp.ngrok.com/oauth2/PROVIDER/authorize?...``; ``rate-limit`` is refused with
   ERR_NGROK_4026 unless ``credit`` is on, then accepted and ignored; any other action type is
