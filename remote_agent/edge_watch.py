@@ -36,6 +36,7 @@ EDGE_REFUSALS: dict[str, tuple[str, str]] = {
 # Codes that are not a refusal of visitors: the agent is reached but Jupyter is not (8012), the
 # endpoint is offline (3200: the keeper's health check deals with that), the browser warning (6024).
 NOT_REFUSALS = frozenset({"ERR_NGROK_8012", "ERR_NGROK_3200", "ERR_NGROK_6024"})
+ASKS_FOR_LOGIN = frozenset({401, 302, 303, 307})
 
 
 @dataclass(frozen=True)
@@ -45,7 +46,13 @@ class EdgeAnswer:
 
     @property
     def refusal(self) -> str | None:
-        """ngrok's code when the edge itself refused the visitor, else None."""
+        """ngrok's code when the edge itself refused the visitor, else None.
+
+        The edge's own checks (basic auth asking for a password, OAuth sending to its login)
+        answer a probe without credentials: that is protection working, not a refusal.
+        """
+        if self.status in ASKS_FOR_LOGIN:
+            return None
         return self.code if self.code and self.code not in NOT_REFUSALS else None
 
     @property

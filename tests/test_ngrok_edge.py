@@ -6,11 +6,14 @@ switches for these behaviours are tested first, against the fake alone; then the
 
 from __future__ import annotations
 
+import io
 import json
 import logging
+import os
 import re
 import subprocess
 import sys
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -25,8 +28,11 @@ from pyngrok.log import NgrokLog
 from test_fake_agent import RecordingServer, error_body, serve_in_thread
 from test_keeper_decisions import Harness
 
-from remote_agent.edge_watch import PROBE_EVERY, RECHECK_EVERY, EdgeAnswer, EdgeWatch
+from remote_agent.console import Console
+from remote_agent.edge_watch import PROBE_EVERY, RECHECK_EVERY, EdgeAnswer, EdgeWatch, describe
+from remote_agent.follow import follow
 from remote_agent.ngrok_agent import AgentNoiseFilter, classify
+from remote_agent.state import Home, TunnelState
 
 LOGIN_LIMIT = {
     "on_http_request": [
@@ -260,6 +266,39 @@ def test_the_agents_visitor_lines_are_dropped() -> None:
     line = 't=x lvl=info msg="join connections" obj=join id=ab12 l=127.0.0.1:8888 r=203.0.113.7:51234'
     record = logging.LogRecord("pyngrok.process.ngrok", logging.INFO, __file__, 1, line, None, None)
     assert not quiet.filter(record)
+
+
+def test_answers_that_are_not_refusals() -> None:
+    assert EdgeAnswer(429, "ERR_NGROK_727").refusal == "ERR_NGROK_727"
+    assert EdgeAnswer(502, "ERR_NGROK_8012").refusal is None, "the agent is reached, Jupyter is not"
+    assert EdgeAnswer(404, "ERR_NGROK_3200").refusal is None, "offline: the health check's business"
+    assert EdgeAnswer(401, "ERR_NGROK_7100").refusal is None, "basic auth asks the probe for its password"
+    assert EdgeAnswer(200).refusal is None
+
+
+def test_a_following_serve_says_when_the_edge_refuses(tmp_path: Path) -> None:
+    home = Home(tmp_path).ensure()
+    url = "https://amber-brisk-cedar.ngrok-free.dev"
+    home.write_tunnel(TunnelState(keeper_pid=os.getpid(), status="up", public_url=url))
+    out, err = io.StringIO(), io.StringIO()
+    console = Console(json_mode=True, out=out, err=err)
+    first = home.read_tunnel()
+    assert first is not None
+    result: list[int] = []
+    thread = threading.Thread(target=lambda: result.append(follow(home, console, first)), daemon=True)
+    thread.start()
+    refusal = {"code": "ERR_NGROK_725", "message": describe("ERR_NGROK_725"), "at": "2026-12-04T14:00:00+00:00"}
+    home.write_tunnel(TunnelState(keeper_pid=os.getpid(), status="up", public_url=url, edge_refused=refusal))
+    wait_until(lambda: '"edge_refused"' in out.getvalue(), 10, "the edge_refused event")
+    home.write_tunnel(TunnelState(keeper_pid=os.getpid(), status="stopped"))
+    thread.join(10)
+    events = [json.loads(line) for line in out.getvalue().splitlines() if line.startswith("{")]
+    refused = [e for e in events if e["event"] == "edge_refused"]
+    assert len(refused) == 1
+    assert refused[0]["code"] == "ERR_NGROK_725"
+    assert "monthly bandwidth limit" in refused[0]["message"]
+    assert "ERR_NGROK_725" in err.getvalue()
+    assert result == [0]
 
 
 # -- end to end: serve, the keeper and the fake agent ----------------------------------
