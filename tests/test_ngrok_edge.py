@@ -304,7 +304,7 @@ def test_a_following_serve_says_when_the_edge_refuses(tmp_path: Path) -> None:
 # -- end to end: serve, the keeper and the fake agent ----------------------------------
 
 
-def test_a_quota_refused_at_the_edge_is_seen_said_and_cleared(sandbox: Sandbox) -> None:
+def test_refusals_at_the_edge_are_seen_said_and_cleared(sandbox: Sandbox) -> None:
     sandbox.fake.set_control(edge_refusal="ERR_NGROK_727")  # the month's requests are used up
     first = sandbox.run("serve", "--detach")
     assert first.returncode == 0, first.stdout + first.stderr
@@ -338,50 +338,56 @@ def test_a_quota_refused_at_the_edge_is_seen_said_and_cleared(sandbox: Sandbox) 
     wait_until(lambda: sandbox.tunnel_state().get("edge_refused") is None, 20, "the refusal to clear")
     assert sandbox.run("status").returncode == 0
 
-
-def test_no_credit_answered_per_login_request_names_the_setting(sandbox: Sandbox) -> None:
+    # No credit for the login rate limit, answered per login rather than at creation: named too.
     sandbox.fake.set_control(credit_refused_at="request")
-    served = sandbox.run("serve", "--detach", NGROK_LOGIN_RATE_LIMIT="20")
-    assert served.returncode == 0, served.stdout + served.stderr
-    wait_until(lambda: sandbox.tunnel_state().get("edge_refused"), 20, "the keeper to see the refusal")
+    limited = sandbox.run("serve", "--detach", NGROK_LOGIN_RATE_LIMIT="20")
+    assert limited.returncode == 0, limited.stdout + limited.stderr
+
+    def refused_code() -> str | None:
+        refusal = sandbox.tunnel_state().get("edge_refused")
+        return refusal["code"] if refusal else None
+
+    assert wait_until(refused_code, 20, "the keeper to see the login refused") == "ERR_NGROK_4026"
     status = sandbox.run("status")
     assert status.returncode == 3
     assert "ERR_NGROK_4026" in status.stdout
     assert "Remove NGROK_LOGIN_RATE_LIMIT" in status.stdout
+    assert "add credit" in status.stdout
 
 
-def test_a_cloud_endpoint_on_the_dev_domain_is_named_and_doctor_tells_it(sandbox: Sandbox) -> None:
-    sandbox.fake.start_cloud_endpoint(TOKEN)
-    result = sandbox.run("serve", "--detach")
-    assert result.returncode == 5, result.stdout + result.stderr
-    assert "ERR_NGROK_334" in result.stderr
-    assert "Cloud Endpoint" in result.stderr
-    assert "dashboard.ngrok.com/endpoints" in result.stderr
-    assert "Stop the other agent" in result.stderr, "the other case is named too"
-    doctor = sandbox.run("doctor")
-    assert "held by a Cloud Endpoint" in doctor.stdout, doctor.stdout
-    assert "dashboard.ngrok.com/endpoints" in doctor.stdout
-
-
-def test_a_permanent_refusal_ends_serve_at_once_and_bad_basic_auth_is_refused_first(sandbox: Sandbox) -> None:
+def test_refusals_that_retrying_cannot_change_end_serve_at_once(sandbox: Sandbox) -> None:
+    # Basic-auth credentials ngrok would refuse are refused before anything starts.
     for credential, words in (("user:short", "8 to 128"), ("user:" + "x" * 129, "8 to 128"), ("u:${env.X}abcd", "${")):
         bad = sandbox.run("serve", "--detach", NGROK_BASIC_AUTH=credential)
         assert bad.returncode == 2, bad.stdout + bad.stderr
         assert "NGROK_BASIC_AUTH" in bad.stderr
         assert words in bad.stderr
         assert credential.partition(":")[2] not in bad.stderr + bad.stdout, "the password is not echoed"
-    assert sandbox.tunnel_state() == {} or sandbox.tunnel_state().get("status") is None, "nothing started"
+    assert sandbox.tunnel_state() == {}, "nothing started"
 
-    sandbox.fake.set_control(custom_domains=False)  # a free plan
-    result = sandbox.run("serve", "--detach", NGROK_DOMAIN="mine.ngrok.localhost")
-    assert result.returncode == 5, result.stdout + result.stderr
-    assert "ERR_NGROK_313" in result.stderr
-    assert "Only paid plans may bind custom subdomains" in result.stderr, "ngrok's reason"
-    assert "Remove NGROK_DOMAIN" in result.stderr
+    # A Cloud Endpoint ngrok created holds the new account's dev domain: named, and told apart by doctor.
+    sandbox.fake.start_cloud_endpoint(TOKEN)
+    held = sandbox.run("serve", "--detach")
+    assert held.returncode == 5, held.stdout + held.stderr
+    assert "ERR_NGROK_334" in held.stderr
+    assert "Cloud Endpoint" in held.stderr
+    assert "dashboard.ngrok.com/endpoints" in held.stderr
+    assert "Stop the other agent" in held.stderr, "the other case is named too"
+    doctor = sandbox.run("doctor")
+    assert "held by a Cloud Endpoint" in doctor.stdout, doctor.stdout
+    assert "dashboard.ngrok.com/endpoints" in doctor.stdout
+
+    # A domain of one's own on a free plan: ngrok's reason, what to do, and no retry.
+    sandbox.fake.set_control(custom_domains=False)
+    before = sum(1 for e in sandbox.fake.events() if e["event"] == "started")
+    own = sandbox.run("serve", "--detach", NGROK_DOMAIN="mine.ngrok.localhost")
+    assert own.returncode == 5, own.stdout + own.stderr
+    assert "ERR_NGROK_313" in own.stderr
+    assert "Only paid plans may bind custom subdomains" in own.stderr, "ngrok's reason"
+    assert "Remove NGROK_DOMAIN" in own.stderr
     keeper = sandbox.tunnel_state()["keeper_pid"]
     wait_until(lambda: not pid_alive(keeper), 10, "the keeper to stop")
-    started = [e for e in sandbox.fake.events() if e["event"] == "started"]
-    assert len(started) == 1, "not retried"
+    assert sum(1 for e in sandbox.fake.events() if e["event"] == "started") == before + 1, "not retried"
 
 
 def run_live_check(sandbox: Sandbox) -> subprocess.CompletedProcess[str]:
