@@ -269,6 +269,8 @@ ERROR_MESSAGES: dict[str, str] = {
         'agent version for your account is "{min_version}". Update to a newer version with '
         "'ngrok update', by downloading from https://ngrok.com/download, or by updating your SDK version."
     ),
+    # ngrok's error pages https://ngrok.com/docs/errors/err_ngrok_725 and .../err_ngrok_727; facts.md
+    # "Refusals at the edge, per request": the same codes also answer visitors while the session is up.
     "ERR_NGROK_725": (
         "authentication failed: This ngrok account has reached its bandwidth limit for the month. "
         "Log into https://dashboard.ngrok.com/billing to view your options."
