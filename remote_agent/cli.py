@@ -90,6 +90,7 @@ def build_parser() -> argparse.ArgumentParser:
     share = sub.add_parser("share", help="a link that logs a collaborator in without your password")
     share.add_argument("--name", help="what to call the link (default link-N)")
     share.add_argument("--expires", metavar="DURATION", help="90s, 30m, 8h, 7d (default 24h)")
+    share.add_argument("--uses", type=int, metavar="N", help="how many browsers the link may log in (default 1)")
     share.add_argument("--list", action="store_true", dest="list_shares", help="the links made, and their state")
     share.add_argument("--revoke", metavar="NAME", help="end a link and every session opened with it")
     share.add_argument("--json", action="store_true", help="JSON on stdout")
@@ -136,7 +137,7 @@ def run(args: argparse.Namespace, settings: Settings, console: Console) -> int: 
     if command == "share":
         from remote_agent.share import share
 
-        return share(settings, console, args.name, args.expires, args.list_shares, args.revoke)
+        return share(settings, console, args.name, args.expires, args.list_shares, args.revoke, args.uses)
     if command == "attach":
         return attach(settings)
     if command == "password":
