@@ -27,6 +27,7 @@ import html
 import json
 import math
 import os
+import secrets
 import weakref
 from dataclasses import asdict, dataclass
 from datetime import datetime, timedelta, timezone
@@ -49,6 +50,7 @@ from remote_agent.login_throttle import LoginThrottle
 WATCH_INTERVAL_MS = 1000  # how soon an ended link (or an old password) loses its open websockets
 POLICY_VIOLATION = 1008  # the websocket close code for "no longer allowed"
 LOOPBACK = "127.0.0.1 (ssh or local)"
+MAX_OWNER_SESSIONS = 10_000  # the oldest owner logins are forgotten beyond this
 
 
 def client_address(handler: web.RequestHandler) -> str:
@@ -171,6 +173,7 @@ class RemoteAgentIdentityProvider(PasswordIdentityProvider):
         self._watch: PeriodicCallback | None = None
         self._ask_for_no_referrer()
         self._memory_key = os.urandom(32)
+        self._owner_sessions: dict[str, str] = {}  # owner session -> the password mark it was opened with
         self.started_by_links = share_cleanup.Registry()
         self._started_at = _now()
         self._ending: set[str] = set()
@@ -200,6 +203,8 @@ class RemoteAgentIdentityProvider(PasswordIdentityProvider):
         if hashed and hashed != self.hashed_password:
             self.hashed_password = hashed
             self.log.info("The Jupyter password changed; sessions opened with the old one must log in again.")
+            mark = _mark(hashed)
+            self._owner_sessions = {k: v for k, v in self._owner_sessions.items() if v == mark}
 
     def process_login_form(self, handler: web.RequestHandler) -> User | None:
         """The owner's password from the login form; never a password change."""
@@ -254,7 +259,8 @@ class RemoteAgentIdentityProvider(PasswordIdentityProvider):
                 state = "was revoked" if share is None or share.revoked else "has expired"
                 raise _refuse(handler, 403, f"The share link of this session {state}; ask for a new one")
             return LinkUser(**{**asdict(user), "share_id": share.id})
-        if data.get("password", self._startup_mark) != _mark(self.hashed_password):
+        mark = _mark(self.hashed_password)
+        if data.get("password", self._startup_mark) != mark or self._owner_sessions.get(data.get("session")) != mark:
             self.log.warning("Refused a session opened with a previous password.")
             self.clear_login_cookie(handler)
             return None
@@ -300,7 +306,20 @@ class RemoteAgentIdentityProvider(PasswordIdentityProvider):
             data["share"] = user.share_id
         else:
             data["password"] = _mark(self.hashed_password)
+            data["session"] = self._open_owner_session()
         return json.dumps(data)
+
+    def _open_owner_session(self) -> str:
+        """A new owner session, listed in this process only, under the password it was opened with.
+
+        Whoever copied the signing key out of Jupyter's memory (code running as the owner can
+        read it) still needs a listed session; a password change ends them all.
+        """
+        session = secrets.token_urlsafe(18)
+        self._owner_sessions[session] = _mark(self.hashed_password)
+        while len(self._owner_sessions) > MAX_OWNER_SESSIONS:
+            del self._owner_sessions[next(iter(self._owner_sessions))]
+        return session
 
     def identity_model(self, user: User) -> dict[str, Any]:
         model = asdict(user)
