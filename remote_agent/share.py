@@ -230,7 +230,10 @@ def revoke(settings: Settings, console: Console, name: str) -> int:
     console.line("and their open notebooks and terminals are disconnected. Jupyter and your kernels keep running.")
     reports = _cleanup_report(settings, ended)
     if reports is None:
-        console.line("Jupyter did not say what it shut down (is it running?): check `remote-agent status`.")
+        console.line(
+            f"Jupyter did not say within {CLEANUP_WAIT:.0f} s what it shut down of theirs (one started by an earlier"
+        )
+        console.line("remote-agent does not): `remote-agent status` lists the kernels that run.")
     else:
         kernels = sum(len(r.get("kernels", [])) for r in reports)
         terminals = sum(len(r.get("terminals", [])) for r in reports)
