@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import getpass
 import html
-import math
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any
 
@@ -44,25 +43,30 @@ JOIN_PAGE = """<!doctype html>
 </form></body></html>
 """
 
-REFUSED_PAGE = """<!doctype html>
-<html><head><meta charset="utf-8"><meta name="referrer" content="no-referrer"><title>{status}</title></head>
-<body style="font-family: sans-serif; margin: 3em"><h1>{status}</h1><p>{reason}.</p></body></html>
-"""
+
+def _login() -> Any:
+    """jupyter_login, which imports this module: its client address, throttle answers and refusal page."""
+    from remote_agent import jupyter_login
+
+    return jupyter_login
 
 
 def _private_page(handler: web.RequestHandler) -> None:
     """Headers for a page whose address or form holds a link's secret."""
     handler.set_header("Referrer-Policy", "no-referrer")
     handler.set_header("Cache-Control", "no-store")
-    handler.set_header("Content-Type", "text/html; charset=UTF-8")
 
 
-def refuse(handler: web.RequestHandler, status: int, reason: str, retry_after: float = 0) -> None:
+def _refuse(handler: web.RequestHandler, status: int, reason: str) -> Exception:
     _private_page(handler)
-    handler.set_status(status)
-    if retry_after:
-        handler.set_header("Retry-After", str(math.ceil(retry_after)))
-    handler.finish(REFUSED_PAGE.format(status=status, reason=html.escape(reason)))
+    refusal: Exception = _login()._refuse(handler, status, reason)
+    return refusal
+
+
+def _too_many(handler: web.RequestHandler, wait: float) -> Exception:
+    _private_page(handler)
+    refusal: Exception = _login()._too_many(handler, wait)
+    return refusal
 
 
 def link_refused(share_name: str | None, why: str) -> str:
@@ -77,24 +81,20 @@ def _when(iso: str) -> str:
 
 def show_join_page(handler: JupyterHandler, provider: RemoteAgentIdentityProvider, secret: str) -> None:
     """GET /login?token=SECRET: who they join as, and a button; nothing logged in, nothing used up."""
-    from remote_agent.jupyter_login import client_address
-
-    address = client_address(handler)
+    address = _login().client_address(handler)
     wait = provider.throttle.wait(address)
     if wait > 0:
-        refuse(handler, 429, f"Too many failed logins from your address; try again in {math.ceil(wait)} s", wait)
-        return
+        raise _too_many(handler, wait)
     share = shares.find_by_secret(provider.links.current(), secret) if provider.links else None
     if share is None:
         provider.throttle.failed(address)
-        refuse(handler, 403, link_refused(None, ""))
-        return
+        raise _refuse(handler, 403, link_refused(None, ""))
     why = share.refusal(datetime.now(timezone.utc))
     if why is not None:
-        refuse(handler, 403, link_refused(share.name, why))
-        return
+        raise _refuse(handler, 403, link_refused(share.name, why))
     left = share.max_uses - share.uses
     _private_page(handler)
+    handler.set_header("Content-Type", "text/html; charset=UTF-8")
     handler.finish(
         JOIN_PAGE.format(
             owner=html.escape(getpass.getuser()),
@@ -127,28 +127,21 @@ class JoinHandler(JupyterHandler):
         provider: Any = self.identity_provider
         secret = self.get_body_argument("token", default="")
         if not secret or getattr(provider, "links", None) is None:
-            refuse(self, 403, link_refused(None, ""))
-            return
-        from remote_agent.jupyter_login import client_address
-
-        address = client_address(self)
+            raise _refuse(self, 403, link_refused(None, ""))
+        address = _login().client_address(self)
         wait = provider.throttle.wait(address)
         if wait > 0:
-            refuse(self, 429, f"Too many failed logins from your address; try again in {math.ceil(wait)} s", wait)
-            return
+            raise _too_many(self, wait)
         try:
             outcome = shares.redeem(provider.links.home, secret, datetime.now(timezone.utc), address)
         except RemoteAgentError as e:
             self.log.warning("Could not take a use of a share link: %s", e)
-            refuse(self, 503, "The share links' record is busy; try again in a moment")
-            return
+            raise _refuse(self, 503, "The share links' record is busy; try again in a moment") from e
         if outcome.share is None:
             provider.throttle.failed(address)
-            refuse(self, 403, link_refused(None, ""))
-            return
+            raise _refuse(self, 403, link_refused(None, ""))
         if outcome.refusal is not None:
             self.log.warning("Refused the share link %r: it %s.", outcome.share.name, outcome.refusal)
-            refuse(self, 403, link_refused(outcome.share.name, outcome.refusal))
-            return
+            raise _refuse(self, 403, link_refused(outcome.share.name, outcome.refusal))
         provider.link_logged_in(self, outcome.share, address)
         self.redirect(self.base_url)
