@@ -205,11 +205,16 @@ def list_shares(settings: Settings, console: Console) -> int:
 CLEANUP_WAIT = 20.0  # seconds for Jupyter to shut down what the link started and say so
 
 
-def _cleanup_report(settings: Settings, ended: list[shares.Share]) -> list[dict[str, Any]] | None:
-    """What the running Jupyter shut down of these links (it looks once a second); None when it did not say."""
+def _cleanup_report(settings: Settings, ended: list[shares.Share]) -> list[dict[str, Any]] | str:
+    """What the running Jupyter shut down of these links (it looks once a second), or why it cannot say."""
     snap = snapshot(Home(settings.home), settings.port)
-    if snap.jupyter_pid is None or not has_identity_provider(snap.jupyter_pid):
-        return None
+    if snap.jupyter_pid is None:
+        return "Jupyter is not running: no kernel or terminal of theirs runs."
+    if not has_identity_provider(snap.jupyter_pid):
+        return (
+            f"The running Jupyter (pid {snap.jupyter_pid}) was started by an earlier remote-agent and does not shut\n"
+            "down a link's kernels: `remote-agent status` lists the kernels that run."
+        )
     ids = {s.id for s in ended}
     deadline = time.monotonic() + CLEANUP_WAIT
     while time.monotonic() < deadline:
@@ -217,7 +222,10 @@ def _cleanup_report(settings: Settings, ended: list[shares.Share]) -> list[dict[
         if len(reports) == len(ids):
             return reports
         time.sleep(0.2)
-    return None
+    return (
+        f"Jupyter did not say within {CLEANUP_WAIT:.0f} s what it shut down of theirs: "
+        "`remote-agent status` lists the kernels that run."
+    )
 
 
 def revoke(settings: Settings, console: Console, name: str) -> int:
@@ -229,11 +237,8 @@ def revoke(settings: Settings, console: Console, name: str) -> int:
     console.line(f"Revoked {name!r}: the link and every browser session opened with it are refused from now on,")
     console.line("and their open notebooks and terminals are disconnected. Jupyter and your kernels keep running.")
     reports = _cleanup_report(settings, ended)
-    if reports is None:
-        console.line(
-            f"Jupyter did not say within {CLEANUP_WAIT:.0f} s what it shut down of theirs (one started by an earlier"
-        )
-        console.line("remote-agent does not): `remote-agent status` lists the kernels that run.")
+    if isinstance(reports, str):
+        console.line(reports)
     else:
         kernels = sum(len(r.get("kernels", [])) for r in reports)
         terminals = sum(len(r.get("terminals", [])) for r in reports)
