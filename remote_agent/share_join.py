@@ -89,6 +89,9 @@ def show_join_page(handler: JupyterHandler, provider: RemoteAgentIdentityProvide
     if share is None:
         provider.throttle.failed(address)
         raise _refuse(handler, 403, link_refused(None, ""))
+    if getattr(handler.current_user, "share_id", None) == share.id:
+        handler.redirect(handler.base_url)  # this browser joined with it already: no second use
+        return
     why = share.refusal(datetime.now(timezone.utc))
     if why is not None:
         raise _refuse(handler, 403, link_refused(share.name, why))

@@ -249,6 +249,11 @@ def test_opening_a_link_logs_no_one_in_and_uses_nothing_until_the_button_is_pres
     assert again.get("/api/status").status_code == 403
     assert listed(box, "kim")["uses"] == 1
     assert kim.get("/api/status").status_code == 200, "the first browser's session ended"
+    # The collaborator opens the link again (a bookmark): straight in, no second use.
+    reopened = open_link(link["url"], kim)[1]
+    assert reopened.status_code == 302
+    assert "token" not in reopened.headers["Location"]
+    assert listed(box, "kim")["uses"] == 1
 
 
 def test_the_join_button_needs_the_pages_xsrf_cookie_and_a_forged_post_uses_nothing(box: Sandbox) -> None:
