@@ -90,8 +90,11 @@ def build_parser() -> argparse.ArgumentParser:
     share = sub.add_parser("share", help="a link that logs a collaborator in without your password")
     share.add_argument("--name", help="what to call the link (default link-N)")
     share.add_argument("--expires", metavar="DURATION", help="90s, 30m, 8h, 7d (default 24h)")
+    share.add_argument("--uses", type=int, metavar="N", help="how many browsers the link may log in (default 1)")
     share.add_argument("--list", action="store_true", dest="list_shares", help="the links made, and their state")
-    share.add_argument("--revoke", metavar="NAME", help="end a link and every session opened with it")
+    share.add_argument(
+        "--revoke", metavar="NAME", help="end a link, every session opened with it, and the kernels they started"
+    )
     share.add_argument("--json", action="store_true", help="JSON on stdout")
     sub.add_parser("attach", help="attach this terminal to the tmux session (detach: Ctrl-b d)")
     password = sub.add_parser("password", help="set or change the Jupyter password")
@@ -136,7 +139,7 @@ def run(args: argparse.Namespace, settings: Settings, console: Console) -> int: 
     if command == "share":
         from remote_agent.share import share
 
-        return share(settings, console, args.name, args.expires, args.list_shares, args.revoke)
+        return share(settings, console, args.name, args.expires, args.list_shares, args.revoke, args.uses)
     if command == "attach":
         return attach(settings)
     if command == "password":

@@ -6,11 +6,14 @@ or import much. On top of Jupyter's password login it:
 - reads the owner's password hash again whenever its file changes, so `password`
   takes effect at once, without a restart; browsers logged in with the old password
   must log in again, and their open kernel and terminal websockets are closed;
-- accepts share links (`/login?token=SECRET`) checked against the record file at each
-  request (see shares.py); a revoked or expired link, and every browser session opened
-  with it, is refused with 403, and that link's open kernel and terminal websockets are
-  closed (a terminal is a shell as the owner), while Jupyter, its kernels and the owner's
-  sessions carry on;
+- accepts share links: opening one (`/login?token=SECRET`) shows a page whose button
+  logs in and takes one of the link's uses (share_join.py); a revoked or expired link,
+  and every browser session opened with it, is refused with 403, that link's open kernel
+  and terminal websockets are closed, and the kernels and terminals it started are shut
+  down (share_cleanup.py), while Jupyter, the owner's kernels and sessions carry on;
+- signs session cookies with a key that only this process holds (mixed into Jupyter's
+  cookie secret, whose file any kernel can read), so no one forges a login from files;
+  a link's cookie ends with the link, and every login cookie is `SameSite=Lax`;
 - slows down repeated failed logins per client address (login_throttle.py), for the
   password and for links alike;
 - never lets a login change the owner's password, and asks browsers not to send the
@@ -24,9 +27,10 @@ import html
 import json
 import math
 import os
+import secrets
 import weakref
 from dataclasses import asdict, dataclass
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
@@ -35,17 +39,18 @@ from jupyter_server.auth.identity import PasswordIdentityProvider, User
 from jupyter_server.auth.login import LoginFormHandler
 from jupyter_server.base.handlers import APIHandler
 from tornado import web
-from tornado.ioloop import PeriodicCallback
+from tornado.ioloop import IOLoop, PeriodicCallback
 from tornado.websocket import WebSocketHandler
 from traitlets import default
 
-from remote_agent import jupyter_config, shares
+from remote_agent import jupyter_config, share_cleanup, share_join, shares
 from remote_agent.errors import RemoteAgentError
 from remote_agent.login_throttle import LoginThrottle
 
 WATCH_INTERVAL_MS = 1000  # how soon an ended link (or an old password) loses its open websockets
 POLICY_VIOLATION = 1008  # the websocket close code for "no longer allowed"
 LOOPBACK = "127.0.0.1 (ssh or local)"
+MAX_OWNER_SESSIONS = 10_000  # the oldest owner logins are forgotten beyond this
 
 
 def client_address(handler: web.RequestHandler) -> str:
@@ -111,6 +116,14 @@ def _too_many(handler: web.RequestHandler, wait: float) -> Exception:
 class ThrottledLoginHandler(LoginFormHandler):
     """Jupyter's login form, answering 429 while the client's address must wait."""
 
+    @allow_unauthenticated
+    def get(self) -> None:
+        secret = self.get_query_argument("token", default="")
+        if secret:
+            share_join.show_join_page(self, self.identity_provider, secret)  # type: ignore[arg-type]
+            return
+        super().get()  # type: ignore[no-untyped-call]
+
     def _render(self, message: dict[str, str] | None = None) -> None:
         # The form posts back to this page. Under `no-referrer` a browser sends that POST with
         # `Origin: null`, which Jupyter refuses; `same-origin` still tells other sites nothing.
@@ -159,6 +172,13 @@ class RemoteAgentIdentityProvider(PasswordIdentityProvider):
         self._password_sockets: dict[str, weakref.WeakSet[WebSocketHandler]] = {}
         self._watch: PeriodicCallback | None = None
         self._ask_for_no_referrer()
+        self._memory_key = os.urandom(32)
+        self._owner_sessions: dict[str, str] = {}  # owner session -> the password mark it was opened with
+        self.started_by_links = share_cleanup.Registry()
+        self._started_at = _now()
+        self._ending: set[str] = set()
+        if self.links is not None:
+            self._start_watch()
 
     # -- the owner's password, read afresh ---------------------------------------------
 
@@ -183,6 +203,8 @@ class RemoteAgentIdentityProvider(PasswordIdentityProvider):
         if hashed and hashed != self.hashed_password:
             self.hashed_password = hashed
             self.log.info("The Jupyter password changed; sessions opened with the old one must log in again.")
+            mark = _mark(hashed)
+            self._owner_sessions = {k: v for k, v in self._owner_sessions.items() if v == mark}
 
     def process_login_form(self, handler: web.RequestHandler) -> User | None:
         """The owner's password from the login form; never a password change."""
@@ -199,12 +221,9 @@ class RemoteAgentIdentityProvider(PasswordIdentityProvider):
         if known:
             return known
         self.refresh_password()
-        user: User | None = self._user_from_link(handler)
-        if user is not None:
-            self.set_login_cookie(handler, user)
-            handler._token_authenticated = True  # type: ignore[attr-defined]  # as Jupyter marks its own token logins
-        else:
-            user = self._user_from_session(handler)
+        user = self._user_from_session(handler)
+        if isinstance(user, LinkUser):
+            self.started_by_links.note_request(handler, user.share_id, handler.base_url)  # type: ignore[attr-defined]
         if user is not None and isinstance(handler, WebSocketHandler):
             if isinstance(user, LinkUser):
                 self._remember_socket(self._link_sockets, user.share_id, handler)
@@ -212,25 +231,13 @@ class RemoteAgentIdentityProvider(PasswordIdentityProvider):
                 self._remember_socket(self._password_sockets, _mark(self.hashed_password), handler)
         return user
 
-    def _user_from_link(self, handler: web.RequestHandler) -> LinkUser | None:
-        secret = self.get_token(handler)
-        if not secret or self.links is None:
-            return None
-        address = client_address(handler)
-        wait = self.throttle.wait(address)
-        if wait > 0:
-            raise _too_many(handler, wait)
-        share = shares.find_by_secret(self.links.current(), secret)
-        if share is None:
-            self.throttle.failed(address)
-            return None
-        if not share.active(_now()):
-            state = "was revoked" if share.revoked else "has expired"
-            self.log.warning("Refused the share link %r: it %s.", share.name, state)
-            raise _refuse(handler, 403, f"This share link {state}; ask for a new one")
+    def link_logged_in(self, handler: web.RequestHandler, share: shares.Share, address: str) -> None:
+        """The join button took a use of `share` (share_join): the collaborator's session cookie."""
         self.throttle.succeeded(address)
-        self.log.info("Share link %r logged in from %s.", share.name, address)
-        return self._link_user(share)
+        self.log.info(
+            "Share link %r logged in from %s (use %d of %d).", share.name, address, share.uses, share.max_uses
+        )
+        self.set_login_cookie(handler, self._link_user(share), ends=datetime.fromisoformat(share.expires_at))
 
     def _user_from_session(self, handler: web.RequestHandler) -> User | None:
         name = self.get_cookie_name(handler)
@@ -252,7 +259,8 @@ class RemoteAgentIdentityProvider(PasswordIdentityProvider):
                 state = "was revoked" if share is None or share.revoked else "has expired"
                 raise _refuse(handler, 403, f"The share link of this session {state}; ask for a new one")
             return LinkUser(**{**asdict(user), "share_id": share.id})
-        if data.get("password", self._startup_mark) != _mark(self.hashed_password):
+        mark = _mark(self.hashed_password)
+        if data.get("password", self._startup_mark) != mark or self._owner_sessions.get(data.get("session")) != mark:
             self.log.warning("Refused a session opened with a previous password.")
             self.clear_login_cookie(handler)
             return None
@@ -269,13 +277,49 @@ class RemoteAgentIdentityProvider(PasswordIdentityProvider):
 
     # -- cookies ------------------------------------------------------------------------
 
+    def get_handlers(self) -> list[tuple[str, object]]:
+        return [*super().get_handlers(), (share_join.JOIN_PATH, share_join.JoinHandler)]
+
+    def cookie_secret_hook(self, h: Any) -> Any:
+        """Jupyter's cookie secret comes from a file any kernel can read: add a key only this process holds."""
+        h = super().cookie_secret_hook(h)
+        h.update(self._memory_key)
+        return h
+
+    def set_login_cookie(self, handler: web.RequestHandler, user: User, ends: datetime | None = None) -> None:
+        """Jupyter's login cookie, `SameSite=Lax`, and no longer-lived than `ends` (a link's expiry)."""
+        options = dict(self.cookie_options)
+        options.setdefault("samesite", "Lax")
+        if ends is not None:
+            options["expires"] = min(ends, _now() + timedelta(days=30))
+            options["expires_days"] = None
+        saved = self.cookie_options
+        self.cookie_options = options
+        try:
+            super().set_login_cookie(handler, user)
+        finally:
+            self.cookie_options = saved
+
     def user_to_cookie(self, user: User) -> str:
         data = json.loads(super().user_to_cookie(user))
         if isinstance(user, LinkUser) and user.share_id:
             data["share"] = user.share_id
         else:
             data["password"] = _mark(self.hashed_password)
+            data["session"] = self._open_owner_session()
         return json.dumps(data)
+
+    def _open_owner_session(self) -> str:
+        """A new owner session, listed in this process only, under the password it was opened with.
+
+        Whoever copied the signing key out of Jupyter's memory (code running as the owner can
+        read it) still needs a listed session; a password change ends them all.
+        """
+        session = secrets.token_urlsafe(18)
+        self._owner_sessions[session] = _mark(self.hashed_password)
+        while len(self._owner_sessions) > MAX_OWNER_SESSIONS:
+            del self._owner_sessions[next(iter(self._owner_sessions))]
+        return session
 
     def identity_model(self, user: User) -> dict[str, Any]:
         model = asdict(user)
@@ -288,12 +332,17 @@ class RemoteAgentIdentityProvider(PasswordIdentityProvider):
         self, sockets: dict[str, weakref.WeakSet[WebSocketHandler]], key: str, handler: WebSocketHandler
     ) -> None:
         sockets.setdefault(key, weakref.WeakSet()).add(handler)
+        self._start_watch()
+
+    def _start_watch(self) -> None:
         if self._watch is None:
             self._watch = PeriodicCallback(self.close_ended_sessions, WATCH_INTERVAL_MS)
             self._watch.start()
 
     def close_ended_sessions(self) -> None:
-        """Close the websockets opened with a link that has ended, or with a password since changed."""
+        """Close the websockets opened with a link that has ended, or with a password since changed;
+        shut down what ended links started."""
+        self._end_links()
         if self._link_sockets:
             now = _now()
             current = {s.id: s for s in (self.links.current() if self.links else [])}
@@ -315,6 +364,29 @@ class RemoteAgentIdentityProvider(PasswordIdentityProvider):
                 if old != mark:
                     closed = sum(self._close(ws, "password changed") for ws in list(sockets))
                     self.log.info("The password changed: closed %d connection(s) opened with the old one.", closed)
+
+    def _end_links(self) -> None:
+        """Each link that ended while this Jupyter ran: its kernels and terminals shut down, once."""
+        if self.links is None:
+            return
+        now = _now()
+        for share in self.links.current():
+            if share.active(now) or share.ended_cleanup is not None or share.id in self._ending:
+                continue
+            ended = datetime.fromisoformat(share.revoked_at or share.expires_at)
+            if ended < self._started_at:
+                continue
+            self._ending.add(share.id)
+            settings = self.parent.web_app.settings if self.parent is not None else {}
+            IOLoop.current().add_callback(self._end_link, settings, share.id)
+
+    async def _end_link(self, settings: dict[str, Any], share_id: str) -> None:
+        if self.links is None:
+            return
+        try:
+            await self.started_by_links.end_link(settings, self.links.home, share_id, self.log)
+        except Exception as e:  # one failure must not stop the watch
+            self.log.warning("Could not end what a share link started: %s", e)
 
     def _close(self, ws: WebSocketHandler, reason: str) -> bool:
         """Close one websocket; False when it was not open (a handshake that failed leaves no stream)."""

@@ -6,8 +6,10 @@ import getpass
 import json
 import os
 import re
+import time
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
+from typing import Any
 from urllib.parse import urlencode
 
 from remote_agent import shares
@@ -109,37 +111,48 @@ def jupyter_warning(snap: Snapshot) -> str | None:
 
 
 def link_url(base_url: str, secret: str) -> str:
-    """Jupyter's login takes the secret, sets the session cookie and redirects to `/`, out of the address bar."""
+    """Jupyter's login shows the join page for the secret; its button logs in and leaves for `/`."""
     return f"{base_url}login?{urlencode({'next': '/', 'token': secret})}"
 
 
-def create(settings: Settings, console: Console, name: str | None, expires: str | None) -> int:
+def _uses_words(max_uses: int) -> str:
+    return "one browser" if max_uses == 1 else f"{max_uses} browsers"
+
+
+def create(settings: Settings, console: Console, name: str | None, expires: str | None, uses: int | None) -> int:
     lifetime = parse_duration(expires or DEFAULT_LIFETIME)
     if name is not None:
         shares.check_name(name)
+    max_uses = shares.check_uses(uses if uses is not None else 1)
     home = Home(settings.home).ensure()
     snap = snapshot(home, settings.port)
     place = where(settings, home, snap)
-    share, secret = shares.create(home.root, name, lifetime, datetime.now(timezone.utc))
+    share, secret = shares.create(home.root, name, lifetime, datetime.now(timezone.utc), max_uses)
     url = link_url(place.base_url, secret)
     warning = jupyter_warning(snap)
+    # With --json, stdout is the JSON alone; what a collaborator can do is still said, on stderr.
+    say = console.note if console.json_mode else console.line
     if console.json_mode:
-        console.out.write(json.dumps({"name": share.name, "url": url, "expires_at": share.expires_at}) + "\n")
+        body = {"name": share.name, "url": url, "expires_at": share.expires_at, "max_uses": share.max_uses}
+        console.out.write(json.dumps(body) + "\n")
         console.out.flush()
-        if warning:
-            console.warn(warning)
-        return 0
-    console.line(f"Share link {share.name!r}, valid for {_lifetime_words(lifetime)} (until {_when(share.expires_at)}):")
-    console.line("")
-    console.line(f"  {url}")
-    console.line("")
-    console.line("Whoever opens it is logged in to Jupyter without your password and can run any code on")
-    console.line(f"this server as user {getpass.getuser()!r}, with this server's cloud credentials (e.g. its")
-    console.line("instance role). Send it only to someone you would trust with that, over a private channel.")
+    else:
+        console.line(
+            f"Share link {share.name!r}, valid for {_lifetime_words(lifetime)} (until {_when(share.expires_at)}),"
+            f" for {_uses_words(max_uses)}:"
+        )
+        console.line("")
+        console.line(f"  {url}")
+        console.line("")
+    say("Opening it shows a page with a Join button; whoever presses it is logged in to Jupyter without")
+    say(f"your password and can run any code on this server as user {getpass.getuser()!r}, with this server's")
+    say("cloud credentials (e.g. its instance role). Send it only to someone you would trust with that,")
+    say(f"over a private channel. It logs in {_uses_words(max_uses)} (--uses N for more).")
     for note in place.notes:
-        console.line(note)
-    console.line(
-        f"Revoke it: remote-agent share --revoke {share.name}   (their open notebooks and terminals are cut off)"
+        say(note)
+    say(
+        f"Revoke it: remote-agent share --revoke {share.name}   (their sessions end, their kernels and terminals"
+        " are shut down)"
     )
     if warning:
         console.warn(warning)
@@ -149,7 +162,9 @@ def create(settings: Settings, console: Console, name: str | None, expires: str 
 def _state(share: shares.Share, now: datetime) -> str:
     if share.revoked:
         return "revoked"
-    return "expired" if share.expired(now) else "active"
+    if share.expired(now):
+        return "expired"
+    return "used up" if share.used_up else "active"
 
 
 def list_shares(settings: Settings, console: Console) -> int:
@@ -157,7 +172,16 @@ def list_shares(settings: Settings, console: Console) -> int:
     records = shares.load(settings.home)
     if console.json_mode:
         rows = [
-            {"name": s.name, "created_at": s.created_at, "expires_at": s.expires_at, "revoked": s.revoked}
+            {
+                "name": s.name,
+                "created_at": s.created_at,
+                "expires_at": s.expires_at,
+                "revoked": s.revoked,
+                "uses": s.uses,
+                "max_uses": s.max_uses,
+                "last_used_at": s.last_used_at,
+                "last_used_from": s.last_used_from,
+            }
             for s in records
         ]
         console.out.write(json.dumps({"shares": rows}) + "\n")
@@ -167,10 +191,41 @@ def list_shares(settings: Settings, console: Console) -> int:
         console.line("No share links. Make one: remote-agent share --name NAME")
         return 0
     width = max(4, *(len(s.name) for s in records))
-    console.line(f"{'NAME':<{width}}  {'CREATED':<20}  {'EXPIRES':<20}  STATE")
+    console.line(f"{'NAME':<{width}}  {'CREATED':<20}  {'EXPIRES':<20}  {'USES':<5}  {'LAST USED':<37}  STATE")
     for s in records:
-        console.line(f"{s.name:<{width}}  {_when(s.created_at):<20}  {_when(s.expires_at):<20}  {_state(s, now)}")
+        last = f"{_when(s.last_used_at)} from {s.last_used_from or '?'}" if s.last_used_at else "never"
+        uses = f"{s.uses}/{s.max_uses}"
+        console.line(
+            f"{s.name:<{width}}  {_when(s.created_at):<20}  {_when(s.expires_at):<20}  {uses:<5}  {last:<37}"
+            f"  {_state(s, now)}"
+        )
     return 0
+
+
+CLEANUP_WAIT = 20.0  # seconds for Jupyter to shut down what the link started and say so
+
+
+def _cleanup_report(settings: Settings, ended: list[shares.Share]) -> list[dict[str, Any]] | str:
+    """What the running Jupyter shut down of these links (it looks once a second), or why it cannot say."""
+    snap = snapshot(Home(settings.home), settings.port)
+    if snap.jupyter_pid is None:
+        return "Jupyter is not running: no kernel or terminal of theirs runs."
+    if not has_identity_provider(snap.jupyter_pid):
+        return (
+            f"The running Jupyter (pid {snap.jupyter_pid}) was started by an earlier remote-agent and does not shut\n"
+            "down a link's kernels: `remote-agent status` lists the kernels that run."
+        )
+    ids = {s.id for s in ended}
+    deadline = time.monotonic() + CLEANUP_WAIT
+    while time.monotonic() < deadline:
+        reports = [s.ended_cleanup for s in shares.load(settings.home) if s.id in ids and s.ended_cleanup]
+        if len(reports) == len(ids):
+            return reports
+        time.sleep(0.2)
+    return (
+        f"Jupyter did not say within {CLEANUP_WAIT:.0f} s what it shut down of theirs: "
+        "`remote-agent status` lists the kernels that run."
+    )
 
 
 def revoke(settings: Settings, console: Console, name: str) -> int:
@@ -179,9 +234,26 @@ def revoke(settings: Settings, console: Console, name: str) -> int:
     if not ended:
         console.line(f"The link {name!r} had already ended (revoked or expired); nothing to do.")
         return 0
-    console.line(f"Revoked {name!r}: the link and every browser session opened with it are refused from now on;")
-    console.line("their open notebooks and terminals are disconnected within seconds. Jupyter and its kernels")
-    console.line("keep running.")
+    console.line(f"Revoked {name!r}: the link and every browser session opened with it are refused from now on,")
+    console.line("and their open notebooks and terminals are disconnected. Jupyter and your kernels keep running.")
+    reports = _cleanup_report(settings, ended)
+    if isinstance(reports, str):
+        console.line(reports)
+    else:
+        kernels = sum(len(r.get("kernels", [])) for r in reports)
+        terminals = sum(len(r.get("terminals", [])) for r in reports)
+        console.line(f"Shut down what they started: {kernels} kernel(s), {terminals} terminal(s).")
+        still = [p for r in reports for p in r.get("still_running", [])]
+        if still:
+            console.line("Still running, started from their kernels or terminals (end them with kill PID):")
+            for proc in still:
+                console.line(f"  {proc.get('pid')}  {proc.get('command')}")
+    console.line("")
+    console.line(f"What revoking cannot undo: code they ran ran as you ({getpass.getuser()!r}). Files it changed,")
+    console.line("a key added to ~/.ssh/authorized_keys, a crontab entry or a process that left its kernel stay,")
+    console.line("and what it read (your .env, cloud credentials) is theirs. If you do not trust them, rotate:")
+    console.line("the ngrok authtoken (dashboard.ngrok.com), NGROK_BASIC_AUTH's password, REMOTE_AGENT_WEBHOOK's URL,")
+    console.line("your Jupyter password (`remote-agent password`), and this server's cloud credentials.")
     return 0
 
 
@@ -192,13 +264,14 @@ def share(
     expires: str | None,
     list_them: bool,
     revoke_name: str | None,
+    uses: int | None = None,
 ) -> int:
     if list_them and revoke_name is not None:
         raise BadInput("--list and --revoke go separately.", "Run one, then the other.")
-    if (list_them or revoke_name is not None) and (name is not None or expires is not None):
-        raise BadInput("--name and --expires are for making a link.", "Drop them, or drop --list/--revoke.")
+    if (list_them or revoke_name is not None) and (name is not None or expires is not None or uses is not None):
+        raise BadInput("--name, --expires and --uses are for making a link.", "Drop them, or drop --list/--revoke.")
     if list_them:
         return list_shares(settings, console)
     if revoke_name is not None:
         return revoke(settings, console, revoke_name)
-    return create(settings, console, name, expires)
+    return create(settings, console, name, expires, uses)

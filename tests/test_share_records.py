@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import threading
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
@@ -196,3 +197,80 @@ def test_share_names_what_the_edge_asks_for_first(tmp_path: Path) -> None:
     assert "user name and password first" in said
     assert "edge-secret" not in said, "share must not print the basic-auth password"
     assert "log in with google first; only ana@example.com may pass" in said
+
+
+# -- uses -----------------------------------------------------------------------------------------------
+
+
+def test_each_redeem_takes_one_use_and_records_when_and_from_where(tmp_path: Path) -> None:
+    share, secret = shares.create(tmp_path, "ana", timedelta(hours=1), T0, max_uses=2)
+    assert (share.uses, share.max_uses) == (0, 2)
+    first = shares.redeem(tmp_path, secret, T0 + timedelta(minutes=1), "203.0.113.7")
+    assert first.refusal is None
+    assert first.share is not None
+    assert (first.share.uses, first.share.last_used_from) == (1, "203.0.113.7")
+    assert shares.redeem(tmp_path, secret, T0 + timedelta(minutes=2), "198.51.100.1").refusal is None
+    used_up = shares.redeem(tmp_path, secret, T0 + timedelta(minutes=3), "198.51.100.2")
+    assert used_up.refusal == "was used up"
+    record = shares.load(tmp_path)[0]
+    assert (record.uses, record.last_used_at, record.last_used_from) == (2, "2026-12-02T09:02:00+00:00", "198.51.100.1")
+    assert record.active(T0 + timedelta(minutes=3)), "a used-up link's sessions must go on"
+    assert shares.redeem(tmp_path, secret + "x", T0, "a").share is None
+
+
+def test_an_expired_or_revoked_link_is_refused_by_name_and_a_bad_use_count_is_bad_input(tmp_path: Path) -> None:
+    _, old = shares.create(tmp_path, "old", timedelta(seconds=90), T0)
+    assert shares.redeem(tmp_path, old, T0 + timedelta(seconds=90), "a").refusal == "has expired"
+    _, gone = shares.create(tmp_path, "gone", timedelta(hours=1), T0)
+    shares.revoke(tmp_path, "gone", T0)
+    assert shares.redeem(tmp_path, gone, T0, "a").refusal == "was revoked"
+    assert [s.uses for s in shares.load(tmp_path)] == [0, 0]
+    for bad in (0, -1, shares.MAX_USES + 1):
+        with pytest.raises(BadInput, match="--uses"):
+            shares.create(tmp_path, "x", timedelta(hours=1), T0, max_uses=bad)
+
+
+def test_two_logins_at_once_cannot_both_take_the_last_use(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The first redeem is held between reading the record and writing it; a second one meanwhile
+    must wait for it (the lock) instead of reading the same count and also succeeding."""
+    _, secret = shares.create(tmp_path, "ana", timedelta(hours=1), T0)
+    first_read, second_read, go_on = threading.Event(), threading.Event(), threading.Event()
+    real_load = shares.load
+
+    def load(home: Path) -> list[shares.Share]:
+        records = real_load(home)
+        if threading.current_thread().name == "first":
+            first_read.set()
+            go_on.wait(30)
+        elif threading.current_thread().name == "second":
+            second_read.set()
+        return records
+
+    monkeypatch.setattr(shares, "load", load)
+    outcomes: dict[str, str | None] = {}
+
+    def redeem() -> None:
+        outcomes[threading.current_thread().name] = shares.redeem(tmp_path, secret, T0, "a").refusal
+
+    first = threading.Thread(target=redeem, name="first")
+    first.start()
+    assert first_read.wait(30)
+    second = threading.Thread(target=redeem, name="second")
+    second.start()
+    # Without the lock the second reads the record now; with it, it cannot until the first is done.
+    second_read.wait(1.0)
+    go_on.set()
+    first.join(30)
+    second.join(30)
+    assert outcomes == {"first": None, "second": "was used up"}
+    assert real_load(tmp_path)[0].uses == 1
+
+
+def test_a_record_from_before_uses_were_counted_logs_in_once_more(tmp_path: Path) -> None:
+    _share, secret = shares.create(tmp_path, "ana", timedelta(hours=1), T0)
+    body = json.loads((tmp_path / "shares.json").read_text())
+    for key in ("max_uses", "uses", "last_used_at", "last_used_from", "ended_cleanup"):
+        del body["shares"][0][key]
+    (tmp_path / "shares.json").write_text(json.dumps(body))
+    assert shares.redeem(tmp_path, secret, T0, "a").refusal is None
+    assert shares.redeem(tmp_path, secret, T0, "a").refusal == "was used up"
