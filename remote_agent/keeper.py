@@ -321,6 +321,8 @@ class Keeper:
             log.warning("the agent has been reconnecting for %.0f s; replacing it", waited)
             return False, 0
         ok = agent.endpoint_ok(PROBE_TIMEOUT)
+        if ok and self.endpoint_changed_by_others(agent):
+            return False, 0
         if ok:
             if self.state.status != "up":
                 self.save(status="up")
@@ -339,6 +341,17 @@ class Keeper:
         self.save(status="down", last_error=UNRESPONSIVE)
         self.agent_hung = True  # no polite stop: it would not answer that either
         return False, 0
+
+    def endpoint_changed_by_others(self, agent: Agent) -> bool:
+        """Any local process can change the endpoint through the agent's unauthenticated local API:
+        on any difference from what the keeper set, say so and have the tunnel reopened as set."""
+        changed = agent.changed_by_others()
+        if changed is None:
+            return False
+        reason = f"another local process changed the endpoint through the ngrok agent's local API: {changed}"
+        log.warning("%s; reopening it with remote-agent's settings", reason)
+        self.save(status="down", last_error=reason)
+        return True
 
     def run(self) -> int:
         """Keep the tunnel open until stopped: 0 when stopped or refused for good, 1 after a crash."""

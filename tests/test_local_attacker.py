@@ -1,0 +1,149 @@
+"""Another process on the same machine, as an attacker would use it: the ngrok agent's local API.
+
+The agent's API (loopback, no authentication, as ngrok documents it) lets any local process
+read the endpoint's traffic policy and replace the endpoint: without the edge's basic auth,
+or forwarding to a listener of its own. The keeper must notice and put its own endpoint back.
+Only the ngrok cloud is played by the fake agent (tests/fakeagent), which answers its local
+API as the real agent does.
+"""
+
+from __future__ import annotations
+
+import http.client
+import json
+import socket
+import threading
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+import requests
+from conftest import PASSWORD, Sandbox, wait_until
+from jupyter_client import JupyterClient
+
+URL_LINE = r"Public URL\s+(http://\S+\.localhost:\d+)"
+BASIC_USER, BASIC_PASSWORD = "ana", "edge-pass-4217"
+NAME = "remote-agent"
+
+
+def listening_loopback_ports() -> list[int]:
+    """What every local user can read: the TCP ports listening on 127.0.0.1 (/proc/net/tcp)."""
+    ports = []
+    for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
+        fields = line.split()
+        address, state = fields[1], fields[3]
+        if state == "0A" and address.startswith("0100007F:"):
+            ports.append(int(address.split(":")[1], 16))
+    return ports
+
+
+def call(method: str, url: str, body: dict[str, Any] | None = None, timeout: float = 2.0) -> Any:
+    data = json.dumps(body).encode() if body is not None else None
+    request = urllib.request.Request(url, data=data, method=method, headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(request, timeout=timeout) as response:
+        raw = response.read()
+    return json.loads(raw) if raw else None
+
+
+def find_agent_api(public_url: str) -> str:
+    """Try each listening loopback port for an ngrok agent API that serves this public URL."""
+    for port in listening_loopback_ports():
+        base = f"http://127.0.0.1:{port}"
+        try:
+            listed = call("GET", f"{base}/api/endpoints", timeout=0.3)
+        except (OSError, ValueError, http.client.HTTPException):  # not an HTTP server, or not this one
+            continue
+        endpoints = listed.get("endpoints") if isinstance(listed, dict) else None
+        if isinstance(endpoints, list) and any(e.get("url") == public_url for e in endpoints):
+            return base
+    raise AssertionError(f"no agent API on a loopback port serves {public_url}")
+
+
+def replace_endpoint(api: str, **changes: Any) -> None:
+    """Delete the keeper's endpoint and create one of our own under its name and URL."""
+    current = call("GET", f"{api}/api/endpoints/{NAME}")
+    spec = {"name": NAME, "upstream": {"url": current["upstream"]["url"]}, "traffic_policy": current["traffic_policy"]}
+    spec.update(changes)
+    call("DELETE", f"{api}/api/endpoints/{NAME}")
+    call("POST", f"{api}/api/endpoints", spec)
+
+
+class Listener:
+    """The attacker's own web server on a loopback port: it would collect Jupyter logins."""
+
+    def __init__(self) -> None:
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(16)
+        self.port = int(self.sock.getsockname()[1])
+        self.connections = 0
+        self.thread = threading.Thread(target=self._serve, daemon=True)
+        self.thread.start()
+
+    def _serve(self) -> None:
+        while True:
+            try:
+                client, _ = self.sock.accept()
+            except OSError:
+                return
+            self.connections += 1
+            with client:
+                client.sendall(b"HTTP/1.0 200 OK\r\nContent-Length: 8\r\n\r\nimpostor")
+
+    def close(self) -> None:
+        self.sock.shutdown(socket.SHUT_RDWR)
+        self.sock.close()
+        self.thread.join(5)
+
+
+def protected_and_reaches_jupyter(url: str) -> bool:
+    """Anonymous visitors get the edge's 401; with basic auth, Jupyter answers (not an impostor)."""
+    client = JupyterClient(url)  # connects to 127.0.0.1 with the public Host, as a browser does
+    client.session.headers["ngrok-skip-browser-warning"] = "1"
+    try:
+        anonymous = client.get("/api")
+        client.session.auth = (BASIC_USER, BASIC_PASSWORD)
+        with_auth = client.get("/api")
+    except requests.RequestException:
+        return False
+    return anonymous.status_code == 401 and with_auth.status_code == 200 and "version" in with_auth.text
+
+
+def test_keeper_restores_an_endpoint_replaced_through_the_agent_api(sandbox: Sandbox) -> None:
+    serve = sandbox.follow(NGROK_BASIC_AUTH=f"{BASIC_USER}:{BASIC_PASSWORD}")
+    url = serve.wait_for(URL_LINE, timeout=90)[1]
+    assert protected_and_reaches_jupyter(url)
+    api = find_agent_api(url)
+
+    # 1. The same endpoint without the edge's basic auth: Jupyter's login page open to scanners.
+    start = len(serve.lines)
+    replace_endpoint(api, traffic_policy="")
+    serve.wait_for(r"Tunnel down: another local process changed the endpoint", timeout=20, start=start)
+    serve.wait_for(r"Tunnel back at the same URL", timeout=30, start=start)
+    wait_until(lambda: protected_and_reaches_jupyter(url), 20, "the endpoint to ask for basic auth again")
+    state = sandbox.tunnel_state()
+    assert "no basic-auth any more" in state["last_error"], state["last_error"]
+    assert "another local process changed the endpoint" in sandbox.run("status").stdout
+
+    # 2. The same policy, forwarding to the attacker's listener: logins would go there.
+    impostor = Listener()
+    try:
+        api = find_agent_api(url)  # a reopened endpoint comes with a new agent and a new API port
+        start = len(serve.lines)
+        replace_endpoint(api, upstream={"url": f"http://127.0.0.1:{impostor.port}"})
+        serve.wait_for(r"Tunnel down: another local process changed the endpoint", timeout=20, start=start)
+        serve.wait_for(r"Tunnel back at the same URL", timeout=30, start=start)
+        wait_until(lambda: protected_and_reaches_jupyter(url), 20, "the endpoint to forward to Jupyter again")
+        seen_by_impostor = impostor.connections
+        for _ in range(3):
+            assert protected_and_reaches_jupyter(url)
+        assert impostor.connections == seen_by_impostor, "the restored endpoint still forwards to the impostor"
+    finally:
+        impostor.close()
+    assert f"forwards to 127.0.0.1:{impostor.port} instead of Jupyter" in sandbox.tunnel_state()["last_error"]
+
+    keeper_log = (sandbox.state_dir / "keeper.log").read_text()
+    assert keeper_log.count("another local process changed the endpoint") >= 2
+    assert BASIC_PASSWORD not in keeper_log
+    assert BASIC_PASSWORD not in "\n".join(serve.lines + serve.err_lines)
+    assert PASSWORD not in keeper_log
