@@ -11,12 +11,16 @@ from __future__ import annotations
 
 import http.client
 import json
+import secrets
 import socket
+import subprocess
 import threading
 import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import pytest
 import requests
 from conftest import PASSWORD, Sandbox, wait_until
 from jupyter_client import JupyterClient
@@ -147,3 +151,33 @@ def test_keeper_restores_an_endpoint_replaced_through_the_agent_api(sandbox: San
     assert BASIC_PASSWORD not in keeper_log
     assert BASIC_PASSWORD not in "\n".join(serve.lines + serve.err_lines)
     assert PASSWORD not in keeper_log
+
+
+@pytest.fixture
+def other_users() -> Iterator[tuple[str, str]]:
+    """Two more accounts on this machine: a person who can log in, and a service account that cannot."""
+    suffix = secrets.token_hex(3)
+    person, service = f"ra-guest-{suffix}", f"ra-svc-{suffix}"
+    made = []
+    try:
+        for name, shell in ((person, "/bin/bash"), (service, "/usr/sbin/nologin")):
+            subprocess.run(["useradd", "--create-home", "--shell", shell, name], check=True, timeout=30)
+            made.append(name)
+        yield person, service
+    finally:
+        for name in made:
+            subprocess.run(["userdel", "--remove", name], check=False, capture_output=True, timeout=30)
+
+
+def test_doctor_says_who_else_can_log_in_and_what_they_can_reach(
+    sandbox: Sandbox, other_users: tuple[str, str]
+) -> None:
+    person, service = other_users
+    result = sandbox.run("doctor", NGROK_BASIC_AUTH=f"{BASIC_USER}:{BASIC_PASSWORD}")
+    assert result.returncode == 0, result.stdout + result.stderr
+    note = next(line for line in result.stdout.splitlines() if "other accounts can log in" in line)
+    assert person in note
+    assert service not in note, "an account without a login shell cannot log in"
+    assert "the ngrok agent's local API, which needs no login: it shows the edge's basic-auth password" in note
+    assert f"Jupyter's port 127.0.0.1:{sandbox.port}" in note
+    assert BASIC_PASSWORD not in result.stdout
