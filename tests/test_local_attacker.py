@@ -181,3 +181,43 @@ def test_doctor_says_who_else_can_log_in_and_what_they_can_reach(
     assert "the ngrok agent's local API, which needs no login: it shows the edge's basic-auth password" in note
     assert f"Jupyter's port 127.0.0.1:{sandbox.port}" in note
     assert BASIC_PASSWORD not in result.stdout
+
+
+def plant_interpreter(prefix: Path, marker: Path) -> Path:
+    """A venv whose python leaves a mark when run, then behaves as Python (so discovery would offer it)."""
+    (prefix / "bin").mkdir(parents=True)
+    (prefix / "pyvenv.cfg").write_text("home = /usr/bin\ninclude-system-site-packages = false\n")
+    python = prefix / "bin" / "python"
+    python.write_text(f'#!/bin/sh\necho "$(id -un) ran $0" >> {marker}\nexec /usr/bin/python3 "$@"\n')
+    python.chmod(0o755)
+    return python
+
+
+def test_kernels_never_run_an_interpreter_another_user_could_have_planted(sandbox: Sandbox) -> None:
+    marker = sandbox.root / "ran-planted-python"
+    # Another user's project in a shared notebook directory, its venv theirs.
+    theirs = plant_interpreter(sandbox.notebooks / "shared" / ".venv", marker)
+    subprocess.run(["chown", "-R", "nobody:nogroup", str(sandbox.notebooks / "shared")], check=True)
+    # The user's own venv, but its bin/ open to every user: anyone could have swapped the python.
+    opened = plant_interpreter(sandbox.notebooks / "scratch" / ".venv", marker)
+    opened.parent.chmod(0o777)
+
+    listed = sandbox.run("kernels", "--json")
+    assert listed.returncode == 0, listed.stderr
+    shown = sandbox.run("kernels")
+    assert shown.returncode == 0, shown.stderr
+    assert not marker.exists(), f"a planted interpreter was run: {marker.read_text()}"
+
+    rows = {row["python"]: row for row in json.loads(listed.stdout)["kernels"]}
+    assert rows[str(theirs)]["offered"] is False
+    assert rows[str(theirs)]["skipped"] == f"{theirs} is owned by nobody"
+    assert rows[str(opened)]["skipped"] == f"{opened.parent} can be changed by every user"
+    assert all(row["skipped"] is None for python, row in rows.items() if python not in (str(theirs), str(opened)))
+    assert "never run, because another user could have changed them" in shown.stdout
+    assert f"not run: {theirs} is owned by nobody" in shown.stdout
+    assert f"if you trust it: remote-agent kernels add {theirs}" in shown.stdout
+
+    # Asked for by name, it is run: that is the user's decision.
+    added = sandbox.run("kernels", "add", str(theirs))
+    assert marker.exists(), "kernels add runs the interpreter it was given"
+    assert "is owned by nobody" in added.stderr
