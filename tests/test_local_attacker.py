@@ -117,6 +117,16 @@ def test_keeper_restores_an_endpoint_replaced_through_the_agent_api(sandbox: San
     serve = sandbox.follow(NGROK_BASIC_AUTH=f"{BASIC_USER}:{BASIC_PASSWORD}")
     url = serve.wait_for(URL_LINE, timeout=90)[1]
     assert protected_and_reaches_jupyter(url)
+    # At rest, the endpoint the keeper opened matches what it set: health checks pass, nothing reopens.
+    sandbox.fake.set_control(record_api_calls=True)
+    agent_pid = sandbox.tunnel_state()["agent_pid"]
+    wait_until(
+        lambda: sum(1 for e in sandbox.fake.events() if e["event"] == "api_call" and e["pid"] == agent_pid) >= 3,
+        30,
+        "three health checks of the agent",
+    )
+    assert sandbox.tunnel_state()["reopened"] == 0
+    assert sandbox.tunnel_state()["agent_pid"] == agent_pid
     api = find_agent_api(url)
 
     # 1. The same endpoint without the edge's basic auth: Jupyter's login page open to scanners.
