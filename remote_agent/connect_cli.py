@@ -12,8 +12,9 @@ def add_connect_parser(sub: Any) -> None:
     connect = sub.add_parser(
         "connect",
         help="on your laptop: serve on HOST over SSH and hold a self-healing ssh -L forward to it",
-        description="Run on your laptop: make sure serve runs on HOST, then hold `ssh -N -L LOCAL:localhost:PORT` "
-        "open, reopening it on the same local port when it drops. Ctrl-C ends the forward; Jupyter keeps running.",
+        description="Run on your laptop: make sure serve runs on HOST, then hold "
+        "`ssh -N -L 127.0.0.1:LOCAL:127.0.0.1:PORT` open, reopening it on the same local port when it drops. "
+        "Ctrl-C ends the forward; Jupyter keeps running.",
     )
     connect.add_argument("destination", metavar="[USER@]HOST", help="the server, as you give it to ssh")
     connect.add_argument("-i", dest="key", metavar="KEY", help="identity file, passed to ssh")

@@ -25,6 +25,7 @@ class Check:
     what: str
     fix: str = ""
     exit_code: int = 0  # the contract's code when this check fails
+    note: bool = False  # worth knowing, nothing to fix: never changes the exit code
 
 
 def check_tmux() -> Check:
@@ -239,6 +240,32 @@ def check_edge(settings: Settings) -> list[Check]:
         )
     ]
 
+def check_other_logins(settings: Settings) -> Check | None:
+    """Other people who can log in here can reach what is only protected by being local."""
+    import getpass
+
+    from remote_agent.local_users import logged_in_others, other_accounts
+
+    me = getpass.getuser()
+    accounts = other_accounts(os.getuid())
+    present = logged_in_others(me)
+    if not accounts and not present:
+        return None
+    who = f"other accounts can log in to this server: {', '.join(accounts) or 'none'}"
+    if present:
+        who += f" (logged in now: {', '.join(present)})"
+    exposed = [f"Jupyter's port 127.0.0.1:{settings.port} (they still need your password or a share link)"]
+    if settings.provider == "ngrok":
+        exposed.insert(
+            0,
+            "the ngrok agent's local API, which needs no login: it shows the edge's basic-auth password and lets "
+            "them replace the endpoint (the keeper puts it back within seconds)",
+        )
+    advice = "Give accounts here only to people you would trust with your notebooks"
+    if settings.provider == "ngrok":
+        advice += "; prefer OAuth at the edge (--oauth) to basic auth, whose password they can read"
+    return Check(True, f"{who}. Any of them can reach " + "; and ".join(exposed) + ".", advice + ".", note=True)
+
 
 def doctor(settings: Settings, console: Console, update_agent: bool = False) -> int:
     if update_agent:
@@ -248,9 +275,14 @@ def doctor(settings: Settings, console: Console, update_agent: bool = False) -> 
         checks.append(check_ngrok(settings))
         checks += check_edge(settings)
     checks += check_permissions(settings)
+    others = check_other_logins(settings)
+    if others is not None:
+        checks.append(others)
     for check in checks:
-        console.line(f"{'ok ' if check.ok else 'BAD'}  {check.what}")
-        if not check.ok and check.fix:
+        console.line(f"{'note' if check.note else 'ok ' if check.ok else 'BAD'}  {check.what}")
+        if check.note and check.fix:
+            console.line(f"      what to do: {check.fix}")
+        elif not check.ok and check.fix:
             console.line(f"     fix: {check.fix}")
     codes = [c.exit_code for c in checks if not c.ok]
     if not codes:

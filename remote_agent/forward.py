@@ -1,4 +1,4 @@
-"""Hold `ssh -L LOCAL:localhost:PORT` open: notice a drop, reopen it on the same local port.
+"""Hold `ssh -L 127.0.0.1:LOCAL:127.0.0.1:PORT` open: notice a drop, reopen it on the same local port.
 
 ssh's keepalives (ServerAliveInterval/CountMax) end a forward whose connection died; a probe
 through the local port (an HTTP request to Jupyter's /api) notices sooner, also when the

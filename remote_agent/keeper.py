@@ -323,6 +323,8 @@ class Keeper:
             log.warning("the agent has been reconnecting for %.0f s; replacing it", waited)
             return False, 0
         ok = agent.endpoint_ok(PROBE_TIMEOUT)
+        if ok and self.endpoint_changed_by_others(agent):
+            return False, 0
         if ok:
             if self.state.status != "up":
                 self.save(status="up")
@@ -369,6 +371,17 @@ class Keeper:
             log.info("ngrok's edge serves visitors of the public URL again (%s has cleared)", current.get("code"))
             cleared = None if self.state.last_error == current.get("message") else self.state.last_error
             self.save(edge_refused=None, last_error=cleared)
+
+    def endpoint_changed_by_others(self, agent: Agent) -> bool:
+        """Any local process can change the endpoint through the agent's unauthenticated local API:
+        on any difference from what the keeper set, say so and have the tunnel reopened as set."""
+        changed = agent.changed_by_others()
+        if changed is None:
+            return False
+        reason = f"another local process changed the endpoint through the ngrok agent's local API: {changed}"
+        log.warning("%s; reopening it with remote-agent's settings", reason)
+        self.save(status="down", last_error=reason)
+        return True
 
     def run(self) -> int:
         """Keep the tunnel open until stopped: 0 when stopped or refused for good, 1 after a crash."""

@@ -8,8 +8,10 @@ default. `kernels remove` hides an environment for good; `kernels add` brings on
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
+import re
 import shlex
 import subprocess
 import sys
@@ -31,7 +33,18 @@ from remote_agent.kernelspecs import (
     stable_name,
     write_specs,
 )
-from remote_agent.python_envs import Interpreter, ProbeCache, ask, candidates, install_command, own_python, probe
+from remote_agent.python_envs import (
+    Interpreter,
+    ProbeCache,
+    ask,
+    candidates,
+    install_command,
+    layout,
+    own_python,
+    probe,
+    split_trusted,
+    why_not_run,
+)
 from remote_agent.settings import Settings
 from remote_agent.state import Home, exclusive_lock
 
@@ -45,6 +58,7 @@ class Outcome:
     record: KernelRecord
     found: list[Interpreter] = field(default_factory=list)
     added: list[str] = field(default_factory=list)
+    skipped: list[tuple[Path, str]] = field(default_factory=list)  # never run: another user could change them
 
 
 def _is_own_prefix(prefix: str) -> bool:
@@ -56,10 +70,12 @@ def _root_dir(settings: Settings) -> Path | None:
     return settings.root_dir or Path.cwd()  # the session's notebook directory, once serve recorded it
 
 
-def discover(settings: Settings, environ: Mapping[str, str]) -> tuple[list[Interpreter], Interpreter | None]:
-    """The environments found now (one per prefix), and the user's own Python among them."""
+def discover(
+    settings: Settings, environ: Mapping[str, str]
+) -> tuple[list[Interpreter], Interpreter | None, list[tuple[Path, str]]]:
+    """The environments found now (one per prefix), the user's own Python among them, and those not run."""
     home_dir = Path(environ.get("HOME") or Path.home())
-    pythons = candidates(environ, home_dir, _root_dir(settings))
+    pythons, skipped = split_trusted(candidates(environ, home_dir, _root_dir(settings)))
     cache = ProbeCache(settings.home / "kernel-probes.json")
     answers = ask(pythons, cache)
     cache.save()
@@ -69,7 +85,7 @@ def discover(settings: Settings, environ: Mapping[str, str]) -> tuple[list[Inter
     for answer in answers.values():
         if not _is_own_prefix(answer.prefix):
             by_prefix.setdefault(answer.prefix, answer)
-    return list(by_prefix.values()), own
+    return list(by_prefix.values()), own, skipped
 
 
 def sync(settings: Settings, environ: Mapping[str, str]) -> Outcome:
@@ -81,8 +97,8 @@ def sync(settings: Settings, environ: Mapping[str, str]) -> Outcome:
         if settings.kernels == "off":
             write_specs(home, KernelRecord())  # only Jupyter's own python3 remains
             return Outcome(record)
-        found, own = discover(settings, environ)
-        outcome = Outcome(record, found)
+        found, own, skipped = discover(settings, environ)
+        outcome = Outcome(record, found, skipped=skipped)
         offerable = [i for i in found if i.ipykernel and i.prefix not in record.hidden]
         if (
             DEFAULT_NAME not in record.kernels
@@ -160,7 +176,16 @@ def rows(settings: Settings, outcome: Outcome) -> list[dict[str, Any]]:
     record = outcome.record
     listed: list[dict[str, Any]] = []
 
-    def row(name: str, display: str, python: str, kind: str, ipykernel: bool, offered: bool, fix: str | None) -> None:
+    def row(
+        name: str,
+        display: str,
+        python: str,
+        kind: str,
+        ipykernel: bool,
+        offered: bool,
+        fix: str | None,
+        skipped: str | None = None,
+    ) -> None:
         listed.append(
             {
                 "name": name,
@@ -170,6 +195,7 @@ def rows(settings: Settings, outcome: Outcome) -> list[dict[str, Any]]:
                 "ipykernel": ipykernel,
                 "offered": offered,
                 "fix": fix,
+                "skipped": skipped,  # why it was never run (another user could change it), else null
             }
         )
 
@@ -198,6 +224,16 @@ def rows(settings: Settings, outcome: Outcome) -> list[dict[str, Any]]:
             False,
             fix,
         )
+    offered_pythons = {entry.python for entry in record.kernels.values()}
+    for python, reason in sorted(outcome.skipped):
+        if str(python) in offered_pythons:
+            continue  # offered on purpose (`kernels add`)
+        shape, env_name, prefix = layout(python)
+        digest = hashlib.sha256(prefix.encode()).hexdigest()[:4]
+        slug = re.sub(r"[^a-z0-9]+", "-", env_name.lower()).strip("-") or "python"
+        row(
+            f"{shape}-{slug}-{digest}", f"not run ({shape}: {env_name})", str(python), shape, False, False, None, reason
+        )
     return listed
 
 
@@ -217,14 +253,21 @@ def show(settings: Settings, console: Console, as_json: bool) -> int:
     console.line("Jupyter offers these kernels (a page reload shows changes):")
     for r in offered:
         line(r, "   (default)" if r["name"] == DEFAULT_NAME else "")
-    missing = [r for r in listed if not r["offered"] and r["fix"]]
+    missing = [r for r in listed if not r["offered"] and r["fix"] and not r["skipped"]]
     if missing:
         console.line("Found without ipykernel, so not offered:")
         for r in missing:
             line(r)
             console.line(f"  {'':<{width}}make it a kernel: {r['fix']}")
             console.line(f"  {'':<{width}}then run `remote-agent kernels` again.")
-    hidden = [r for r in listed if not r["offered"] and not r["fix"]]
+    skipped = [r for r in listed if r["skipped"]]
+    if skipped:
+        console.line("Found but never run, because another user could have changed them:")
+        for r in skipped:
+            line(r)
+            console.line(f"  {'':<{width}}not run: {r['skipped']}")
+            console.line(f"  {'':<{width}}if you trust it: remote-agent kernels add {shlex.quote(r['python'])}")
+    hidden = [r for r in listed if not r["offered"] and not r["fix"] and not r["skipped"]]
     if hidden:
         console.line("Hidden by `kernels remove` (`remote-agent kernels add PYTHON` offers one again):")
         for r in hidden:
@@ -269,6 +312,9 @@ def add(settings: Settings, console: Console, python: str, name: str | None, ins
     home = settings.home
     Home(home).ensure()
     cache = ProbeCache(home / "kernel-probes.json")
+    doubt = why_not_run(path)
+    if doubt:
+        console.note(f"Running {path} because you asked, although {doubt}.")
     interpreter = ask([path], cache).get(path)
     if interpreter is None:
         raise BadInput(f"{path} does not run as Python.", "Give a working interpreter, e.g. /opt/pytorch/bin/python.")

@@ -7,6 +7,8 @@ prints what it finds:
 - the agent is recent enough for pyngrok 9 (3.30.0 or newer);
 - an endpoint opened without a URL gets the account's dev domain, and the local API's
   /api/status has region and latency per session leg;
+- the local API reports the endpoint as it was opened (URL, upstream, traffic policy), which
+  the keeper compares at each health check to notice an endpoint another process replaced;
 - a cleanly stopped agent (SIGTERM) releases the URL at once: a new agent gets the same URL;
 - after an agent is killed, how long the edge keeps its session (ERR_NGROK_334 meanwhile);
 - whether the account's dev domain is held by a Cloud Endpoint ngrok created (some new
@@ -19,6 +21,7 @@ for the same account holds the same dev domain, so stop it first (`remote-agent 
 from __future__ import annotations
 
 import os
+import secrets
 import socket
 import sys
 import tempfile
@@ -38,6 +41,7 @@ from remote_agent.ngrok_agent import (
     AgentError,
     agent_version,
     default_binary,
+    endpoint_difference,
     public_url_answers,
     too_old,
     version_text,
@@ -95,8 +99,14 @@ class Check:
             return 1
         self.report(True, f"agent version {version_text(version)} at {self.ngrok_path}")
         first = self.agent()
+        # A free policy action, so that the agent has a policy to report back.
+        policy = {
+            "on_http_request": [
+                {"actions": [{"type": "basic-auth", "config": {"credentials": [f"check:{secrets.token_hex(8)}"]}}]}
+            ]
+        }
         try:
-            url = first.open(self.port, None, None)
+            url = first.open(self.port, None, policy)
         except AgentError as e:
             first.stop()
             self.report_holder(e)
@@ -106,6 +116,7 @@ class Check:
         host = (urlsplit(url).hostname or "").removesuffix(".localhost")
         self.report(host.endswith(DEV_DOMAIN_SUFFIXES), f"an endpoint without a URL got {url} (the dev domain)")
         self.check_status(first)
+        self.check_endpoint_report(first)
         self.report(public_url_answers(url, 10), f"{url} reaches this server")
         self.report_answer(url)
         first.stop()
@@ -154,6 +165,18 @@ class Check:
         shaped = isinstance(leg.get("region"), str) and isinstance(leg.get("latency"), str)
         shown = region_and_latency(status) or "nothing"
         self.report(shaped, f"/api/status has session.legs[].region and .latency: {shown}")
+
+    def check_endpoint_report(self, agent: Agent) -> None:
+        listed = agent.endpoint_ok(5)
+        changed = agent.changed_by_others() if listed else "the agent does not list it"
+        self.report(
+            listed is True and changed is None,
+            "the local API reports the endpoint as it was opened (URL, upstream, traffic policy)"
+            + (f": {changed}" if changed else ""),
+        )
+        worded = endpoint_difference(agent.expected, agent.seen) if agent.expected and agent.seen else None
+        if listed and changed is None and worded:
+            self.say(f"     (in its own words: {worded}; the keeper compares with the agent's first answer)")
 
     def measure_stale_session(self, url: str) -> None:
         """How long the edge keeps a killed agent's URL online: informative, not a promise."""

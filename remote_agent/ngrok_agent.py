@@ -15,7 +15,7 @@ import socket
 import subprocess
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -293,6 +293,95 @@ def classify(error: BaseException, secrets: tuple[str | None, ...]) -> AgentErro
     return AgentError(message[:500], code)
 
 
+@dataclass(frozen=True)
+class EndpointSettings:
+    """What matters of an endpoint: where it is, where it forwards to, and the checks at the edge."""
+
+    url: str | None
+    upstream: tuple[str, str, int | None] | None  # (scheme, host, port)
+    policy: Any  # the traffic policy as data; None when there is none
+
+    @classmethod
+    def of(cls, url: str | None, upstream: str | None, policy: Any) -> EndpointSettings:
+        return cls((url or "").rstrip("/") or None, _upstream_address(upstream), _policy_data(policy))
+
+    @classmethod
+    def reported(cls, data: Mapping[str, Any]) -> EndpointSettings:
+        """From the agent API's answer for one endpoint (`GET /api/endpoints/NAME`)."""
+        upstream = data.get("upstream")
+        upstream_url = upstream.get("url") if isinstance(upstream, Mapping) else None
+        url = data.get("url") or data.get("public_url")
+        return cls.of(
+            str(url) if url else None, str(upstream_url) if upstream_url else None, data.get("traffic_policy")
+        )
+
+
+def _upstream_address(url: str | None) -> tuple[str, str, int | None] | None:
+    from urllib.parse import urlsplit
+
+    if not url:
+        return None
+    parts = urlsplit(url if "://" in url else f"http://{url}")
+    try:
+        port = parts.port
+    except ValueError:
+        port = None
+    return parts.scheme, (parts.hostname or "").lower(), port
+
+
+def _policy_data(policy: Any) -> Any:
+    """A traffic policy as data, whether given as a mapping or as JSON/YAML text; None for none."""
+    if isinstance(policy, str):
+        text = policy.strip()
+        if not text:
+            return None
+        try:
+            policy = json.loads(text)
+        except ValueError:
+            import yaml  # pyngrok's own dependency
+
+            try:
+                policy = yaml.safe_load(text)
+            except yaml.YAMLError:
+                return text
+    return policy or None
+
+
+def _action_types(policy: Any) -> set[str]:
+    """The kinds of actions in a policy (basic-auth, oauth, ...): what a message may name, never their config."""
+    found: set[str] = set()
+    if isinstance(policy, Mapping):
+        if isinstance(policy.get("type"), str) and "config" in policy:
+            found.add(policy["type"])
+        for value in policy.values():
+            found |= _action_types(value)
+    elif isinstance(policy, list):
+        for item in policy:
+            found |= _action_types(item)
+    return found
+
+
+def endpoint_difference(expected: EndpointSettings, actual: EndpointSettings) -> str | None:
+    """How `actual` differs from what was set, in words without secrets; None when it matches.
+
+    The whole traffic policy is compared, whatever it holds; the words name only action types.
+    """
+    if actual.url != expected.url:
+        return f"its URL is now {actual.url or 'none'} instead of {expected.url}"
+    if actual.upstream != expected.upstream:
+        _, host, port = actual.upstream or ("", "nowhere", None)
+        _, want_host, want_port = expected.upstream or ("", "", None)
+        return f"it forwards to {host}:{port} instead of Jupyter at {want_host}:{want_port}"
+    if actual.policy != expected.policy:
+        missing = sorted(_action_types(expected.policy) - _action_types(actual.policy))
+        if actual.policy is None:
+            return "its traffic policy was removed" + (f" (no {', '.join(missing)} any more)" if missing else "")
+        if missing:
+            return f"its traffic policy no longer has {', '.join(missing)}"
+        return "its traffic policy is not the one remote-agent set"
+    return None
+
+
 class Agent:
     """One ngrok agent process with one HTTP endpoint to Jupyter."""
 
@@ -328,6 +417,10 @@ class Agent:
         self.public_url: str | None = None
         self.on_spawn = on_spawn  # told the agent's pid the moment the process exists
         self._proc: Any = None
+        # The endpoint as opened (what was asked, and the agent's first word on it) and as last seen.
+        self.expected: EndpointSettings | None = None
+        self.first_report: EndpointSettings | None = None
+        self.seen: EndpointSettings | None = None
 
     @property
     def pid(self) -> int | None:
@@ -359,6 +452,7 @@ class Agent:
                     f"http://127.0.0.1:{port}", "http", name=TUNNEL_NAME, pyngrok_config=self.config, **options
                 )
                 result["url"] = tunnel.public_url
+                result["data"] = tunnel.data
             except BaseException as e:  # handed to the caller's thread
                 result["error"] = e
 
@@ -380,6 +474,10 @@ class Agent:
         if "error" in result:
             raise classify(result["error"], self.secrets)
         self.public_url = str(result["url"])
+        self.expected = EndpointSettings.of(self.public_url, f"http://127.0.0.1:{port}", traffic_policy)
+        data = result.get("data")
+        self.first_report = EndpointSettings.reported(data) if isinstance(data, Mapping) else None
+        self.seen = None
         return self.public_url
 
     def _adopt_process(self) -> None:
@@ -423,11 +521,30 @@ class Agent:
             return None
         try:
             with urllib.request.urlopen(f"{self.api_url}/api/endpoints/{TUNNEL_NAME}", timeout=timeout) as r:  # noqa: S310 (loopback API URL from the agent's own log)
-                return bool(r.status == 200)
+                body = r.read()
+                listed = bool(r.status == 200)
         except urllib.error.HTTPError as e:
             return False if e.code == 404 else None
         except (OSError, ValueError):
             return None
+        with contextlib.suppress(ValueError, AttributeError):
+            self.seen = EndpointSettings.reported(json.loads(body))
+        return listed
+
+    def changed_by_others(self) -> str | None:
+        """How the endpoint last seen differs from the one this agent opened; None when it does not.
+
+        The agent's local API has no authentication: any local process can delete the endpoint
+        and create another under the same name (without basic auth, or to its own upstream).
+        The endpoint is compared with what was set; a difference in how the agent merely words
+        it (its answer when the endpoint was opened, unchanged since) is not a change.
+        """
+        if self.expected is None or self.seen is None:
+            return None
+        difference = endpoint_difference(self.expected, self.seen)
+        if difference and self.first_report is not None and self.seen == self.first_report:
+            return None
+        return difference
 
     def kill(self) -> None:
         """SIGKILL our agent by pid, reap it, and forget pyngrok's record of it (without pyngrok's lock)."""

@@ -11,7 +11,9 @@ where the URL is "$1". Either way the environment holds REMOTE_AGENT_PUBLIC_URL,
 REMOTE_AGENT_PREVIOUS_URL (empty for the first URL) and REMOTE_AGENT_HOST, and no secret.
 
 The webhook (REMOTE_AGENT_WEBHOOK) gets a POST with the JSON body
-{"public_url", "previous_url", "at", "host"}.
+{"public_url", "previous_url", "at", "host"}. A `user:password@` in its URL is sent as basic
+auth; a redirect is not followed (it would carry the public URL, and that password, to
+another address); a plain http:// URL to another machine is not sent to (webhook_url.py).
 """
 
 from __future__ import annotations
@@ -34,9 +36,9 @@ import urllib.request
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import urljoin
 
-from remote_agent import __version__
+from remote_agent import __version__, webhook_url
 from remote_agent.redaction import redact, scrubbed
 from remote_agent.state import now_iso
 
@@ -78,10 +80,14 @@ def webhook_body(public_url: str, previous_url: str | None, host: str) -> dict[s
     return {"public_url": public_url, "previous_url": previous_url, "at": now_iso(), "host": host}
 
 
-def _where(url: str) -> str:
-    """A webhook URL without its path, which often is the secret (Slack, Discord)."""
-    parts = urlsplit(url)
-    return f"{parts.scheme}://{parts.netloc}/..."
+class _NoRedirects(urllib.request.HTTPRedirectHandler):
+    """A redirect comes back as the HTTPError it is, never followed."""
+
+    def redirect_request(self, *args: Any, **kwargs: Any) -> None:
+        return None
+
+
+_OPENER = urllib.request.build_opener(_NoRedirects())
 
 
 @dataclass(frozen=True)
@@ -108,7 +114,8 @@ class Notifier:
         self.webhook = webhook
         # A Slack or Discord URL inside the command is a secret too: mask it in what is logged.
         urls = tuple(re.findall(r"[a-z]+://[^\s'\"`;|&<>()]+", command or ""))
-        self.secrets = (*secrets, command, webhook, *urls)
+        webhook_password = webhook_url.password_of(webhook) if webhook else None
+        self.secrets = (*secrets, command, webhook, webhook_password, *urls)
         self.environ = dict(os.environ if environ is None else environ)
         self.host = host or socket.gethostname()
         self.command_timeout = command_timeout
@@ -212,18 +219,38 @@ class Notifier:
         return True
 
     def post_webhook(self, url: str, change: Change) -> bool:
+        """True when done with this URL: delivered, or refused for a reason a retry cannot change."""
+        where = webhook_url.where(url)
+        if webhook_url.in_clear(url):
+            log.warning(
+                "not sending the new URL to the webhook %s: plain http to another machine would carry it "
+                "unencrypted; use its https:// URL",
+                where,
+            )
+            return True
+        target, authorization = webhook_url.credentials(url)
+        headers = {"Content-Type": "application/json", "User-Agent": f"remote-agent/{__version__}"}
+        if authorization:
+            headers["Authorization"] = authorization
         body = json.dumps(webhook_body(change.public_url, change.previous_url, self.host)).encode()
         request = urllib.request.Request(  # noqa: S310 (the user's own http(s) URL, checked in settings)
-            url,
-            data=body,
-            method="POST",
-            headers={"Content-Type": "application/json", "User-Agent": f"remote-agent/{__version__}"},
+            target, data=body, method="POST", headers=headers
         )
-        where = _where(url)
         try:
-            with urllib.request.urlopen(request, timeout=self.webhook_timeout) as response:  # noqa: S310
+            with _OPENER.open(request, timeout=self.webhook_timeout) as response:
                 status = response.status
         except urllib.error.HTTPError as e:
+            if 300 <= e.code < 400:
+                location = e.headers.get("Location") or ""
+                to = webhook_url.where(urljoin(target, location)) if location else "nowhere"
+                log.warning(
+                    "the webhook %s answered %s, a redirect to %s; remote-agent does not follow redirects "
+                    "(they would carry the public URL elsewhere): put the final URL in REMOTE_AGENT_WEBHOOK",
+                    where,
+                    e.code,
+                    to,
+                )
+                return True
             log.warning("the webhook %s answered %s %s", where, e.code, e.reason)
             return False
         except (OSError, ValueError) as e:

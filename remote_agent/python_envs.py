@@ -1,6 +1,9 @@
 """The user's Python environments: where they are, and what each interpreter says about itself.
 
-Discovery only looks at files. Asking an interpreter (its version, prefix, whether it has
+Discovery only looks at files. An interpreter that another user could have changed (owned
+by them, or writable by others, the file or a directory above it) is never run: it is
+listed with the reason instead, and `kernels add` is the way to run it on purpose.
+Asking an interpreter (its version, prefix, whether it has
 ipykernel) runs it once; the answer is cached under REMOTE_AGENT_HOME, keyed by the
 interpreter's path and modification time and by those of its site-packages, so a later
 `pip install ipykernel` is noticed and an unchanged environment is never run again.
@@ -17,6 +20,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from remote_agent.file_trust import untrusted
 from remote_agent.state import read_json, write_json
 
 PROBE_TIMEOUT = 20.0
@@ -154,6 +158,44 @@ def candidates(environ: Mapping[str, str], home: Path, root_dir: Path | None, op
     for python in found:
         unique.setdefault(str(python.absolute()), python.absolute())
     return list(unique.values())
+
+
+def why_not_run(python: Path, uid: int | None = None) -> str | None:
+    """Why running this interpreter would run code someone else can change; None when it would not.
+
+    Besides the interpreter, its environment's pyvenv.cfg and site-packages run at its start.
+    """
+    problem = untrusted(python, uid)
+    if problem:
+        return problem
+    prefix = python.parent.parent
+    for path in (prefix / "pyvenv.cfg", *sorted(prefix.glob("lib/python3*/site-packages"))):
+        if path.exists():
+            problem = untrusted(path, uid)
+            if problem:
+                return problem
+    return None
+
+
+def split_trusted(pythons: Iterable[Path]) -> tuple[list[Path], list[tuple[Path, str]]]:
+    """The interpreters safe to run, and the others with the reason each is not run."""
+    trusted: list[Path] = []
+    skipped: list[tuple[Path, str]] = []
+    for python in pythons:
+        reason = why_not_run(python)
+        if reason is None:
+            trusted.append(python)
+        else:
+            skipped.append((python, reason))
+    return trusted, skipped
+
+
+def layout(python: Path) -> tuple[str, str, str]:
+    """(shape, name, prefix) of an environment judged from its files only, without running it."""
+    prefix = python.parent.parent
+    shape = "conda" if (prefix / "conda-meta").is_dir() else "venv" if (prefix / "pyvenv.cfg").is_file() else "system"
+    name = prefix.parent.name if prefix.name in (".venv", "venv", ".env", "env") else prefix.name
+    return shape, name or "python", str(prefix)
 
 
 # -- asking the interpreters, once --------------------------------------------------------

@@ -13,7 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from remote_agent import jupyter_process, supervisor
+from remote_agent import jupyter_process, supervisor, webhook_url
 from remote_agent.console import Console
 from remote_agent.errors import BadInput
 from remote_agent.follow import (
@@ -59,6 +59,13 @@ def plan_changes(settings: Settings, reconfigure: bool) -> Plan:
             f"To do it anyway, run serve again with --reconfigure; otherwise give the setting again{where}.",
         )
     return plan
+
+
+def refuse_webhook_in_clear(settings: Settings) -> None:
+    """The public URL goes to the webhook only over https, or plain http to this machine."""
+    problem = webhook_url.in_clear(settings.webhook) if settings.webhook and settings.provider == "ngrok" else None
+    if problem:
+        raise BadInput(problem, webhook_url.IN_CLEAR_FIX)
 
 
 def announce_env_files(settings: Settings, console: Console) -> None:
@@ -188,6 +195,7 @@ def serve(settings: Settings, console: Console, detach: bool, qr: bool = False, 
     require_tmux()
     home = Home(settings.home).ensure()
     announce_env_files(settings, console)
+    refuse_webhook_in_clear(settings)
     plan = plan_changes(settings, reconfigure)
     tmux = TmuxSession(settings.session, home.root)
     started = time.monotonic()

@@ -7,6 +7,11 @@ session's processes. `systemctl stop` runs `remote-agent stop`. Root gets a syst
 /etc/systemd/system; anyone else a user unit in ~/.config/systemd/user, with lingering
 turned on so that it starts at boot without a login.
 
+A system unit never runs code that someone other than root could change as root: run
+through sudo, the unit runs as the user who ran sudo (`User=`); run as root otherwise, it is
+refused when the python, its environment, remote-agent's code, the working directory, its
+`.env` (hook commands) or the agent binary are not root's alone.
+
 The unit file is readable by every local user, so it holds no secret: the token, the
 password and the hooks stay in `.env`. `REMOTE_AGENT_SYSTEMD_DIR` puts the unit in another
 directory (for tests and packaging) and leaves systemd alone: nothing is enabled.
@@ -16,6 +21,7 @@ from __future__ import annotations
 
 import getpass
 import os
+import pwd
 import shutil
 import subprocess
 import sys
@@ -25,6 +31,7 @@ from pathlib import Path
 from remote_agent import jupyter_config
 from remote_agent.console import Console
 from remote_agent.errors import BadInput, MissingPrerequisite, RemoteAgentError, StartFailed
+from remote_agent.file_trust import untrusted
 from remote_agent.redaction import SECRET_ENV_KEYS
 from remote_agent.settings import KEYS, Settings, read_env_file
 
@@ -124,7 +131,9 @@ def carried_environment(environ: dict[str, str]) -> dict[str, str]:
     return {k: environ[k] for k in dict.fromkeys(wanted) if environ.get(k) and "\n" not in environ[k]}
 
 
-def unit_text(python: str, workdir: Path, environment: dict[str, str], user_mode: bool) -> str:
+def unit_text(
+    python: str, workdir: Path, environment: dict[str, str], user_mode: bool, run_as: str | None = None
+) -> str:
     run = f"{exec_word(python)} -m remote_agent"
     lines = [
         "# Written by `remote-agent install-service`; `remote-agent uninstall-service` removes it.",
@@ -140,6 +149,7 @@ def unit_text(python: str, workdir: Path, environment: dict[str, str], user_mode
         "Type=oneshot",
         # serve starts the tmux session and returns; the unit stays active and keeps its processes.
         "RemainAfterExit=yes",
+        *([f"User={run_as}"] if run_as else []),
         f"WorkingDirectory={_specifiers(str(workdir))}",
         *(environment_line(k, v) for k, v in environment.items()),
         f"ExecStart={run} serve --detach",
@@ -157,22 +167,68 @@ def unit_text(python: str, workdir: Path, environment: dict[str, str], user_mode
     return "\n".join(lines)
 
 
+# -- who the unit runs as ------------------------------------------------------
+
+
+def sudo_user(environ: dict[str, str]) -> pwd.struct_passwd | None:
+    """The user who ran `sudo install-service`, when this runs as root through sudo."""
+    name = environ.get("SUDO_USER")
+    if os.geteuid() != 0 or not name or name == "root":
+        return None
+    try:
+        return pwd.getpwnam(name)
+    except KeyError:
+        raise BadInput(
+            f"SUDO_USER names {name!r}, who has no account here.", "Run install-service as that user."
+        ) from None
+
+
+def code_run_as_root(settings: Settings, workdir: Path) -> list[Path]:
+    """What a system unit running as root would run, or read commands from."""
+    import remote_agent
+
+    paths = [Path(sys.executable), Path(sys.prefix), Path(remote_agent.__file__).parent, workdir]
+    if settings.env_file is not None and settings.env_file.exists():
+        paths.append(settings.env_file)
+    if settings.ngrok_path:
+        paths.append(Path(settings.ngrok_path))
+    return paths
+
+
+def refuse_user_code_as_root(settings: Settings, workdir: Path) -> None:
+    for path in code_run_as_root(settings, workdir):
+        problem = untrusted(path, uid=0)
+        if problem:
+            raise BadInput(
+                f"A system unit runs as root at boot, but {problem}: whoever can change it would run "
+                "code as root. Not written.",
+                "Run it through sudo from your own shell (`sudo .venv/bin/remote-agent install-service`: the "
+                "unit then runs as you), or as yourself with --user.",
+            )
+
+
 # -- the commands --------------------------------------------------------------
 
 
-def _password_known(settings: Settings) -> bool:
-    return bool(settings.jupyter_password or jupyter_config.existing_hash(jupyter_config.config_dir()))
+def _password_known(settings: Settings, environ: dict[str, str] | None = None) -> bool:
+    return bool(settings.jupyter_password or jupyter_config.existing_hash(jupyter_config.config_dir(environ)))
 
 
-def _store_password_hash(settings: Settings) -> None:
+def _store_password_hash(settings: Settings, environ: dict[str, str] | None = None, owner: int | None = None) -> None:
     """A password known only to this shell is gone at boot: keep its hash where Jupyter reads it, as serve does."""
     password = settings.jupyter_password
     if not password:
         return
-    directory = jupyter_config.config_dir()
+    directory = jupyter_config.config_dir(environ)
     current = jupyter_config.existing_hash(directory)
     if current is None or not jupyter_config.check_password(current, password):
-        jupyter_config.store_hash(directory, jupyter_config.hash_password(password))
+        created = not directory.exists()
+        path = jupyter_config.store_hash(directory, jupyter_config.hash_password(password))
+        if owner is not None:  # written by root for the user the unit runs as: theirs
+            entry = pwd.getpwuid(owner)
+            os.chown(path, owner, entry.pw_gid)
+            if created:
+                os.chown(directory, owner, entry.pw_gid)
 
 
 def _only_in_environment(settings: Settings) -> list[str]:
@@ -211,14 +267,27 @@ def _as_shell(commands: list[list[str]]) -> str:
 
 
 def install_service(settings: Settings, console: Console, user: bool) -> int:
-    if not _password_known(settings):
+    where = target(user)
+    environ = dict(os.environ)
+    run_as = None if where.user_mode else sudo_user(environ)
+    if run_as is not None:
+        # The unit is the sudo user's: their home, their Jupyter config, their files.
+        environ["HOME"] = run_as.pw_dir
+    elif not where.user_mode and os.geteuid() == 0:
+        refuse_user_code_as_root(settings, Path.cwd())
+    if not _password_known(settings, environ):
         raise BadInput(
             "No Jupyter password is set, and a start at boot has no terminal to ask for one.",
             "Run `remote-agent password` once (or set JUPYTER_PASSWORD in .env), then install-service again.",
         )
-    where = target(user)
-    _store_password_hash(settings)
-    text = unit_text(sys.executable, Path.cwd(), carried_environment(dict(os.environ)), where.user_mode)
+    _store_password_hash(settings, environ, run_as.pw_uid if run_as else None)
+    text = unit_text(
+        sys.executable,
+        Path.cwd(),
+        carried_environment(environ),
+        where.user_mode,
+        run_as.pw_name if run_as else None,
+    )
     try:
         before = where.path.read_text() if where.path.exists() else None
         where.directory.mkdir(parents=True, exist_ok=True)
@@ -231,7 +300,8 @@ def install_service(settings: Settings, console: Console, user: bool) -> int:
         ) from e
     verb = "Wrote" if before is None else ("Kept" if before == text else "Updated")
     console.line(f"{verb} {where.path} ({where.kind}).")
-    console.line(f"At boot it runs `{sys.executable} -m remote_agent serve --detach` in {Path.cwd()}.")
+    as_whom = f" as {run_as.pw_name}" if run_as else " as root" if not where.user_mode else ""
+    console.line(f"At boot it runs `{sys.executable} -m remote_agent serve --detach`{as_whom} in {Path.cwd()}.")
     for key in _only_in_environment(settings):
         console.warn(
             f"{key} is set in this shell but not in .env; the start at boot will not see it. "

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import IO
 
 from remote_agent.errors import MissingPrerequisite
+from remote_agent.ssh_hint import forward_spec
 
 # Detect a dead connection in about 45 s even when nothing is sent; a forward that cannot
 # listen on its local port ends ssh instead of leaving a useless connection up.
@@ -85,10 +86,10 @@ def run_command(target: SshTarget, command: str) -> subprocess.CompletedProcess[
 
 
 class Forward:
-    """One `ssh -N -L LOCAL:localhost:REMOTE` process; what it said last is kept for the reason of a drop."""
+    """One `ssh -N -L 127.0.0.1:LOCAL:127.0.0.1:REMOTE` process; what it said last is kept for the reason of a drop."""
 
     def __init__(self, target: SshTarget, local_port: int, remote_port: int) -> None:
-        argv = target.argv(FORWARD_DEFAULTS, "-N", "-L", f"{local_port}:localhost:{remote_port}")
+        argv = target.argv(FORWARD_DEFAULTS, "-N", "-L", forward_spec(local_port, remote_port))
         self.proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         self.pid = self.proc.pid
         self._said: collections.deque[str] = collections.deque(maxlen=5)

@@ -19,12 +19,21 @@ def server_address(environ: Mapping[str, str]) -> tuple[str | None, str | None]:
     return None, None
 
 
+def forward_spec(laptop_port: int, jupyter_port: int) -> str:
+    """`-L`'s argument, loopback named at both ends by address.
+
+    `localhost` may resolve to ::1 first (Debian, RHEL): sshd would then connect to [::1]:PORT,
+    where Jupyter does not listen and any local user may.
+    """
+    return f"127.0.0.1:{laptop_port}:127.0.0.1:{jupyter_port}"
+
+
 def ssh_command(
     jupyter_port: int, environ: Mapping[str, str], host: str | None, key: str | None, laptop_port: int = LAPTOP_PORT
 ) -> str:
-    """e.g. `ssh -i ~/.ssh/KEY.pem -N -L 12345:localhost:8888 ubuntu@203.0.113.7`."""
+    """e.g. `ssh -i ~/.ssh/KEY.pem -N -L 127.0.0.1:12345:127.0.0.1:8888 ubuntu@203.0.113.7`."""
     address, ssh_port = server_address(environ)
-    argv = ["ssh", "-i", key or KEY_PLACEHOLDER, "-N", "-L", f"{laptop_port}:localhost:{jupyter_port}"]
+    argv = ["ssh", "-i", key or KEY_PLACEHOLDER, "-N", "-L", forward_spec(laptop_port, jupyter_port)]
     if ssh_port and ssh_port != "22":
         argv += ["-p", ssh_port]
     argv.append(f"{getpass.getuser()}@{host or address or 'HOST'}")

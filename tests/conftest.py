@@ -113,7 +113,7 @@ class Sandbox:
         env = {
             k: v
             for k, v in os.environ.items()
-            if not k.startswith(("JUPYTER_", "XDG_", "NGROK_", "REMOTE_AGENT_", "PYNGROK_", "SSH_", "TMUX"))
+            if not k.startswith(("JUPYTER_", "XDG_", "NGROK_", "REMOTE_AGENT_", "PYNGROK_", "SSH_", "TMUX", "SUDO_"))
         }
         env.update(
             HOME=str(self.home),

@@ -1,4 +1,4 @@
-"""A local HTTP receiver for webhook tests: records every POST, answers with a chosen status."""
+"""A local HTTP receiver for webhook tests: records every request, answers with a chosen status and headers."""
 
 from __future__ import annotations
 
@@ -11,8 +11,9 @@ from typing import Any
 class Receiver:
     """A threaded HTTP server on 127.0.0.1; `close()` stops it (use it as a context manager)."""
 
-    def __init__(self, status: int = 200) -> None:
+    def __init__(self, status: int = 200, headers: dict[str, str] | None = None, address: str = "127.0.0.1") -> None:
         self.status = status
+        self.headers = headers or {}
         self.requests: list[dict[str, Any]] = []
         receiver = self
 
@@ -24,21 +25,28 @@ class Receiver:
                     body = json.loads(raw)
                 except ValueError:
                     body = raw.decode(errors="replace")
-                receiver.requests.append({"path": self.path, "headers": dict(self.headers), "body": body})
+                receiver.requests.append(
+                    {"method": self.command, "path": self.path, "headers": dict(self.headers), "body": body}
+                )
                 self.send_response(receiver.status)
+                for key, value in receiver.headers.items():
+                    self.send_header(key, value)
                 self.send_header("Content-Length", "0")
                 self.end_headers()
+
+            do_GET = do_POST  # a followed redirect arrives as a GET
 
             def log_message(self, format: str, *args: Any) -> None:
                 pass
 
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server = ThreadingHTTPServer((address, 0), Handler)
         self.thread = threading.Thread(target=self.server.serve_forever, args=(0.05,), daemon=True)
         self.thread.start()
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.server.server_address[1]}/hook/secret-path"
+        host, port = self.server.server_address[:2]
+        return f"http://{host!s}:{port}/hook/secret-path"
 
     @property
     def bodies(self) -> list[Any]:

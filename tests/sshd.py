@@ -100,8 +100,13 @@ class Terminal:
 class Sshd:
     """sshd on 127.0.0.1:port, logging in USER with `client_key` into an environment of our choosing."""
 
-    def __init__(self, directory: Path, environment: dict[str, str]) -> None:
+    def __init__(self, directory: Path, environment: dict[str, str], hosts: str | None = None) -> None:
         directory.mkdir(parents=True, exist_ok=True)
+        # sshd (and what it runs) may see another /etc/hosts, bind-mounted in a mount namespace of its own.
+        self.hosts: Path | None = None
+        if hosts is not None:
+            self.hosts = directory / "hosts"
+            self.hosts.write_text(hosts)
         self.port = free_port()
         host_key = directory / "host_key"
         self.client_key = directory / "laptop_key"
@@ -153,9 +158,14 @@ class Sshd:
     def start(self) -> None:
         # sshd's privilege separation directory; Debian creates it only when the service starts.
         Path("/run/sshd").mkdir(mode=0o755, exist_ok=True)
+        argv = [str(SSHD), "-D", "-e", "-f", str(self.config)]
+        if self.hosts is not None:
+            # unshare and sh exec in turn: the pid stays sshd's.
+            mount = 'mount --bind "$0" /etc/hosts && exec "$@"'
+            argv = ["unshare", "--mount", "sh", "-c", mount, str(self.hosts), *argv]
         with open(self.log, "w") as log:
             self.proc = subprocess.Popen(
-                [str(SSHD), "-D", "-e", "-f", str(self.config)],
+                argv,
                 stdin=subprocess.DEVNULL,
                 stdout=log,
                 stderr=log,
@@ -226,7 +236,9 @@ class Sshd:
 
 
 @contextlib.contextmanager
-def running_sshd(directory: Path, environment: dict[str, str], test_name: str) -> Iterator[Sshd]:
+def running_sshd(
+    directory: Path, environment: dict[str, str], test_name: str, hosts: str | None = None
+) -> Iterator[Sshd]:
     """sshd for one test; what each ssh terminal showed is kept in test-artifacts/ssh/TEST/."""
     missing = [str(p) for p in (SSHD, Path("/usr/bin/ssh"), Path("/usr/bin/ssh-keygen")) if not p.exists()]
     if missing:
@@ -235,7 +247,7 @@ def running_sshd(directory: Path, environment: dict[str, str], test_name: str) -
             "Install them: sudo apt-get install -y openssh-server openssh-client   (scripts/test.sh does).",
             pytrace=False,
         )
-    server = Sshd(directory, environment)
+    server = Sshd(directory, environment, hosts)
     try:
         server.start()
         yield server

@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
 import shutil
 import signal
 import socket
 import subprocess
 import sys
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -21,7 +23,7 @@ from typing import Any
 import pytest
 from conftest import PASSWORD, REPO, Following, Sandbox, free_port, pid_alive, wait_until
 from jupyter_client import JupyterClient
-from sshd import USER, Sshd, port_accepts, running_sshd, write_user_dotenv
+from sshd import USER, Sshd, port_accepts, running_sshd, serve_command, wait_for_port, write_user_dotenv
 
 from remote_agent import procs, remote_serve
 
@@ -369,3 +371,76 @@ def test_a_first_forward_that_fails_at_once_is_reported_not_retried(server: Sshd
     assert "Could not request local forwarding" in said  # ssh's words
     assert "Forward down" not in said
     assert "next try" not in said
+
+
+# Debian's /etc/hosts: `localhost` is 127.0.0.1 and ::1, and getaddrinfo puts ::1 first.
+DEBIAN_HOSTS = "127.0.0.1 localhost\n::1 localhost ip6-localhost ip6-loopback\n"
+
+
+class Impostor:
+    """Another local user's listener on [::1]:PORT, where Jupyter (on 127.0.0.1 only) leaves the port free."""
+
+    def __init__(self, port: int) -> None:
+        self.sock = socket.socket(socket.AF_INET6, socket.SOCK_STREAM)
+        self.sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+        self.sock.bind(("::1", port))
+        self.sock.listen(16)
+        self.connections = 0
+        self.thread = threading.Thread(target=self._serve, daemon=True)
+        self.thread.start()
+
+    def _serve(self) -> None:
+        while True:
+            try:
+                client, _ = self.sock.accept()
+            except OSError:
+                return
+            self.connections += 1
+            with client:
+                page = b'<form><input name="password"></form>'
+                client.sendall(b"HTTP/1.0 200 OK\r\nContent-Length: %d\r\n\r\n%s" % (len(page), page))
+
+    def close(self) -> None:
+        self.sock.shutdown(socket.SHUT_RDWR)
+        self.sock.close()
+        self.thread.join(5)
+
+
+def test_forwards_reach_jupyter_not_a_listener_on_ipv6_loopback(sandbox: Sandbox, tmp_path: Path) -> None:
+    (sandbox.home / "remote-agent").symlink_to(REPO)
+    environment = {"HOME": str(sandbox.home), "TMUX_TMPDIR": str(sandbox.tmux_dir)}
+    impostor = Impostor(sandbox.port)
+    try:
+        with running_sshd(tmp_path / "sshd", environment, "ipv6-impostor", hosts=DEBIAN_HOSTS) as server:
+            settings = write_user_dotenv(sandbox, server)
+            # The printed command, run as printed (with -F for the laptop's ~/.ssh).
+            served = server.terminal(server.ssh_argv("-t", command=serve_command("--tunnel", "ssh")))
+            assert served.wait(90) == 0, served.text
+            printed = shlex.split(served.wait_for(r"On your laptop: (ssh .*)")[1].strip())
+            hint = server.background([printed[0], "-F", str(server.laptop_config), *printed[1:]])
+            laptop_port = int(settings["REMOTE_AGENT_LAPTOP_PORT"])
+            wait_for_port(laptop_port, hint)
+            assert JupyterClient(f"http://localhost:{laptop_port}/").login(PASSWORD).status_code == 302
+            assert impostor.connections == 0, "the printed ssh -L forwarded to the listener on [::1]"
+
+            # connect's forward, from a laptop (this checkout stands in for the laptop's install).
+            local_port = free_port()
+            connecting = laptop_connect(
+                server,
+                [sys.executable, "-m", "remote_agent"],
+                "--json",
+                "--no-browser",
+                "--local-port",
+                str(local_port),
+                "--remote-dir",
+                "~/notebooks",
+                cwd=tmp_path,
+            )
+            try:
+                wait_for_event(connecting, "connected", timeout=120)
+                assert JupyterClient(f"http://localhost:{local_port}/").login(PASSWORD).status_code == 302
+                assert impostor.connections == 0, "connect's ssh -L forwarded to the listener on [::1]"
+            finally:
+                connecting.stop()
+    finally:
+        impostor.close()

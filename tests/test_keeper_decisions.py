@@ -93,6 +93,9 @@ class FakeAgent:
     def endpoint_ok(self, timeout: float) -> bool | None:
         return self.endpoint()
 
+    def changed_by_others(self) -> str | None:
+        return None  # tampering through the agent's API is tested against the real keeper (test_local_attacker.py)
+
     def wait_exit(self) -> None:
         return None
 

@@ -49,7 +49,7 @@ def listing(
     result = sandbox.run("kernels", "--json", env={**(env or {}), **more})
     assert result.returncode == 0, result.stderr
     kernels: list[dict[str, Any]] = json.loads(result.stdout)["kernels"]
-    assert set(kernels[0]) == {"name", "display_name", "python", "kind", "ipykernel", "offered", "fix"}
+    assert set(kernels[0]) == {"name", "display_name", "python", "kind", "ipykernel", "offered", "fix", "skipped"}
     return {k["python"]: k for k in kernels}
 
 
@@ -98,6 +98,7 @@ def test_user_environments_are_kernels_added_and_removed_without_restarting_jupy
         "ipykernel": True,
         "offered": True,
         "fix": None,
+        "skipped": None,
     }
     assert ml["kind"] == "conda"
     assert ml["offered"]
@@ -167,6 +168,7 @@ def test_user_environments_are_kernels_added_and_removed_without_restarting_jupy
             "ipykernel": True,
             "offered": True,
             "fix": None,
+            "skipped": None,
         }
     ]
     wait_until(lambda: set(specs(client)["kernelspecs"]) == {"python3"}, 10, "only python3 to be offered")

@@ -303,6 +303,7 @@ def test_the_live_check_script_against_the_stand_in(sandbox: Sandbox) -> None:
     assert "BAD" not in out
     assert re.search(r"ok   an endpoint without a URL got http://\S+\.ngrok-free\.dev\.localhost:\d+", out)
     assert "ok   /api/status has session.legs[].region and .latency: region us, latency 12 ms" in out
+    assert "ok   the local API reports the endpoint as it was opened (URL, upstream, traffic policy)\n" in out
     assert re.search(r"ok   after a clean stop, a new agent got \S+ within [\d.]+ s", out)
     assert re.search(r"the edge held \S+ for about \d+ s \(\d+ refusals with ERR_NGROK_334\)", out)
     assert sandbox.fake.live_agent_pids() == []

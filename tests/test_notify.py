@@ -7,6 +7,7 @@ agent dying, and the hooks hearing about both URLs.
 
 from __future__ import annotations
 
+import base64
 import json
 import logging
 import os
@@ -245,3 +246,62 @@ def test_hook_settings_are_checked_and_documented(tmp_path: Path) -> None:
     overridden = resolve({}, {**env, "REMOTE_AGENT_WEBHOOK": "https://from-env.example/y"}, cwd=tmp_path)
     assert overridden.webhook == "https://from-env.example/y"
     assert "from-env" not in repr(overridden), "a webhook URL may be a secret: not in repr"
+
+
+def test_a_password_in_the_webhook_url_is_sent_as_basic_auth_and_never_logged(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.INFO, logger="remote_agent.notify")
+    with Receiver() as receiver:
+        url = receiver.url.replace("http://", "http://hookuser:s3cret-hook-pw@")
+        notifier = Notifier(None, url, retry_delays=())
+        notifier.url_changed("http://new.example", None)
+        assert notifier.wait_idle(20)
+        (request,) = receiver.requests
+    expected = "Basic " + base64.b64encode(b"hookuser:s3cret-hook-pw").decode()
+    assert request["headers"]["Authorization"] == expected
+    assert request["body"]["public_url"] == "http://new.example"
+    assert "took the new URL (200)" in caplog.text
+    assert "s3cret-hook-pw" not in caplog.text
+    assert "hookuser" not in caplog.text
+    assert "secret-path" not in caplog.text
+
+
+def test_a_redirect_from_the_webhook_is_reported_and_not_followed(caplog: pytest.LogCaptureFixture) -> None:
+    with Receiver() as elsewhere:
+        redirect = elsewhere.url.replace("/hook/", "/stolen/")
+        with Receiver(status=302, headers={"Location": redirect}) as receiver:
+            notifier = Notifier(None, receiver.url, retry_delays=(0.05,))
+            notifier.url_changed("http://new.example", None)
+            assert notifier.wait_idle(20)
+            assert len(receiver.requests) == 1, "a redirect is a configuration to fix, not retried"
+        assert elsewhere.requests == [], "the redirect was followed"
+    port = redirect.split(":")[2].split("/")[0]
+    assert f"answered 302, a redirect to http://127.0.0.1:{port}/..." in caplog.text
+    assert "does not follow redirects" in caplog.text
+    assert "stolen" not in caplog.text
+
+
+def test_plain_http_webhook_to_another_machine_is_refused(sandbox: Sandbox, caplog: pytest.LogCaptureFixture) -> None:
+    # A receiver on this machine's network address, not loopback: what a webhook on another host is.
+    with Receiver(address=non_loopback_address()) as receiver:
+        notifier = Notifier(None, receiver.url, retry_delays=(0.05,))
+        notifier.url_changed("http://new.example", None)
+        assert notifier.wait_idle(20)
+        assert receiver.requests == [], "the public URL went out over plain http"
+    assert "not sending the new URL to the webhook" in caplog.text
+
+    refused = sandbox.run("serve", "--detach", REMOTE_AGENT_WEBHOOK="http://hooks.example.com/T0/secret-path")
+    assert refused.returncode == 2, refused.stdout + refused.stderr
+    assert "plain http:// URL to hooks.example.com" in refused.stderr
+    assert "https://" in refused.stderr
+    assert "secret-path" not in refused.stderr
+    assert "Traceback" not in refused.stderr
+    assert sandbox.tmux_server_pid() is None, "serve started something before refusing"
+
+
+def non_loopback_address() -> str:
+    """An address of this machine that is not loopback (the one a route to the outside would use)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+        probe.connect(("192.0.2.1", 9))  # no packet is sent for a UDP connect
+        return str(probe.getsockname()[0])

@@ -130,7 +130,10 @@ def test_ssh_mode_without_token(sandbox: Sandbox) -> None:
     result = sandbox.run("serve", NGROK_AUTHTOKEN=None, SSH_CONNECTION="203.0.113.9 51234 198.51.100.7 2222")
     assert result.returncode == 0, result.stderr
     user = os.environ.get("USER") or __import__("getpass").getuser()
-    assert f"ssh -i ~/.ssh/KEY.pem -N -L 12345:localhost:{sandbox.port} -p 2222 {user}@198.51.100.7" in result.stdout
+    assert (
+        f"ssh -i ~/.ssh/KEY.pem -N -L 127.0.0.1:12345:127.0.0.1:{sandbox.port} -p 2222 {user}@198.51.100.7"
+        in result.stdout
+    )
     assert "NGROK_AUTHTOKEN" in result.stdout
     assert "Public URL" not in result.stdout
     assert not sandbox.fake.live_agent_pids()

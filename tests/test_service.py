@@ -8,9 +8,12 @@ tested too: the unit is still written, and the command says what to run, with ex
 from __future__ import annotations
 
 import os
+import pwd
+import secrets
 import shutil
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -134,3 +137,83 @@ def test_odd_characters_are_escaped_for_systemd() -> None:
     text = unit_text("/usr/bin/python3", Path("/srv/50%"), {"LANG": 'C "quoted"'}, user_mode=False)
     assert "WorkingDirectory=/srv/50%%" in text
     assert 'Environment="LANG=C \\"quoted\\""' in text
+
+
+@pytest.fixture
+def local_user() -> Iterator[pwd.struct_passwd]:
+    """A user of this machine, with a home, who runs `sudo remote-agent install-service`."""
+    name = f"ra-svc-{secrets.token_hex(3)}"
+    subprocess.run(["useradd", "--create-home", "--shell", "/bin/bash", name], check=True, timeout=30)
+    try:
+        yield pwd.getpwnam(name)
+    finally:
+        subprocess.run(["userdel", "--remove", name], check=False, capture_output=True, timeout=30)
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="install-service writes a system unit only when run as root")
+def test_through_sudo_the_system_unit_runs_as_that_user(
+    sandbox: Sandbox, tmp_path: Path, local_user: pwd.struct_passwd
+) -> None:
+    units = tmp_path / "units"
+    result = sandbox.run("install-service", REMOTE_AGENT_SYSTEMD_DIR=str(units), SUDO_USER=local_user.pw_name)
+    assert result.returncode == 0, result.stderr
+    assert f"serve --detach` as {local_user.pw_name} in" in result.stdout
+    unit = units / "remote-agent.service"
+    text = unit.read_text()
+    assert f"\nUser={local_user.pw_name}\n" in text
+    assert f'Environment="HOME={local_user.pw_dir}"' in text
+    checked = verify(unit, user=False, runtime_dir=tmp_path / "run")
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+    # The password's hash is where that user's Jupyter reads it, and theirs.
+    config = Path(local_user.pw_dir) / ".jupyter" / "jupyter_server_config.json"
+    assert "argon2:" in config.read_text()
+    assert config.stat().st_uid == local_user.pw_uid
+    assert config.parent.stat().st_uid == local_user.pw_uid
+
+
+def user_owned_venv(directory: Path) -> Path:
+    """A virtual environment holding remote-agent, as a user makes one, then owned by `nobody`."""
+    base = Path(os.path.realpath(sys.executable))
+    (directory / "bin").mkdir(parents=True)
+    (directory / "pyvenv.cfg").write_text(f"home = {base.parent}\ninclude-system-site-packages = false\n")
+    (directory / "bin" / "python").symlink_to(base)
+    version = f"python{sys.version_info[0]}.{sys.version_info[1]}"
+    site = directory / "lib" / version / "site-packages"
+    site.mkdir(parents=True)
+    ours = next(p for p in map(Path, sys.path) if p.name == "site-packages" and (p / "pyngrok").is_dir())
+    (site / "remote-agent.pth").write_text(f"{ours}\n{Path(__file__).resolve().parent.parent}\n")
+    subprocess.run(["chown", "-R", "nobody:nogroup", str(directory)], check=True)
+    return directory / "bin" / "python"
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="install-service writes a system unit only when run as root")
+def test_a_system_unit_never_runs_user_owned_code_as_root(sandbox: Sandbox, tmp_path: Path) -> None:
+    units = tmp_path / "units"
+    # A user's venv, installed by root without sudo: at boot root would run what that user controls.
+    python = user_owned_venv(tmp_path / "venv")
+    result = subprocess.run(
+        [str(python), "-m", "remote_agent", "install-service"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=sandbox.notebooks,
+        env=sandbox.environ(REMOTE_AGENT_SYSTEMD_DIR=str(units)),
+        check=False,
+    )
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert f"A system unit runs as root at boot, but {python} is owned by nobody" in result.stderr
+    assert "sudo" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert not (units / "remote-agent.service").exists()
+
+    # A project directory of another user: root would run the hook commands of its .env.
+    project = tmp_path / "project"
+    project.mkdir()
+    (project / ".env").write_text("REMOTE_AGENT_ON_URL_CHANGE=/usr/bin/true\n")
+    (project / ".env").chmod(0o600)
+    subprocess.run(["chown", "-R", "nobody:nogroup", str(project)], check=True)
+    result = sandbox.run("install-service", cwd=project, REMOTE_AGENT_SYSTEMD_DIR=str(units))
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert "A system unit runs as root at boot, but" in result.stderr
+    assert "is owned by nobody" in result.stderr
+    assert not (units / "remote-agent.service").exists()

@@ -556,7 +556,7 @@ def test_in_ssh_mode_share_says_the_link_needs_ssh(sandbox: Sandbox) -> None:
     assert result.returncode == 0, result.stderr
     assert "http://localhost:12345/login?" in result.stdout
     assert "SSH to this server themselves" in result.stdout
-    assert "ssh -i ~/.ssh/KEY.pem -N -L 12345:localhost:" in result.stdout
+    assert "ssh -i ~/.ssh/KEY.pem -N -L 127.0.0.1:12345:127.0.0.1:" in result.stdout
 
 
 # -- bad input ------------------------------------------------------------------------------------------

@@ -82,7 +82,7 @@ def test_ssh_port_forwarding_reaches_jupyter_as_printed(sandbox: Sandbox, server
         str(server.client_key),
         "-N",
         "-L",
-        f"{laptop_port}:localhost:{sandbox.port}",
+        f"127.0.0.1:{laptop_port}:127.0.0.1:{sandbox.port}",
         "-p",
         str(server.port),
         "root@127.0.0.1",
