@@ -240,6 +240,7 @@ def check_edge(settings: Settings) -> list[Check]:
         )
     ]
 
+
 def check_other_logins(settings: Settings) -> Check | None:
     """Other people who can log in here can reach what is only protected by being local."""
     import getpass
