@@ -25,6 +25,7 @@ class Check:
     what: str
     fix: str = ""
     exit_code: int = 0  # the contract's code when this check fails
+    warning: bool = False  # worth knowing, but nothing remote-agent needs
 
 
 def check_tmux() -> Check:
@@ -204,6 +205,24 @@ def check_permissions(settings: Settings) -> list[Check]:
     return checks
 
 
+def check_jupyter_overrides() -> list[Check]:
+    """Protection settings in the user's Jupyter config: overridden for remote-agent's Jupyter, not for others."""
+    found = jupyter_config.protection_overrides(jupyter_config.config_dir())
+    if not found:
+        return []
+    files = sorted({str(path) for _, path in found})
+    keys = ", ".join(dict.fromkeys(key for key, _ in found))
+    return [
+        Check(
+            False,
+            f"your Jupyter config sets {keys} ({', '.join(files)}): remote-agent's Jupyter ignores them, "
+            "but a Jupyter you start yourself would run with them",
+            "Remove them unless you need them elsewhere; they can switch off Jupyter's login and XSRF protections.",
+            warning=True,
+        )
+    ]
+
+
 def doctor(settings: Settings, console: Console, update_agent: bool = False) -> int:
     if update_agent:
         return update_ngrok_agent(settings, console)
@@ -211,11 +230,12 @@ def doctor(settings: Settings, console: Console, update_agent: bool = False) -> 
     if settings.provider == "ngrok":
         checks.append(check_ngrok(settings))
     checks += check_permissions(settings)
+    checks += check_jupyter_overrides()
     for check in checks:
-        console.line(f"{'ok ' if check.ok else 'BAD'}  {check.what}")
+        console.line(f"{'ok ' if check.ok else 'note' if check.warning else 'BAD'}  {check.what}")
         if not check.ok and check.fix:
             console.line(f"     fix: {check.fix}")
-    codes = [c.exit_code for c in checks if not c.ok]
+    codes = [c.exit_code for c in checks if not c.ok and not c.warning]
     if not codes:
         console.line("Everything remote-agent needs is in place.")
         return 0
