@@ -130,9 +130,13 @@ def _refuse(handler: web.RequestHandler, status: int, reason: str, retry_after: 
     return web.Finish(REFUSED_PAGE.format(status=status, reason=html.escape(reason)))
 
 
-def _too_many(handler: web.RequestHandler, wait: float) -> Exception:
-    message = f"Too many failed logins from your address; try again in {math.ceil(wait)} s"
-    return _refuse(handler, 429, message, retry_after=wait)
+def _too_many(handler: web.RequestHandler, wait: float, everyone: bool = False) -> Exception:
+    return _refuse(handler, 429, _brake_message(wait, everyone), retry_after=wait)
+
+
+def _brake_message(wait: float, everyone: bool) -> str:
+    who = "on this server right now" if everyone else "from your address"
+    return f"Too many failed logins {who}; try again in {math.ceil(wait)} s"
 
 
 class ThrottledLoginHandler(LoginFormHandler):
@@ -158,7 +162,7 @@ class ThrottledLoginHandler(LoginFormHandler):
         throttle, key = provider.brake_for(self)
         wait = throttle.wait(key)
         if wait > 0:
-            self._slow_down(wait, f"Too many failed logins: try again in {math.ceil(wait)} s.")
+            self._slow_down(wait, _brake_message(wait, throttle.global_wait() >= wait) + ".")
             return
         verdict = await provider.check_password_off_loop(self.get_argument("password", default=""))
         if verdict is None:
@@ -184,9 +188,9 @@ class RemoteAgentIdentityProvider(PasswordIdentityProvider):
         home = os.environ.get("REMOTE_AGENT_HOME")
         self._home = Path(home) if home else None
         self.links = shares.Cache(Path(home)) if home else None
-        # Visitors through the tunnel and local users (ssh -L) have budgets of their own: what
-        # the first fill can never slow the second down; no global budget for local users,
-        # who are counted by their user id and cannot rotate it.
+        # Visitors through the tunnel and local users (ssh -L) are counted apart, so that failures
+        # of the one never slow the other down; local users are counted by their user id, which
+        # they cannot rotate, so they need no global budget.
         self.throttles = {TUNNEL: LoginThrottle(), LOCAL: LoginThrottle(global_budget=None)}
         self._unlocks = Unlocks(self._home)
         self._edge_secret = EdgeSecret(self._home)
@@ -350,7 +354,7 @@ class RemoteAgentIdentityProvider(PasswordIdentityProvider):
         address = self.client_of(handler).address
         wait = throttle.wait(key)
         if wait > 0:
-            raise _too_many(handler, wait)
+            raise _too_many(handler, wait, throttle.global_wait() >= wait)
         share = shares.find_by_secret(self.links.current(), secret)
         if share is None:
             throttle.failed(key, LINK)
