@@ -270,10 +270,13 @@ class RemoteAgentIdentityProvider(PasswordIdentityProvider):
                 throttle.clear()
             self.log.info("The login brake was cleared (remote-agent password --unlock).")
         client = self.client_of(handler)
-        if client.channel == TUNNEL:
-            return self.throttles[TUNNEL], client.address
         peer, peer_port = _socket_peer(handler)
-        return self.throttles[LOCAL], login_client.local_key(peer, peer_port, _server_port(handler))
+        uid = login_client.socket_owner(peer, peer_port, _server_port(handler))
+        # The edge's secret can be read from the agent's local API by any local user: only a
+        # connection made by Jupyter's own user (the agent runs as it) may claim a visitor.
+        if client.channel == TUNNEL and uid == os.getuid():
+            return self.throttles[TUNNEL], client.address
+        return self.throttles[LOCAL], login_client.local_key(uid)
 
     # -- who sends the request, and for which Host -----------------------------------------
 

@@ -5,7 +5,9 @@ sshd's forward of an `ssh -L`, or anyone logged in to this server. Two kinds of 
 - **tunnel**: the request carries the session's edge secret (edge_secret.py), so ngrok's
   edge added it, and the visitor is the address ngrok appended last to X-Forwarded-For;
   the scheme the visitor used is the last X-Forwarded-Proto. The login brake counts these
-  visitors by address, plus a budget for all of them together (login_throttle.py).
+  visitors by address, plus a budget for all of them together (login_throttle.py). Since
+  any local user can read the secret from the agent's unauthenticated local API, the brake
+  also wants the connection to come from a process of Jupyter's own user (the agent's).
 - **local**: anything else. Forwarded headers are not believed; the client is the socket
   peer, counted by the user that owns the connecting socket (in /proc/net/tcp): sshd
   connects as the user who logged in, so another local user's guesses never slow the
@@ -50,9 +52,8 @@ def tunnel_client(forwarded_for: list[str], forwarded_proto: list[str]) -> Clien
     return Client(TUNNEL, address, "https" if proto == "https" else "http")
 
 
-def local_key(peer: str, peer_port: int, server_port: int) -> str:
+def local_key(uid: int | None) -> str:
     """What the login brake counts a local client as: the user that owns its socket."""
-    uid = socket_owner(peer, peer_port, server_port)
     return f"local user {uid}" if uid is not None else "local (owner unknown)"
 
 

@@ -63,7 +63,7 @@ def test_a_local_client_is_counted_by_the_user_that_owns_its_socket() -> None:
         with socket.create_connection(("127.0.0.1", port)) as client:
             peer, peer_port = client.getsockname()
             assert login_client.socket_owner(peer, peer_port, port) == os.getuid()
-            assert login_client.local_key(peer, peer_port, port) == f"local user {os.getuid()}"
+            assert login_client.local_key(os.getuid()) == f"local user {os.getuid()}"
             assert login_client.socket_owner(peer, peer_port, port + 1 if port < 65535 else 1) is None
 
 

@@ -16,6 +16,7 @@ import re
 import selectors
 import socket
 import subprocess
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from urllib.parse import parse_qs, urlencode, urlsplit
@@ -105,7 +106,15 @@ def test_rotating_x_forwarded_for_straight_to_jupyter_gets_no_fresh_tries(box: S
 
 def test_failures_sent_with_the_owners_address_do_not_slow_the_owner_through_the_tunnel(box: Sandbox) -> None:
     owner_address = "127.0.0.5"  # where the owner's browser comes from, as `who` would show it
-    statuses = as_nobody(jupyter_port(box), [{"X-Forwarded-For": owner_address}] * 8)
+    # Any local user can read the endpoint's traffic policy, with the edge's proof, from the
+    # agent's local API (it has no authentication), and send it along.
+    api = box.tunnel_state()["api_url"]
+    with urllib.request.urlopen(f"{api}/api/endpoints", timeout=5) as response:
+        policy = json.load(response)["endpoints"][0]["traffic_policy"]
+    policy = json.loads(policy) if isinstance(policy, str) else policy
+    proof = policy["on_http_request"][0]["actions"][0]["config"]["headers"]
+    forged = {"X-Forwarded-For": owner_address, **proof}
+    statuses = as_nobody(jupyter_port(box), [{"X-Forwarded-For": owner_address}] * 4 + [forged] * 8)
     assert 429 in statuses
     port, host = public(box)
     assert attacker.login(port, host, PASSWORD, source=owner_address) == 302, "the owner was slowed by forgeries"
