@@ -46,6 +46,12 @@ def remove(home: Path, value: str) -> None:
             path(home).unlink()
 
 
+def discard(home: Path) -> None:
+    """No tunnel any more (stop, ssh mode): whatever secret is left proves nothing from now on."""
+    with contextlib.suppress(OSError):
+        path(home).unlink()
+
+
 class EdgeSecret:
     """Jupyter's view of the secret, read again whenever the keeper replaces the file."""
 
