@@ -299,8 +299,9 @@ class RemoteAgentIdentityProvider(PasswordIdentityProvider):
     def vet_request(self, handler: web.RequestHandler) -> None:
         """Refuse a foreign Host; make Jupyter's own idea of the client address and scheme the proven one.
 
-        With trust_xheaders Tornado believes X-Real-Ip, X-Scheme and X-Forwarded-* from any
-        peer; what Jupyter logs and how it marks cookies come from here instead.
+        Jupyter runs without trust_xheaders, under which Tornado would believe X-Real-Ip,
+        X-Scheme and X-Forwarded-* from any peer; what Jupyter logs and whether it marks
+        cookies Secure come from here instead, believed only from the tunnel.
         """
         if getattr(handler, "_remote_agent_vetted", False):
             return

@@ -36,8 +36,10 @@ def server_args(port: int, root_dir: Path) -> list[str]:
         # The tunnel delivers requests with its public Host; Jupyter still listens on
         # loopback only, so only the tunnel and SSH reach it.
         "--ServerApp.allow_remote_access=True",
-        # ngrok terminates TLS and says so in X-Forwarded-Proto: cookies become Secure.
-        "--ServerApp.trust_xheaders=True",
+        # Tornado would believe X-Real-Ip, X-Scheme and X-Forwarded-* from any local process;
+        # the login believes them only from the tunnel (jupyter_login.vet_request), where ngrok
+        # terminates TLS and says so in X-Forwarded-Proto: cookies become Secure.
+        "--ServerApp.trust_xheaders=False",
         "--ServerApp.certfile=",
         "--ServerApp.keyfile=",
         "--IdentityProvider.token=",

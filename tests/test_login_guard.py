@@ -262,7 +262,7 @@ def test_a_foreign_host_name_is_refused_as_dns_rebinding(box: Sandbox) -> None:
 def test_a_visitors_x_scheme_and_x_real_ip_are_ignored(box: Sandbox) -> None:
     port, host = public(box)
     spoofed = "198.51.100.77"
-    headers = {"X-Scheme": "https", "X-Real-Ip": spoofed}
+    headers = {"X-Scheme": "https", "X-Forwarded-Proto": "https", "X-Real-Ip": spoofed}
     _, got = attacker.request(port, "GET", "/login", host, "127.0.0.12", headers)
     xsrf = re.search(r"_xsrf=([^;]+)", got["set-cookie"])
     assert xsrf
