@@ -99,6 +99,9 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser("attach", help="attach this terminal to the tmux session (detach: Ctrl-b d)")
     password = sub.add_parser("password", help="set or change the Jupyter password")
     password.add_argument("--stdin", action="store_true", help="read the password from standard input")
+    password.add_argument(
+        "--unlock", action="store_true", help="clear the brake on failed logins (the password stays as it is)"
+    )
     doctor = sub.add_parser("doctor", help="check prerequisites and configuration")
     doctor.add_argument(
         "--update-agent", action="store_true", help="update remote-agent's own ngrok agent binary to a current version"
@@ -143,8 +146,10 @@ def run(args: argparse.Namespace, settings: Settings, console: Console) -> int: 
     if command == "attach":
         return attach(settings)
     if command == "password":
-        from remote_agent.password import set_password
+        from remote_agent.password import set_password, unlock_logins
 
+        if args.unlock:
+            return unlock_logins(settings, console)
         return set_password(settings, console, from_stdin=args.stdin)
     if command == "doctor":
         from remote_agent.doctor import doctor

@@ -25,7 +25,7 @@ class Check:
     what: str
     fix: str = ""
     exit_code: int = 0  # the contract's code when this check fails
-    note: bool = False  # worth knowing, nothing to fix: never changes the exit code
+    note: bool = False  # worth knowing, nothing remote-agent needs: never changes the exit code
 
 
 def check_tmux() -> Check:
@@ -241,6 +241,24 @@ def check_edge(settings: Settings) -> list[Check]:
     ]
 
 
+def check_jupyter_overrides() -> list[Check]:
+    """Protection settings in the user's Jupyter config: overridden for remote-agent's Jupyter, not for others."""
+    found = jupyter_config.protection_overrides(jupyter_config.config_dir())
+    if not found:
+        return []
+    files = sorted({str(path) for _, path in found})
+    keys = ", ".join(dict.fromkeys(key for key, _ in found))
+    return [
+        Check(
+            True,
+            f"your Jupyter config sets {keys} ({', '.join(files)}): remote-agent's Jupyter ignores them, "
+            "but a Jupyter you start yourself would run with them",
+            "Remove them unless you need them elsewhere; they can switch off Jupyter's login and XSRF protections.",
+            note=True,
+        )
+    ]
+
+
 def check_other_logins(settings: Settings) -> Check | None:
     """Other people who can log in here can reach what is only protected by being local."""
     import getpass
@@ -276,6 +294,7 @@ def doctor(settings: Settings, console: Console, update_agent: bool = False) -> 
         checks.append(check_ngrok(settings))
         checks += check_edge(settings)
     checks += check_permissions(settings)
+    checks += check_jupyter_overrides()
     others = check_other_logins(settings)
     if others is not None:
         checks.append(others)

@@ -8,7 +8,11 @@ minutes. What the edge can add:
   each request the rule applies to, every `POST /login` (edge_watch.py sees it); Jupyter's own
   login slows down password guessing instead);
 - HTTP basic auth (NGROK_BASIC_AUTH): scanners never see Jupyter at all;
-- OAuth with an allow-list of e-mail addresses (--oauth PROVIDER --allow-email ADDRESS).
+- OAuth with an allow-list of e-mail addresses (--oauth PROVIDER --allow-email ADDRESS);
+- always, when the keeper has one, the session's edge secret as a request header: the proof
+  Jupyter's login needs before it believes the visitor address ngrok forwards (edge_secret.py).
+  `add-headers` costs nothing on any plan (ngrok's TPU pricing page); `remove-headers` would
+  cost credit, so the visitor's own copy of the header is not removed: the edge's comes last.
 """
 
 from __future__ import annotations
@@ -16,6 +20,8 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 from typing import Any
+
+from remote_agent.edge_secret import HEADER as EDGE_HEADER
 
 DEFAULT_LOGIN_RATE = 0  # login attempts per minute per client address; 0: no edge rule (opt-in)
 
@@ -38,14 +44,22 @@ def _login_rate_limit(per_minute: int) -> dict[str, Any]:
     }
 
 
+def _edge_proof(secret: str) -> dict[str, Any]:
+    # Header names are sent lowercased by ngrok; HTTP names are case-insensitive anyway.
+    return {"actions": [{"type": "add-headers", "config": {"headers": {EDGE_HEADER.lower(): secret}}}]}
+
+
 def build(
     basic_auth: str | None,
     oauth_provider: str | None,
     allow_emails: Sequence[str],
     login_rate: int,
+    edge_secret: str | None = None,
 ) -> dict[str, Any] | None:
     """The policy as a dict (ngrok takes it as JSON), or None when there is nothing to check."""
     rules: list[dict[str, Any]] = []
+    if edge_secret:
+        rules.append(_edge_proof(edge_secret))
     if login_rate > 0:
         rules.append(_login_rate_limit(login_rate))
     if basic_auth:

@@ -101,3 +101,54 @@ def check_password(hashed: str, password: str) -> bool:
     from jupyter_server.auth.security import passwd_check
 
     return bool(passwd_check(hashed, password))  # type: ignore[no-untyped-call]
+
+
+# Settings the login's protections depend on. remote-agent fixes each on Jupyter's command
+# line (jupyter_process.server_args), which beats any config file; `doctor` names those a
+# user's config sets, since a Jupyter started otherwise would run with them.
+PROTECTION_KEYS = (
+    "disable_check_xsrf",
+    "allow_origin",
+    "allow_origin_pat",
+    "allow_credentials",
+    "login_handler_class",
+    "logout_handler_class",
+    "identity_provider_class",
+    "tornado_settings",
+    "token",
+    "password_required",
+    "allow_password_change",
+    "trust_xheaders",
+    "ip",
+)
+_CONFIG_NAMES = ("jupyter_server_config", LEGACY_NOTEBOOK_CONFIG.removesuffix(".json"), "jupyter_lab_config")
+
+
+def _config_files(directory: Path) -> list[Path]:
+    files = [directory / f"{name}{ext}" for name in _CONFIG_NAMES for ext in (".json", ".py")]
+    files += sorted((directory / "jupyter_server_config.d").glob("*.json"))
+    return [f for f in files if f.is_file()]
+
+
+def protection_overrides(directory: Path) -> list[tuple[str, Path]]:
+    """(`Section.key`, file) for each protection setting the user's Jupyter config sets."""
+    import re
+
+    found: list[tuple[str, Path]] = []
+    pattern = re.compile(r"^\s*c\.(\w+)\.(" + "|".join(PROTECTION_KEYS) + r")\s*=", re.MULTILINE)
+    for path in _config_files(directory):
+        if path.suffix == ".py":
+            try:
+                text = path.read_text(encoding="utf-8", errors="replace")
+            except OSError:
+                continue
+            found += [(f"{m[1]}.{m[2]}", path) for m in pattern.finditer(text)]
+            continue
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            continue
+        for section, values in data.items() if isinstance(data, dict) else []:
+            if isinstance(values, dict):
+                found += [(f"{section}.{key}", path) for key in values if key in PROTECTION_KEYS]
+    return found

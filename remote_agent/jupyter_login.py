@@ -14,14 +14,21 @@ or import much. On top of Jupyter's password login it:
 - signs session cookies with a key that only this process holds (mixed into Jupyter's
   cookie secret, whose file any kernel can read), so no one forges a login from files;
   a link's cookie ends with the link, and every login cookie is `SameSite=Lax`;
-- slows down repeated failed logins per client address (login_throttle.py), for the
-  password and for links alike;
+- slows down repeated failed logins per client (login_throttle.py), for the password and
+  for links alike, counted apart; a client is the visitor's address only where the
+  tunnel proves it, else the local user behind the connection (login_client.py), and
+  `password --unlock` clears the brake without a restart;
+- checks passwords (argon2, tens of milliseconds each) on a worker thread, one at a time,
+  so guessing never freezes the notebooks of the owner;
+- refuses requests for a Host that is neither loopback nor the session's public host
+  (DNS rebinding through a laptop's `ssh -L`), and ignores a client's X-Real-Ip/X-Scheme;
 - never lets a login change the owner's password, and asks browsers not to send the
   page's address (which may hold a link's secret) to other sites.
 """
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import html
 import json
@@ -29,6 +36,7 @@ import math
 import os
 import secrets
 import weakref
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -43,31 +51,50 @@ from tornado.ioloop import IOLoop, PeriodicCallback
 from tornado.websocket import WebSocketHandler
 from traitlets import default
 
-from remote_agent import jupyter_config, share_cleanup, share_join, shares
+from remote_agent import jupyter_config, login_client, share_cleanup, share_join, shares
+from remote_agent.edge_secret import HEADER as EDGE_HEADER
+from remote_agent.edge_secret import EdgeSecret
 from remote_agent.errors import RemoteAgentError
-from remote_agent.login_throttle import LoginThrottle
+from remote_agent.login_client import LOCAL, TUNNEL, Client
+from remote_agent.login_throttle import LINK, PASSWORD, LoginThrottle, Unlocks
+from remote_agent.state import Home
 
 WATCH_INTERVAL_MS = 1000  # how soon an ended link (or an old password) loses its open websockets
 POLICY_VIOLATION = 1008  # the websocket close code for "no longer allowed"
-LOOPBACK = "127.0.0.1 (ssh or local)"
 MAX_OWNER_SESSIONS = 10_000  # the oldest owner logins are forgotten beyond this
+MAX_PENDING_CHECKS = 4  # password checks waiting for the worker; more are asked to retry
+BUSY_RETRY = 1.0
+# Tornado settings that would turn off a check the login relies on (see _keep_protections).
+PROTECTED_TORNADO_SETTINGS = (
+    "xsrf_cookies",
+    "disable_check_xsrf",
+    "allow_origin",
+    "allow_origin_pat",
+    "allow_credentials",
+    "allow_remote_access",
+    "local_hostnames",
+    "login_url",
+    "identity_provider",
+    "authorizer",
+)
 
 
-def client_address(handler: web.RequestHandler) -> str:
-    """Who is trying to log in, as far as this server can tell.
+def _socket_peer(handler: web.RequestHandler) -> tuple[str, int]:
+    """The address and port of the process connected to Jupyter's socket, whatever the headers say."""
+    address = getattr(getattr(handler.request.connection, "context", None), "address", None)
+    if isinstance(address, tuple) and len(address) >= 2:
+        return str(address[0]), int(address[1])
+    return "", 0
 
-    Jupyter listens on loopback only, so every peer is local: the ngrok agent, sshd's
-    forward, or a local user. Behind ngrok the client is the last X-Forwarded-For entry,
-    the one the edge added (earlier entries, and X-Real-Ip, come from the client and
-    could be anything). Without it (ssh mode), all clients count as one loopback address.
-    """
-    entries = [
-        part.strip()
-        for value in handler.request.headers.get_list("X-Forwarded-For")
-        for part in value.split(",")
-        if part.strip()
-    ]
-    return entries[-1] if entries else LOOPBACK
+
+def _socket_protocol(handler: web.RequestHandler) -> str:
+    """The scheme of the connection itself (Jupyter serves plain http on loopback)."""
+    return str(getattr(getattr(handler.request.connection, "context", None), "_orig_protocol", "http"))
+
+
+def _server_port(handler: web.RequestHandler) -> int:
+    app = handler.settings.get("serverapp")
+    return int(getattr(app, "port", 0) or 0)
 
 
 def _mark(hashed_password: str) -> str:
@@ -108,9 +135,13 @@ def _refuse(handler: web.RequestHandler, status: int, reason: str, retry_after: 
     return web.Finish(REFUSED_PAGE.format(status=status, reason=html.escape(reason)))
 
 
-def _too_many(handler: web.RequestHandler, wait: float) -> Exception:
-    message = f"Too many failed logins from your address; try again in {math.ceil(wait)} s"
-    return _refuse(handler, 429, message, retry_after=wait)
+def _too_many(handler: web.RequestHandler, wait: float, everyone: bool = False) -> Exception:
+    return _refuse(handler, 429, _brake_message(wait, everyone), retry_after=wait)
+
+
+def _brake_message(wait: float, everyone: bool) -> str:
+    who = "on this server right now" if everyone else "from your address"
+    return f"Too many failed logins {who}; try again in {math.ceil(wait)} s"
 
 
 class ThrottledLoginHandler(LoginFormHandler):
@@ -130,25 +161,32 @@ class ThrottledLoginHandler(LoginFormHandler):
         self.set_header("Referrer-Policy", "same-origin")
         super()._render(message)  # type: ignore[no-untyped-call]
 
+    def _slow_down(self, wait: float, message: str) -> None:
+        self.set_status(429)
+        self.set_header("Retry-After", str(math.ceil(wait)))
+        self._render(message={"error": message})
+
     @allow_unauthenticated
-    def post(self) -> None:
+    async def post(self) -> None:
         provider = self.identity_provider
-        throttle: LoginThrottle | None = getattr(provider, "throttle", None)
-        if throttle is None:
+        if not isinstance(provider, RemoteAgentIdentityProvider):
             super().post()  # type: ignore[no-untyped-call]
             return
-        address = client_address(self)
-        wait = throttle.wait(address)
+        throttle, key = provider.brake_for(self)
+        wait = throttle.wait(key)
         if wait > 0:
-            self.set_status(429)
-            self.set_header("Retry-After", str(math.ceil(wait)))
-            self._render(message={"error": f"Too many failed logins: try again in {math.ceil(wait)} s."})
+            self._slow_down(wait, _brake_message(wait, throttle.global_wait() >= wait) + ".")
             return
+        verdict = await provider.check_password_off_loop(self.get_argument("password", default=""))
+        if verdict is None:
+            self._slow_down(BUSY_RETRY, "Busy checking other logins: try again in a second.")
+            return
+        self._password_verdict = verdict
         super().post()  # type: ignore[no-untyped-call]
         if self.get_status() == 401:
-            throttle.failed(address)
+            throttle.failed(key, PASSWORD)
         elif self.current_user is not None:
-            throttle.succeeded(address)
+            throttle.succeeded(key, PASSWORD)
 
 
 class RemoteAgentIdentityProvider(PasswordIdentityProvider):
@@ -161,8 +199,17 @@ class RemoteAgentIdentityProvider(PasswordIdentityProvider):
         # With links logging people in, no login may overwrite the owner's password.
         self.allow_password_change = False
         home = os.environ.get("REMOTE_AGENT_HOME")
+        self._home = Path(home) if home else None
         self.links = shares.Cache(Path(home)) if home else None
-        self.throttle = LoginThrottle()
+        # Visitors through the tunnel and local users (ssh -L) are counted apart, so that failures
+        # of the one never slow the other down; local users are counted by their user id, which
+        # they cannot rotate, so they need no global budget.
+        self.throttles = {TUNNEL: LoginThrottle(), LOCAL: LoginThrottle(global_budget=None)}
+        self._unlocks = Unlocks(self._home)
+        self._edge_secret = EdgeSecret(self._home)
+        self._public_host: tuple[tuple[int, int, int] | None, str | None] = (None, None)
+        self._checker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="password-check")
+        self._checks_pending = 0
         self._password_file = jupyter_config.config_dir() / jupyter_config.SERVER_CONFIG
         self._password_seen = self._file_key(self._password_file)
         # Cookies made before this provider marked them were made with the hash Jupyter started with.
@@ -172,6 +219,7 @@ class RemoteAgentIdentityProvider(PasswordIdentityProvider):
         self._password_sockets: dict[str, weakref.WeakSet[WebSocketHandler]] = {}
         self._watch: PeriodicCallback | None = None
         self._ask_for_no_referrer()
+        self._keep_protections()
         self._memory_key = os.urandom(32)
         self._owner_sessions: dict[str, str] = {}  # owner session -> the password mark it was opened with
         self.started_by_links = share_cleanup.Registry()
@@ -207,12 +255,101 @@ class RemoteAgentIdentityProvider(PasswordIdentityProvider):
             self._owner_sessions = {k: v for k, v in self._owner_sessions.items() if v == mark}
 
     def process_login_form(self, handler: web.RequestHandler) -> User | None:
-        """The owner's password from the login form; never a password change."""
+        """The owner's password from the login form (checked off the loop by the handler); never a password change."""
+        verdict: bool | None = getattr(handler, "_password_verdict", None)
+        if verdict is None:
+            self.refresh_password()
+            typed = handler.get_argument("password", default="")
+            verdict = bool(typed) and bool(self.passwd_check(typed))  # type: ignore[no-untyped-call]
+        return self.generate_anonymous_user(handler) if verdict else None
+
+    # -- checking a password off Jupyter's event loop ----------------------------------
+
+    async def check_password_off_loop(self, typed: str) -> bool | None:
+        """Whether `typed` is the password, computed on the worker thread; None when too many wait already.
+
+        argon2 takes tens of milliseconds of CPU a check: on the event loop, a guesser would
+        freeze every notebook of the owner for as long as the guessing lasts.
+        """
         self.refresh_password()
-        typed = handler.get_argument("password", default="")
-        if typed and self.passwd_check(typed):  # type: ignore[no-untyped-call]
-            return self.generate_anonymous_user(handler)
-        return None
+        if not typed:
+            return False
+        if self._checks_pending >= MAX_PENDING_CHECKS:
+            return None
+        self._checks_pending += 1
+        try:
+            loop = asyncio.get_running_loop()
+            return bool(await loop.run_in_executor(self._checker, self.passwd_check, typed))
+        finally:
+            self._checks_pending -= 1
+
+    # -- the brake: which budget a login attempt is counted in -------------------------------
+
+    def brake_for(self, handler: web.RequestHandler) -> tuple[LoginThrottle, str]:
+        """The throttle and the key a login attempt is counted under (after any `password --unlock`)."""
+        if self._unlocks.requested():
+            for throttle in self.throttles.values():
+                throttle.clear()
+            self.log.info("The login brake was cleared (remote-agent password --unlock).")
+        client = self.client_of(handler)
+        peer, peer_port = _socket_peer(handler)
+        uid = login_client.socket_owner(peer, peer_port, _server_port(handler))
+        # The edge's secret can be read from the agent's local API by any local user: only a
+        # connection made by Jupyter's own user (the agent runs as it) may claim a visitor.
+        if client.channel == TUNNEL and uid == os.getuid():
+            return self.throttles[TUNNEL], client.address
+        return self.throttles[LOCAL], login_client.local_key(uid)
+
+    # -- who sends the request, and for which Host -----------------------------------------
+
+    def client_of(self, handler: web.RequestHandler) -> Client:
+        """The request's client as this server can prove it (login_client.py); computed once a request."""
+        known: Client | None = getattr(handler, "_remote_agent_client", None)
+        if known is not None:
+            return known
+        headers = handler.request.headers
+        client = None
+        if self._edge_secret.proves(headers.get_list(EDGE_HEADER)):
+            forwarded = headers.get_list("X-Forwarded-For"), headers.get_list("X-Forwarded-Proto")
+            client = login_client.tunnel_client(*forwarded)
+        if client is None:
+            peer, _ = _socket_peer(handler)
+            client = Client(LOCAL, peer, _socket_protocol(handler))
+        handler._remote_agent_client = client  # type: ignore[attr-defined]
+        return client
+
+    def vet_request(self, handler: web.RequestHandler) -> None:
+        """Refuse a foreign Host; make Jupyter's own idea of the client address and scheme the proven one.
+
+        Jupyter runs without trust_xheaders, under which Tornado would believe X-Real-Ip,
+        X-Scheme and X-Forwarded-* from any peer; what Jupyter logs and whether it marks
+        cookies Secure come from here instead, believed only from the tunnel.
+        """
+        if getattr(handler, "_remote_agent_vetted", False):
+            return
+        handler._remote_agent_vetted = True  # type: ignore[attr-defined]
+        client = self.client_of(handler)
+        if not login_client.host_allowed(handler.request.host, self.public_host()):
+            self.log.warning("Refused a request for the unknown host %r (DNS rebinding?).", handler.request.host[:100])
+            raise _refuse(handler, 403, "This server answers only to its own names")
+        handler.request.remote_ip = client.address
+        handler.request.protocol = client.protocol
+        # The proof has done its job: nothing after this (extensions, error logs) sees it.
+        handler.request.headers.pop(EDGE_HEADER, None)
+
+    def public_host(self) -> str | None:
+        """The session's public host name, as the keeper last recorded it (read again when it changes)."""
+        if self._home is None:
+            return None
+        home = Home(self._home)
+        key = self._file_key(home.tunnel_state)
+        seen, host = self._public_host
+        if key != seen:
+            state = home.read_tunnel()
+            url = (state.public_url or state.last_url) if state else None
+            host = login_client.host_name(url.split("://", 1)[-1].split("/", 1)[0]) if url else None
+            self._public_host = (key, host)
+        return host
 
     # -- who is asking ----------------------------------------------------------------
 
@@ -220,6 +357,7 @@ class RemoteAgentIdentityProvider(PasswordIdentityProvider):
         known: User | None = getattr(handler, "_jupyter_current_user", None)
         if known:
             return known
+        self.vet_request(handler)
         self.refresh_password()
         user = self._user_from_session(handler)
         if isinstance(user, LinkUser):
@@ -233,7 +371,8 @@ class RemoteAgentIdentityProvider(PasswordIdentityProvider):
 
     def link_logged_in(self, handler: web.RequestHandler, share: shares.Share, address: str) -> None:
         """The join button took a use of `share` (share_join): the collaborator's session cookie."""
-        self.throttle.succeeded(address)
+        throttle, key = self.brake_for(handler)
+        throttle.succeeded(key, LINK)  # a link's success leaves the password failures as they are
         self.log.info(
             "Share link %r logged in from %s (use %d of %d).", share.name, address, share.uses, share.max_uses
         )
@@ -401,6 +540,20 @@ class RemoteAgentIdentityProvider(PasswordIdentityProvider):
         return True
 
     # -- headers ----------------------------------------------------------------------------
+
+    def _keep_protections(self) -> None:
+        """Drop what a user's `ServerApp.tornado_settings` would use to switch the XSRF check or
+        the origin checks off; the ServerApp keys themselves are fixed on Jupyter's command line."""
+        app = self.parent
+        if app is None or not hasattr(app, "tornado_settings"):
+            return
+        settings = dict(app.tornado_settings)
+        dropped = sorted(key for key in PROTECTED_TORNADO_SETTINGS if key in settings)
+        for key in dropped:
+            del settings[key]
+        if dropped:
+            app.tornado_settings = settings
+            self.log.warning("Ignored ServerApp.tornado_settings %s: remote-agent keeps these protections on.", dropped)
 
     def _ask_for_no_referrer(self) -> None:
         """Referrer-Policy on every page, added to whatever headers the user's config sets."""

@@ -20,6 +20,7 @@ from remote_agent.tmux_session import JUPYTER_WINDOW, TmuxSession
 
 # remote-agent's login (owner's password read afresh, share links, slowed guessing): jupyter_login.py.
 IDENTITY_PROVIDER = "remote_agent.jupyter_login.RemoteAgentIdentityProvider"
+LOGIN_HANDLER = "remote_agent.jupyter_login.ThrottledLoginHandler"
 
 
 def server_args(port: int, root_dir: Path) -> list[str]:
@@ -35,8 +36,10 @@ def server_args(port: int, root_dir: Path) -> list[str]:
         # The tunnel delivers requests with its public Host; Jupyter still listens on
         # loopback only, so only the tunnel and SSH reach it.
         "--ServerApp.allow_remote_access=True",
-        # ngrok terminates TLS and says so in X-Forwarded-Proto: cookies become Secure.
-        "--ServerApp.trust_xheaders=True",
+        # Tornado would believe X-Real-Ip, X-Scheme and X-Forwarded-* from any local process;
+        # the login believes them only from the tunnel (jupyter_login.vet_request), where ngrok
+        # terminates TLS and says so in X-Forwarded-Proto: cookies become Secure.
+        "--ServerApp.trust_xheaders=False",
         "--ServerApp.certfile=",
         "--ServerApp.keyfile=",
         "--IdentityProvider.token=",
@@ -44,6 +47,13 @@ def server_args(port: int, root_dir: Path) -> list[str]:
         "--PasswordIdentityProvider.password_required=True",
         f"--ServerApp.identity_provider_class={IDENTITY_PROVIDER}",
         "--PasswordIdentityProvider.allow_password_change=False",
+        # What the login's protections rest on, fixed here so that no config file (a tutorial's
+        # jupyter_server_config) can turn them off; `doctor` names such keys where it finds them.
+        f"--RemoteAgentIdentityProvider.login_handler_class={LOGIN_HANDLER}",
+        "--ServerApp.disable_check_xsrf=False",
+        "--ServerApp.allow_origin=",
+        "--ServerApp.allow_origin_pat=",
+        "--ServerApp.allow_credentials=False",
     ]
     if os.geteuid() == 0:
         args.append("--ServerApp.allow_root=True")

@@ -9,6 +9,7 @@ API about once a second.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 import logging.handlers
 import os
@@ -24,7 +25,7 @@ from types import FrameType
 from typing import Any
 from urllib.parse import urlsplit
 
-from remote_agent import procs
+from remote_agent import edge_secret, procs
 from remote_agent.edge_watch import EdgeAnswer, EdgeWatch, ask, describe
 from remote_agent.keeper_config import KeeperConfig
 from remote_agent.ngrok_agent import (
@@ -473,16 +474,22 @@ def main() -> int:
     if config is None:
         print(f"remote-agent keeper: {home.keeper_config} is missing or corrupt; run serve again.", file=sys.stderr)
         return 2
+    # A new proof for the edge to add to each request, and the end of the previous keeper's.
+    proof = edge_secret.create(home.root)
+    config = dataclasses.replace(config, edge_secret=proof)
     try:
         keeper = Keeper(home, config)
-        setup_logging(home, keeper.secrets)
+        setup_logging(home, (*keeper.secrets, proof))
     except Exception as e:
         record_crash(home, e)
         raise
     for signum in (signal.SIGTERM, signal.SIGHUP, signal.SIGINT):
         signal.signal(signum, keeper.stop)
     log.info("keeper started (pid %s), tunnel to 127.0.0.1:%s", os.getpid(), config.port)
-    return keeper.run()
+    try:
+        return keeper.run()
+    finally:
+        edge_secret.remove(home.root, proof)  # no keeper, no tunnel: no forwarded address is believed
 
 
 def record_crash(home: Home, error: Exception) -> None:

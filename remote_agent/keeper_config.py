@@ -6,7 +6,7 @@ the keeper's machinery (pyngrok, the HTTP clients).
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -27,9 +27,12 @@ class KeeperConfig:
     login_rate: int = edge_policy.DEFAULT_LOGIN_RATE
     on_url_change: str | None = None  # a command run with each new public URL (notify.py)
     webhook: str | None = None  # a URL that gets a POST with each new public URL
+    # Made by the keeper when it starts (edge_secret.py); never written to the keeper's config file.
+    edge_secret: str | None = field(default=None, repr=False)
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
+        data.pop("edge_secret")
         data["allow_emails"] = list(self.allow_emails)
         return data
 
@@ -38,7 +41,7 @@ class KeeperConfig:
         data = read_json(path)
         if not data or not isinstance(data.get("port"), int):
             return None
-        known = {f.name for f in fields(cls)}
+        known = {f.name for f in fields(cls)} - {"edge_secret"}
         values = {k: v for k, v in data.items() if k in known}
         values["allow_emails"] = tuple(values.get("allow_emails") or ())
         try:
@@ -47,7 +50,9 @@ class KeeperConfig:
             return None
 
     def traffic_policy(self) -> dict[str, Any] | None:
-        return edge_policy.build(self.basic_auth, self.oauth_provider, self.allow_emails, self.login_rate)
+        return edge_policy.build(
+            self.basic_auth, self.oauth_provider, self.allow_emails, self.login_rate, self.edge_secret
+        )
 
 
 def write_keeper_config(home: Home, config: KeeperConfig) -> bool:

@@ -6,7 +6,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from remote_agent import procs, supervisor
+from remote_agent import edge_secret, procs, supervisor
 from remote_agent.console import Console
 from remote_agent.errors import StartFailed
 from remote_agent.keeper_config import KeeperConfig, write_keeper_config
@@ -94,6 +94,7 @@ def stop_keeper(home: Home, tmux: TmuxSession) -> bool:
         supervisor.release(tmux, KEEPER_WINDOW)
         procs.terminate(pid, 10)
         supervisor.forget(home, KEEPER_WINDOW)
+        edge_secret.discard(home.root)  # a keeper killed outright leaves its secret; the next makes a new one
     return pid is not None
 
 

@@ -69,6 +69,23 @@ def set_password(settings: Settings, console: Console, from_stdin: bool) -> int:
     return 0
 
 
+def unlock_logins(settings: Settings, console: Console) -> int:
+    """`password --unlock`: the running Jupyter forgets every failed login, at its next login attempt."""
+    from remote_agent.login_throttle import request_unlock
+    from remote_agent.ownership import running_jupyter
+
+    home = Home(settings.home).ensure()
+    request_unlock(home.root)
+    pid = running_jupyter(home, home.read_jupyter())
+    if pid is not None and has_identity_provider(pid):
+        console.line(f"The login brake is cleared: the running Jupyter (pid {pid}) forgets every failed login now.")
+    elif pid is not None:
+        console.line("Jupyter was started by an earlier remote-agent and has no login brake to clear.")
+    else:
+        console.line("Jupyter is not running; its next start begins with no failed logins anyway.")
+    return 0
+
+
 # -- serve's part: the password Jupyter starts with ------------------------------
 
 

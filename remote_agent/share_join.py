@@ -25,6 +25,7 @@ from tornado import web
 
 from remote_agent import shares
 from remote_agent.errors import RemoteAgentError
+from remote_agent.login_throttle import LINK
 
 if TYPE_CHECKING:
     from remote_agent.jupyter_login import RemoteAgentIdentityProvider
@@ -63,9 +64,9 @@ def _refuse(handler: web.RequestHandler, status: int, reason: str) -> Exception:
     return refusal
 
 
-def _too_many(handler: web.RequestHandler, wait: float) -> Exception:
+def _too_many(handler: web.RequestHandler, wait: float, everyone: bool) -> Exception:
     _private_page(handler)
-    refusal: Exception = _login()._too_many(handler, wait)
+    refusal: Exception = _login()._too_many(handler, wait, everyone)
     return refusal
 
 
@@ -81,13 +82,13 @@ def _when(iso: str) -> str:
 
 def show_join_page(handler: JupyterHandler, provider: RemoteAgentIdentityProvider, secret: str) -> None:
     """GET /login?token=SECRET: who they join as, and a button; nothing logged in, nothing used up."""
-    address = _login().client_address(handler)
-    wait = provider.throttle.wait(address)
+    throttle, key = provider.brake_for(handler)
+    wait = throttle.wait(key)
     if wait > 0:
-        raise _too_many(handler, wait)
+        raise _too_many(handler, wait, throttle.global_wait() >= wait)
     share = shares.find_by_secret(provider.links.current(), secret) if provider.links else None
     if share is None:
-        provider.throttle.failed(address)
+        throttle.failed(key, LINK)
         raise _refuse(handler, 403, link_refused(None, ""))
     if getattr(handler.current_user, "share_id", None) == share.id:
         handler.redirect(handler.base_url)  # this browser joined with it already: no second use
@@ -131,17 +132,18 @@ class JoinHandler(JupyterHandler):
         secret = self.get_body_argument("token", default="")
         if not secret or getattr(provider, "links", None) is None:
             raise _refuse(self, 403, link_refused(None, ""))
-        address = _login().client_address(self)
-        wait = provider.throttle.wait(address)
+        throttle, key = provider.brake_for(self)
+        address = provider.client_of(self).address
+        wait = throttle.wait(key)
         if wait > 0:
-            raise _too_many(self, wait)
+            raise _too_many(self, wait, throttle.global_wait() >= wait)
         try:
             outcome = shares.redeem(provider.links.home, secret, datetime.now(timezone.utc), address)
         except RemoteAgentError as e:
             self.log.warning("Could not take a use of a share link: %s", e)
             raise _refuse(self, 503, "The share links' record is busy; try again in a moment") from e
         if outcome.share is None:
-            provider.throttle.failed(address)
+            throttle.failed(key, LINK)
             raise _refuse(self, 403, link_refused(None, ""))
         if outcome.refusal is not None:
             self.log.warning("Refused the share link %r: it %s.", outcome.share.name, outcome.refusal)

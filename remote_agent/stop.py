@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from remote_agent import procs, supervisor
+from remote_agent import edge_secret, procs, supervisor
 from remote_agent.console import Console
 from remote_agent.jupyter_process import notebook_processes, remove_runtime_files
 from remote_agent.ngrok_agent import is_our_agent
@@ -37,6 +37,7 @@ def stop(settings: Settings, console: Console, tunnel_only: bool) -> int:
         state = home.read_tunnel()
         if state is not None and state.agent_pid and is_our_agent(state.agent_pid, home.ngrok_config):
             procs.terminate(state.agent_pid, 5)
+        edge_secret.discard(home.root)  # left by a keeper killed outright
         if state is not None and state.status not in ("stopped", "fatal"):
             state.status, state.public_url, state.agent_pid = "stopped", None, None
             home.write_tunnel(state)

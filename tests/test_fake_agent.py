@@ -798,3 +798,47 @@ def test_browser_warning_until_the_visitor_clicks_through(fake: FakeNgrok, upstr
     assert http_request(url, "/tree", headers={**browser, "Cookie": cookie}).body == b"hello from upstream"
     assert http_request(url, headers={**browser, "ngrok-skip-browser-warning": "1"}).status == 200
     assert http_request(url).body == b"hello from upstream", "a script's User-Agent is not warned"
+
+
+def test_every_request_gets_the_forwarded_headers_and_the_policys_header_actions(
+    fake: FakeNgrok, upstream: RecordingServer
+) -> None:
+    # ngrok appends the visitor's address and scheme (facts.md "Forwarded headers"); add-headers
+    # appends too and remove-headers drops (ngrok's docs pages of those actions).
+    policy = {
+        "on_http_request": [
+            {
+                "actions": [
+                    {"type": "remove-headers", "config": {"headers": ["x-drop"]}},
+                    {"type": "add-headers", "config": {"headers": {"x-proof": "edge", "x-ip": "${conn.client_ip}"}}},
+                ]
+            }
+        ]
+    }
+    cfg = fake.pyngrok_config()
+    with pytest.raises(PyngrokNgrokHTTPError) as refused:  # remove-headers costs a traffic-policy unit
+        ngrok.connect(upstream.url, name="headers", traffic_policy=policy, pyngrok_config=cfg)
+    assert error_body(refused.value)["details"]["err"].endswith("ERR_NGROK_4026")
+    fake.set_control(credit=True)
+    url = str(ngrok.connect(upstream.url, name="headers", traffic_policy=policy, pyngrok_config=cfg).public_url)
+    address, port, host = public_address(url)
+    # Two requests on one keep-alive connection, from a loopback address of the test's choosing.
+    conn = http.client.HTTPConnection(address, port, timeout=10, source_address=("127.0.0.3", 0))
+    sent = {"Host": host, "X-Forwarded-For": "198.51.100.9", "X-Drop": "1", "X-Real-Ip": "192.0.2.1", "X-Proof": "own"}
+    try:
+        for path in ("/one", "/two"):
+            conn.request("GET", path, headers=sent)
+            reply = conn.getresponse()
+            reply.read()
+            assert reply.status == 200
+    finally:
+        conn.close()
+    assert [path for path, _ in upstream.requests] == ["/one", "/two"]
+    for _, headers in upstream.requests:
+        seen = {name.lower(): value for name, value in headers.items()}
+        assert seen["x-forwarded-for"] == "198.51.100.9, 127.0.0.3"
+        assert seen["x-forwarded-proto"] == "http"
+        assert seen["x-proof"] == "edge", "the edge's value is not the last one"
+        assert seen["x-ip"] == "127.0.0.3"
+        assert "x-drop" not in seen
+        assert seen["x-real-ip"] == "192.0.2.1", "a client's X-Real-Ip passes through unchanged"

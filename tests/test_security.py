@@ -56,6 +56,7 @@ def test_no_secret_in_argv_environment_logs_scrollback_or_state(sandbox: Sandbox
     secrets = [PASSWORD, TOKEN, BASIC_PASSWORD, f"{BASIC_USER}:{BASIC_PASSWORD}", webhook]
     serve = sandbox.follow(NGROK_BASIC_AUTH=f"{BASIC_USER}:{BASIC_PASSWORD}", REMOTE_AGENT_WEBHOOK=webhook)
     url = serve.wait_for(URL_LINE, timeout=90)[1]
+    secrets.append((sandbox.state_dir / "edge-secret").read_text().strip())  # the tunnel's proof for the login
     client = JupyterClient(url)
     client.session.auth = (BASIC_USER, BASIC_PASSWORD)
     assert client.login(PASSWORD).status_code == 302
@@ -85,7 +86,7 @@ def test_no_secret_in_argv_environment_logs_scrollback_or_state(sandbox: Sandbox
         if path.is_dir():
             continue
         text = path.read_text(errors="replace")
-        if path.name in ("ngrok.yml", "ngrok-run.yml", "keeper.json", "session-secrets.json"):
+        if path.name in ("ngrok.yml", "ngrok-run.yml", "keeper.json", "session-secrets.json", "edge-secret"):
             continue  # the agent's, the keeper's and the session's settings: 0600, checked below
         assert all(s not in text for s in secrets), f"a secret is in {path.name}"
     assert all(s not in "\n".join(serve.lines + serve.err_lines) for s in secrets)
@@ -161,7 +162,8 @@ def test_oauth_allow_list_and_login_rate_limit_are_sent_to_the_edge(sandbox: San
         endpoint = json.load(response)["endpoints"][0]
     policy = endpoint["traffic_policy"]
     policy = json.loads(policy) if isinstance(policy, str) else policy
-    rules = policy["on_http_request"]
+    proof, *rules = policy["on_http_request"]
+    assert [a["type"] for a in proof["actions"]] == ["add-headers"]  # the edge's proof for Jupyter's login
     kinds = [a["type"] for rule in rules for a in rule["actions"]]
     assert kinds == ["rate-limit", "oauth", "deny"]
     assert "'ana@example.com'" in rules[2]["expressions"][0]

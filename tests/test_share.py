@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
+import attacker
 import pytest
 import requests
 import websocket
@@ -482,28 +483,24 @@ def test_serve_with_a_new_password_applies_it_at_once(box: Sandbox) -> None:
 
 
 def test_repeated_wrong_passwords_from_one_address_are_slowed(box: Sandbox) -> None:
-    # ngrok's edge adds X-Forwarded-For with the visitor's address; the stand-in agent does
-    # not, so each client sends the header the edge would have added.
-    guesser = JupyterClient(public_url(box))
-    guesser.session.headers["X-Forwarded-For"] = "203.0.113.7"
-    answers = [guesser.login(WRONG).status_code for _ in range(5)]
+    # The stand-in agent reports each visitor's address as ngrok does (X-Forwarded-For);
+    # visitors differ here by their loopback source address.
+    url = urlsplit(public_url(box))
+    assert url.port is not None
+    port, host = url.port, url.netloc
+    guesser = "127.0.0.71"
+    answers = [attacker.login(port, host, WRONG, source=guesser) for _ in range(5)]
     assert answers == [401] * 5
-    slowed = guesser.login(PASSWORD)
-    assert slowed.status_code == 429, "the sixth try in a row was not slowed"
-    assert int(slowed.headers["Retry-After"]) > 0
-    assert "try again in" in slowed.text
+    assert attacker.login(port, host, PASSWORD, source=guesser) == 429, "the sixth try in a row was not slowed"
     link = make_link(box, "--name", "fred")
     parts = urlsplit(link["url"])
-    assert guesser.get(f"{parts.path}?{parts.query}").status_code == 429, "links are not slowed"
-
-    neighbour = JupyterClient(public_url(box))
-    neighbour.session.headers["X-Forwarded-For"] = "203.0.113.8"
-    assert neighbour.login(PASSWORD).status_code == 302, "another address was slowed too"
+    status, headers = attacker.request(port, "GET", f"{parts.path}?{parts.query}", host, guesser)
+    assert status == 429, "links are not slowed"
+    assert int(headers["retry-after"]) > 0
+    assert attacker.login(port, host, PASSWORD, source="127.0.0.72") == 302, "another address was slowed too"
     # A client cannot pick its own address: the edge's entry is the last one.
-    spoofer = JupyterClient(public_url(box))
-    spoofer.session.headers["X-Forwarded-For"] = "198.51.100.1, 203.0.113.7"
-    spoofer.session.headers["X-Real-Ip"] = "198.51.100.2"
-    assert spoofer.login(PASSWORD).status_code == 429
+    spoofed = {"X-Forwarded-For": "198.51.100.1", "X-Real-Ip": "198.51.100.2"}
+    assert attacker.login(port, host, PASSWORD, source=guesser, headers=spoofed) == 429
 
 
 def test_wrong_passwords_through_an_ssh_forward_are_slowed_too_and_the_wait_ends(box: Sandbox) -> None:

@@ -84,13 +84,100 @@ def test_an_address_quiet_for_an_hour_starts_afresh() -> None:
 def test_memory_stays_bounded_under_many_addresses(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(login_throttle, "MAX_ADDRESSES", 50)
     clock = FakeClock()
-    throttle = LoginThrottle(clock)
+    throttle = LoginThrottle(clock, global_budget=None)  # the per-address table alone
     for i in range(200):
         clock.now += 0.01
         throttle.failed(f"10.0.0.{i}")
     assert len(throttle._addresses) <= 50
     assert throttle.wait("10.0.0.199") == 0  # still counted: 1 failure
-    assert "10.0.0.199" in throttle._addresses
+    assert ("password", "10.0.0.199") in throttle._addresses
+
+
+def test_past_the_global_budget_everyone_waits_until_the_rate_falls() -> None:
+    clock = FakeClock()
+    throttle = LoginThrottle(clock)
+    for i in range(login_throttle.GLOBAL_BUDGET):  # one failure each from many addresses: none waits alone
+        clock.now += 1
+        assert throttle.failed(f"198.51.100.{i}") == 0
+    first_failure = 1001.0
+    wait = throttle.wait("203.0.113.99")
+    assert wait > 0, "an address never seen before was not slowed past the global budget"
+    assert wait == first_failure + login_throttle.GLOBAL_WINDOW - clock.now
+    clock.now += wait
+    assert throttle.wait("203.0.113.99") == 0, "the brake stayed on after the rate fell"
+    throttle.failed("203.0.113.99")
+    assert throttle.wait("198.51.100.200") > 0, "a new failure at the limit did not brake again"
+
+
+def test_rotating_ten_thousand_addresses_gets_no_more_than_the_global_budget() -> None:
+    clock = FakeClock()
+    throttle = LoginThrottle(clock)
+    tried = 0
+    for i in range(10_001):  # the attack of the issue: each address guesses while it may
+        address = f"10.{i // 65536}.{i // 256 % 256}.{i % 256}"
+        if throttle.wait(address) == 0:
+            throttle.failed(address)
+            tried += 1
+        clock.now += 0.01  # 100 tries a second for 100 s
+    assert tried <= 2 * login_throttle.GLOBAL_BUDGET + 1, tried
+
+
+def test_a_full_table_never_frees_an_address_that_must_still_wait(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(login_throttle, "MAX_ADDRESSES", 50)
+    clock = FakeClock()
+    throttle = LoginThrottle(clock, global_budget=None)
+    for _ in range(8):
+        throttle.failed("203.0.113.7")
+    blocked = throttle.wait("203.0.113.7")
+    assert blocked == 40
+    for i in range(500):
+        clock.now += 0.01
+        throttle.failed(f"10.0.{i // 256}.{i % 256}")
+    assert throttle.wait("203.0.113.7") == pytest.approx(blocked - 5.0), "a blocking record was dropped for room"
+    assert len(throttle._addresses) <= 51
+
+
+def test_an_ipv6_client_is_counted_by_its_64_network() -> None:
+    clock = FakeClock()
+    throttle = LoginThrottle(clock)
+    for host in range(1, 6):
+        throttle.failed(f"2001:db8:1:2::{host:x}")
+    assert throttle.wait("2001:db8:1:2:ffff::1") > 0, "another address of the same /64 was not slowed"
+    assert throttle.wait("2001:db8:1:3::1") == 0, "the next /64 was slowed too"
+    assert login_throttle.client_key("::ffff:203.0.113.7") == "203.0.113.7"
+
+
+def test_a_valid_link_leaves_the_password_failures_of_its_address() -> None:
+    clock = FakeClock()
+    throttle = LoginThrottle(clock)
+    for _ in range(2):
+        for _ in range(2):
+            assert throttle.wait("203.0.113.7") == 0
+            throttle.failed("203.0.113.7", login_throttle.PASSWORD)
+        throttle.succeeded("203.0.113.7", login_throttle.LINK)
+    throttle.failed("203.0.113.7", login_throttle.PASSWORD)
+    assert throttle.wait("203.0.113.7") > 0, "link logins in between wiped out the password failures"
+    throttle.succeeded("203.0.113.7", login_throttle.PASSWORD)
+    assert throttle.wait("203.0.113.7") == 0
+
+
+def test_unlock_clears_every_count_and_is_noticed_once(tmp_path: Path) -> None:
+    clock = FakeClock()
+    throttle = LoginThrottle(clock)
+    unlocks = login_throttle.Unlocks(tmp_path)
+    for i in range(40):
+        throttle.failed("203.0.113.7" if i < 10 else f"10.0.0.{i}")
+    assert throttle.wait("192.0.2.1") > 0
+    assert not unlocks.requested()
+    path = login_throttle.request_unlock(tmp_path)
+    assert path.stat().st_mode & 0o777 == 0o600
+    assert unlocks.requested()
+    assert not unlocks.requested(), "one unlock was seen twice"
+    throttle.clear()
+    assert throttle.wait("203.0.113.7") == 0
+    assert throttle.wait("192.0.2.1") == 0
+    login_throttle.request_unlock(tmp_path)
+    assert unlocks.requested(), "a second unlock went unnoticed"
 
 
 # -- durations ------------------------------------------------------------------------------------

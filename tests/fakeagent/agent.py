@@ -135,9 +135,14 @@ websockets work and the client's Host header reaches the upstream unchanged.
 
 Deliberate simplifications:
 
-* no TLS anywhere: an ``https://`` URL is served as ``http://``; no ``X-Forwarded-*`` headers
-  are added (the public side is plain http, so they would lie); upstream schemes are ignored
+* no TLS anywhere: an ``https://`` URL is served as ``http://``; upstream schemes are ignored
   and the upstream must be a loopback address or ``localhost`` (mapped to 127.0.0.1);
+* every request of a connection (keep-alive ones too, up to a websocket upgrade) reaches the
+  upstream with the client's address appended to ``X-Forwarded-For`` and its scheme (``http``
+  here) to ``X-Forwarded-Proto``, as ngrok does (facts.md "Forwarded headers": use the last
+  value); the client's own ``X-Real-Ip``/``X-Scheme`` pass unchanged; the traffic-policy
+  actions ``remove-headers`` then ``add-headers`` of ``on_http_request`` are applied to each
+  of them in policy order (``add-headers`` appends, it never replaces; see HEADER ACTIONS);
 * HTTP endpoints read the first request head (up to 64 KiB) before dialling the upstream;
   traffic policy looks only at that first request of each connection, later keep-alive
   requests pass unchecked; an unreachable upstream gives ``502 Bad Gateway`` with
@@ -148,6 +153,9 @@ Deliberate simplifications:
   which requests a rate-limit rule without credit refuses;
   action ``basic-auth`` (``config.credentials``: ``"user:password"`` with a password of 8 to 128
   characters and no ``${``, as ngrok requires) answers 401 with ``WWW-Authenticate: Basic realm="ngrok"``;
+  ``add-headers`` (``config.headers``: 1 to 10 names to values; ``${conn.client_ip}`` is the
+  only expression) and ``remove-headers`` (``config.headers``: 1 to 10 names; a paid action,
+  refused with ERR_NGROK_4026 unless ``credit`` is on) change each request (above);
   ``oauth`` (``config.provider``) answers every request with a 302 to
   ``https://idp.ngrok.com/oauth2/PROVIDER/authorize?...``; ``rate-limit`` is refused with
   ERR_NGROK_4026 unless ``credit`` is on, then accepted and ignored; any other action type is
@@ -761,7 +769,15 @@ def invalid_config(err: str) -> ApiError:
 
 
 # deny and rate-limit are accepted but not enforced: rule expressions are not evaluated here.
-SUPPORTED_ACTIONS = ("basic-auth", "oauth", "rate-limit", "deny")
+SUPPORTED_ACTIONS = ("basic-auth", "oauth", "rate-limit", "deny", "add-headers", "remove-headers")
+# HEADER ACTIONS, after ngrok's docs: https://ngrok.com/docs/traffic-policy/actions/add-headers/
+# ("this action will only add headers ... if the header already exists it will append another
+# header with the same key"), .../actions/remove-headers/, and the costs on
+# https://ngrok.com/docs/pricing-limits/traffic-policy-unit-pricing/ (add-headers free,
+# remove-headers 1 TPU: paid, like rate-limit).
+HEADER_ACTIONS = ("add-headers", "remove-headers")
+PAID_ACTIONS = ("rate-limit", "remove-headers")
+MAX_HEADER_ACTION_ENTRIES = 10
 _PHASES = {
     "on_http_request": "on_http_request",
     "inbound": "on_http_request",
@@ -803,7 +819,20 @@ def _validate_action(action: Any) -> dict[str, Any]:
                 raise _policy_error("basic-auth credentials: an expression '${...}' could not be evaluated")
     if kind == "oauth" and not isinstance(config.get("provider"), str):
         raise _policy_error("oauth needs a provider")
+    if kind in HEADER_ACTIONS:
+        _validate_header_action(kind, config.get("headers"))
     return {"type": kind, "config": config}
+
+
+def _validate_header_action(kind: str, headers: Any) -> None:
+    if kind == "add-headers":
+        if not isinstance(headers, dict) or not 1 <= len(headers) <= MAX_HEADER_ACTION_ENTRIES:
+            raise _policy_error("add-headers needs 'headers', a map of 1 to 10 names to values")
+        for name, value in headers.items():
+            if not isinstance(value, str) or "${" in value.replace("${conn.client_ip}", ""):
+                raise _policy_error(f"add-headers value of {name!r}: a string; only ${{conn.client_ip}} is evaluated")
+    elif not isinstance(headers, list) or not 1 <= len(headers) <= MAX_HEADER_ACTION_ENTRIES:
+        raise _policy_error("remove-headers needs 'headers', a list of 1 to 10 names")
 
 
 def parse_policy(raw: Any, legacy_basic_auth: Any = None) -> Policy:
@@ -1151,6 +1180,126 @@ class Link:
         back.join()
 
 
+class HeaderRewriter:
+    """What the edge changes in each request head: its header actions, then the forwarded headers."""
+
+    def __init__(self, actions: list[dict[str, Any]], client_ip: str) -> None:
+        self.actions = [a for a in actions if a["type"] in HEADER_ACTIONS]
+        self.client_ip = client_ip
+
+    def __call__(self, head: bytes) -> bytes:
+        request_line, *lines = head.decode("latin-1").split("\r\n")
+        pairs = [(n.strip(), v.strip()) for n, sep, v in (line.partition(":") for line in lines if line) if sep]
+        for action in self.actions:
+            headers = action["config"]["headers"]
+            if action["type"] == "remove-headers":
+                gone = {str(name).lower() for name in headers}
+                pairs = [(n, v) for n, v in pairs if n.lower() not in gone]
+            else:  # add-headers: appended, names lowercased, as ngrok's docs say
+                pairs += [
+                    (str(n).lower(), str(v).replace("${conn.client_ip}", self.client_ip)) for n, v in headers.items()
+                ]
+        pairs = self._append(pairs, "X-Forwarded-For", self.client_ip)
+        pairs = self._append(pairs, "X-Forwarded-Proto", "http")  # the stand-in's public side is plain http
+        return ("\r\n".join([request_line, *(f"{n}: {v}" for n, v in pairs)]) + "\r\n\r\n").encode("latin-1")
+
+    @staticmethod
+    def _append(pairs: list[tuple[str, str]], name: str, value: str) -> list[tuple[str, str]]:
+        """Append `value` to the client's list header, or add the header."""
+        for i in range(len(pairs) - 1, -1, -1):
+            if pairs[i][0].lower() == name.lower():
+                pairs[i] = (pairs[i][0], f"{pairs[i][1]}, {value}")
+                return pairs
+        return [*pairs, (name, value)]
+
+
+class RequestReader:
+    """Reads a client's requests one by one from its socket (heads, then bodies by their framing)."""
+
+    def __init__(self, sock: socket.socket, buffered: bytes) -> None:
+        self.sock = sock
+        self.buffer = buffered
+
+    def _fill(self) -> bool:
+        data = self.sock.recv(65536)
+        self.buffer += data
+        return bool(data)
+
+    def head(self) -> bytes | None:
+        while b"\r\n\r\n" not in self.buffer:
+            if len(self.buffer) > MAX_HEAD_BYTES or not self._fill():
+                return None
+        end = self.buffer.index(b"\r\n\r\n") + 4
+        head, self.buffer = self.buffer[:end], self.buffer[end:]
+        return head
+
+    def exactly(self, count: int) -> bytes | None:
+        while len(self.buffer) < count:
+            if not self._fill():
+                return None
+        data, self.buffer = self.buffer[:count], self.buffer[count:]
+        return data
+
+    def line(self) -> bytes | None:
+        while b"\r\n" not in self.buffer:
+            if len(self.buffer) > MAX_HEAD_BYTES or not self._fill():
+                return None
+        end = self.buffer.index(b"\r\n") + 2
+        line, self.buffer = self.buffer[:end], self.buffer[end:]
+        return line
+
+    def chunked_body(self) -> bytes | None:
+        """A chunked body as it came, through the last chunk and its trailers."""
+        body = b""
+        while True:
+            size_line = self.line()
+            if size_line is None:
+                return None
+            body += size_line
+            try:
+                size = int(size_line.split(b";")[0].strip(), 16)
+            except ValueError:
+                return None
+            if size == 0:
+                while (trailer := self.line()) not in (None, b"\r\n"):
+                    body += trailer
+                return None if trailer is None else body + trailer
+            chunk = self.exactly(size + 2)
+            if chunk is None:
+                return None
+            body += chunk
+
+
+def forward_requests(
+    link: Link, head: bytes, rest: bytes, rewrite: Callable[[bytes], bytes], wait_gate: Callable[[], bool]
+) -> None:
+    """Client to upstream, one request at a time, each head rewritten; raw bytes after an upgrade."""
+    assert link.upstream is not None
+    reader = RequestReader(link.client, rest)
+    current: bytes | None = head
+    try:
+        while current is not None and wait_gate():
+            _, headers = parse_head(current)
+            link.upstream.sendall(rewrite(current))
+            if "upgrade" in headers.get("connection", "").lower() or current.startswith(b"CONNECT "):
+                link.upstream.sendall(reader.buffer)
+                link.pump(link.client, link.upstream, wait_gate)  # a websocket: bytes from here on
+                return
+            if "chunked" in headers.get("transfer-encoding", "").lower():
+                body = reader.chunked_body()
+            else:
+                body = reader.exactly(int(headers.get("content-length") or 0))
+            if body is None:
+                break
+            link.upstream.sendall(body)
+            current = reader.head()
+    except (OSError, ValueError):
+        link.abort()
+        return
+    with contextlib.suppress(OSError):
+        link.upstream.shutdown(socket.SHUT_WR)
+
+
 def bind_listener(port: int, patience: float = 0.0) -> socket.socket:
     """Listen on loopback `port` (0: any); a busy port is tried again for `patience` seconds."""
     deadline = time.monotonic() + patience
@@ -1304,8 +1453,16 @@ class Endpoint:
                 l=f"{self.upstream.host}:{self.upstream.port}",
                 r=link.peer,
             )
-        link.upstream.sendall(head + rest)
-        link.splice(self.agent.wait_gate)
+        if self.proto != "http":
+            link.upstream.sendall(head + rest)
+            link.splice(self.agent.wait_gate)
+            return
+        client_ip = str(link.client.getpeername()[0])
+        rewrite = HeaderRewriter(self.policy.request_actions, client_ip)
+        back = threading.Thread(target=link.pump, args=(link.upstream, link.client, self.agent.wait_gate), daemon=True)
+        back.start()
+        forward_requests(link, head, rest, rewrite, self.agent.wait_gate)
+        back.join()
 
     def metrics(self) -> dict[str, Any]:
         with self.lock:
@@ -1808,9 +1965,9 @@ class Agent:
         if forced is not None:
             url = f"https://{domain or RANDOM_DOMAIN_SUFFIX}"
             raise ApiError(400, 103, "failed to start tunnel", error_message(forced, url=url, context="endpoint"))
-        paid = any(a["type"] == "rate-limit" for a in policy.request_actions)
+        paid = any(a["type"] in PAID_ACTIONS for a in policy.request_actions)
         if not control.get("credit") and paid and control.get("credit_refused_at", "creation") == "creation":
-            # facts.md "Traffic policy costs": rate-limit needs credit; without it ERR_NGROK_4026.
+            # facts.md "Traffic policy costs": paid actions need credit; without it ERR_NGROK_4026.
             message = error_message("ERR_NGROK_4026", context="endpoint")
             raise ApiError(400, 103, "failed to start tunnel", message)
         if domain is not None and not control.get("custom_domains", True) and domain != dev_domain(self.token_id):
