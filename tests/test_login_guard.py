@@ -184,10 +184,15 @@ def attacker_session(port: int, host: str, source: str) -> dict[str, str]:
 
 
 def log_in_with_link(port: int, host: str, source: str, url: str) -> bool:
-    """Open a share link as a browser would; True when it logged in."""
+    """Open a share link and press its join button as a browser would; True when it logged in."""
     parts = urlsplit(url)
     token = parse_qs(parts.query)["token"][0]
     status, got = attacker.request(port, "GET", f"/login?{urlencode({'token': token, 'next': '/tree'})}", host, source)
+    xsrf = re.search(r"_xsrf=([^;]+)", got.get("set-cookie", ""))
+    if status != 200 or xsrf is None:
+        return False
+    body = urlencode({"token": token, "_xsrf": xsrf[1]})
+    status, got = attacker.request(port, "POST", "/login/join", host, source, {"Cookie": f"_xsrf={xsrf[1]}"}, body)
     return status == 302 and "set-cookie" in got
 
 
