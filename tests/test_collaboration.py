@@ -1,0 +1,259 @@
+"""The notebook lives on the server: output kept while no browser watches, and one document for everyone.
+
+One real Jupyter (with the stand-in ngrok agent) serves the module; each test opens its own
+notebook in Debian's Chromium. Only the ngrok cloud is replaced (tests/fakeagent).
+Screenshots of each step: test-artifacts/browser/TEST/NN-STEP.png.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import stat
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from browser import Browser, cells, chromium, log_in, new_notebook, open_notebook, output, run_in_new_cell, save
+from conftest import PASSWORD, Sandbox, wait_until
+from fakeagent import FakeNgrok
+from jupyter_client import JupyterClient
+from playwright.sync_api import Page, WebSocket
+
+LINES = 40
+PRINT_LINES = (
+    "import time\n"
+    f"for i in range(1, {LINES + 1}):\n"
+    "    print(f'line {i} of " + str(LINES) + "', flush=True)\n"
+    "    time.sleep(0.4)\n"
+    "print('all lines printed')"
+)
+# What tqdm prints on a terminal: one line rewritten in place with carriage returns.
+PROGRESS_BAR = (
+    "import sys, time\n"
+    "for i in range(1, 1001):\n"
+    "    sys.stdout.write(f'\\rtraining {i}/1000'); sys.stdout.flush(); time.sleep(0.004)\n"
+    "print(' finished')"
+)
+EMPTY_NOTEBOOK = {
+    "cells": [],
+    "metadata": {"kernelspec": {"name": "python3", "display_name": "Python 3 (ipykernel)", "language": "python"}},
+    "nbformat": 4,
+    "nbformat_minor": 5,
+}
+COLLABORATION_ROOM = "/api/collaboration/room/"
+
+
+@pytest.fixture(scope="module")
+def box(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Sandbox]:
+    """One `serve` for the module: Jupyter starts once (the expensive part)."""
+    root = tmp_path_factory.mktemp("collab")
+    sandbox = Sandbox(root, FakeNgrok(root / "ngrok"))
+    try:
+        result = sandbox.run("serve", "--detach")
+        assert result.returncode == 0, result.stderr
+        yield sandbox
+    finally:
+        sandbox.cleanup()
+
+
+def public_url(box: Sandbox) -> str:
+    return box.run("url").stdout.strip()
+
+
+def new_file(box: Sandbox, name: str) -> Path:
+    path = box.notebooks / name
+    path.write_text(json.dumps(EMPTY_NOTEBOOK))
+    return path
+
+
+def on_disk(path: Path) -> dict[str, Any]:
+    try:
+        data: dict[str, Any] = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+    return data
+
+
+def cell_text(path: Path, index: int) -> str:
+    """Everything a cell's stream outputs hold in the file on disk."""
+    found = on_disk(path).get("cells") or []
+    if len(found) <= index:
+        return ""
+    return "".join("".join(o.get("text", "")) for o in found[index].get("outputs", []))
+
+
+def no_dialog(page: Page) -> bool:
+    return page.locator(".jp-Dialog").count() == 0
+
+
+def test_output_printed_while_every_browser_is_closed_is_in_the_file_and_in_a_new_browser(
+    box: Sandbox, tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
+    notebook_file = new_file(box, "train.ipynb")
+    before = {p.name for p in box.notebooks.iterdir()}
+    url = public_url(box)
+
+    with chromium(tmp_path / "laptop", request.node.name) as laptop:
+        tree = laptop.new_page()
+        log_in(tree, url, PASSWORD, laptop, "login-page")
+        page = open_notebook(tree, "train.ipynb")
+        lines = run_in_new_cell(page, PRINT_LINES)
+        bar = run_in_new_cell(page, PROGRESS_BAR)  # queued behind the first cell
+        wait_until(lambda: "line 2 of" in output(page, lines), 60, "the cell to print", 0.2)
+        laptop.shot(page, "running-when-the-laptop-closes")
+    # The whole browser is gone (lid shut): nobody watches the kernel's output.
+
+    status = json.loads(box.run("status", "--json").stdout)
+    assert status["jupyter"]["collaboration"] is True
+    [running] = status["jupyter"]["notebooks"]
+    assert running["path"] == "train.ipynb"
+    assert re.fullmatch(r"line \d+ of 40", running["last_output"]), running
+    assert running["running_since"]
+    table = box.run("status").stdout
+    assert re.search(r"notebook\s+train\.ipynb\s+cell 1 running .*last: line \d+ of 40", table), table
+
+    wait_until(lambda: "finished" in cell_text(notebook_file, bar), 90, "the file to hold both cells' outputs", 0.5)
+    printed = cell_text(notebook_file, lines)
+    assert printed.splitlines() == [f"line {i} of {LINES}" for i in range(1, LINES + 1)] + ["all lines printed"]
+    saved_bar = cell_text(notebook_file, bar)
+    assert saved_bar.strip() == "training 1000/1000 finished", "the bar's 1,000 updates are not one line"
+    assert box.run("status", "--json").stdout.count('"notebooks": []') == 1, "no cell runs any more"
+
+    # Nothing of this machinery lands in the user's directory; its state is private.
+    assert {p.name for p in box.notebooks.iterdir()} - {".ipynb_checkpoints"} == before
+    state = box.state_dir / "collaboration"
+    assert stat.S_IMODE(state.stat().st_mode) == 0o700
+    assert stat.S_IMODE((state / "status-token").stat().st_mode) == 0o600
+
+    # Another computer the next morning: a fresh browser shows everything.
+    with chromium(tmp_path / "other-computer", request.node.name) as other:
+        tree = other.new_page()
+        log_in(tree, url, PASSWORD, other, "login-again")
+        page = open_notebook(tree, "train.ipynb")
+        wait_until(lambda: "all lines printed" in output(page, lines), 30, "the printed lines", 0.2)
+        assert f"line 1 of {LINES}\nline 2 of" in output(page, lines)
+        assert "training 1000/1000 finished" in output(page, bar)
+        other.shot(page, "reopened-on-another-computer")
+
+
+def test_a_tab_left_open_through_a_tunnel_drop_shows_every_line_without_a_reload(
+    box: Sandbox, tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
+    new_file(box, "asleep.ipynb")
+    url = public_url(box)
+    with chromium(tmp_path / "laptop", request.node.name) as laptop:
+        tree = laptop.new_page()
+        log_in(tree, url, PASSWORD, laptop, "login-page")
+        page = open_notebook(tree, "asleep.ipynb")
+        cell = run_in_new_cell(page, PRINT_LINES)
+        wait_until(lambda: "line 2 of" in output(page, cell), 60, "the cell to print", 0.2)
+
+        # The laptop sleeps: the tunnel's agent dies and comes back at the same URL.
+        assert box.kill_agent_and_wait_for_reopen(30) == url
+        wait_until(lambda: "all lines printed" in output(page, cell), 90, "the tab to show the last line", 0.2)
+        shown = output(page, cell)
+        assert shown.splitlines() == [f"line {i} of {LINES}" for i in range(1, LINES + 1)] + ["all lines printed"]
+        assert no_dialog(page)
+        laptop.shot(page, "every-line-after-the-tunnel-came-back")
+
+
+def collaboration_sockets(page: Page) -> list[WebSocket]:
+    sockets: list[WebSocket] = []
+    page.on("websocket", lambda ws: sockets.append(ws) if COLLABORATION_ROOM in ws.url else None)
+    return sockets
+
+
+def join_with_link(browser: Browser, link_url: str) -> Page:
+    tree = browser.new_page()
+    tree.goto(link_url)
+    button = tree.get_by_role("button", name="Visit Site")
+    tree.wait_for_selector(".jp-DirListing-content, button:has-text('Visit Site')")
+    if button.count():
+        button.click()
+    tree.wait_for_selector(".jp-DirListing-content")
+    return tree
+
+
+def type_in_new_cell(page: Page, code: str) -> None:
+    """Add a cell at the end and type into it, without running it."""
+    count = cells(page).count()
+    cells(page).nth(count - 1).locator(".jp-InputPrompt").click()
+    page.keyboard.press("Escape")
+    page.keyboard.press("b")
+    wait_until(lambda: cells(page).count() == count + 1, 10, "a new cell")
+    cells(page).nth(count).locator(".cm-content").click()
+    page.keyboard.insert_text(code)
+
+
+def test_owner_and_collaborator_edit_one_notebook_and_revoke_cuts_the_collaborator_off(
+    box: Sandbox, tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
+    path = new_file(box, "together.ipynb")
+    url = public_url(box)
+    link = json.loads(box.run("share", "--json", "--name", "ana").stdout)
+    with (
+        chromium(tmp_path / "owner", request.node.name + "-owner") as owner,
+        chromium(tmp_path / "ana", request.node.name + "-ana") as ana,
+    ):
+        tree = owner.new_page()
+        log_in(tree, url, PASSWORD, owner, "login-page")
+        mine = open_notebook(tree, "together.ipynb")
+        theirs_tree = join_with_link(ana, link["url"])
+        with theirs_tree.context.expect_page() as opened:
+            theirs_tree.locator(".jp-DirListing-content").get_by_text("together.ipynb", exact=True).dblclick()
+        theirs = opened.value
+        ana_sockets = collaboration_sockets(theirs)
+        theirs.wait_for_selector(".jp-Notebook .jp-Cell")
+
+        cell = run_in_new_cell(mine, "print('from the owner', 6 * 7)")
+        wait_until(lambda: "from the owner 42" in output(theirs, cell), 30, "ana to see the owner's output", 0.2)
+        theirs_cell = run_in_new_cell(theirs, "print('from ana', 7 * 7)")
+        wait_until(lambda: "from ana 49" in output(mine, theirs_cell), 30, "the owner to see ana's output", 0.2)
+        save(mine, path, "from ana 49")
+        owner.shot(mine, "owner-sees-ana")
+        ana.shot(theirs, "ana-sees-the-owner")
+        assert no_dialog(mine), "a dialog after the save"
+        assert no_dialog(theirs), "a dialog after the save"
+        assert ana_sockets, "ana's page opened no document connection"
+
+        assert box.run("share", "--revoke", "ana").returncode == 0
+        wait_until(lambda: all(ws.is_closed() for ws in ana_sockets), 30, "ana's document connections to close")
+        type_in_new_cell(theirs, "typed_after_revoke = 1")
+        ana.shot(theirs, "typing-after-revoke")
+        # The owner goes on; what the owner saves afterwards holds nothing of ana's.
+        run_in_new_cell(mine, "print('owner after revoke')")
+        saved = save(mine, path, "owner after revoke")
+        assert "typed_after_revoke" not in json.dumps(saved)
+        assert "typed_after_revoke" not in mine.locator(".jp-Notebook").inner_text()
+        owner.shot(mine, "owner-after-revoke")
+
+
+def test_collaboration_off_serves_plain_jupyter_and_a_kernel_still_runs(
+    sandbox: Sandbox, tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
+    result = sandbox.run("serve", "--detach", "--tunnel", "ssh", REMOTE_AGENT_COLLABORATION="off")
+    assert result.returncode == 0, result.stderr
+    local = f"http://127.0.0.1:{sandbox.port}/"
+    client = JupyterClient(local)
+    assert client.login(PASSWORD).status_code == 302
+    assert client.get("/api/collaboration/session/x").status_code == 404
+    assert json.loads(sandbox.run("status", "--json").stdout)["jupyter"]["collaboration"] is False
+    assert "collaboration is off" in sandbox.run("doctor").stdout
+
+    with chromium(tmp_path / "browser", request.node.name) as browser:
+        tree = browser.new_page()
+        log_in(tree, local, PASSWORD, browser, "login-page")
+        page = new_notebook(tree)
+        cell = run_in_new_cell(page, "print('plain', 6 * 7)")
+        wait_until(lambda: "plain 42" in output(page, cell), 60, "the cell's output", 0.2)
+        sockets = page.evaluate("performance.getEntriesByType('resource').map(e => e.name)")
+        assert not [s for s in sockets if "/api/collaboration/" in s]
+        browser.shot(page, "plain-jupyter")
+
+    # A Jupyter setting: reported while Jupyter runs, applied at its next start.
+    again = sandbox.run("serve", "--detach", "--tunnel", "ssh", REMOTE_AGENT_COLLABORATION="on")
+    assert again.returncode == 0, again.stderr
+    assert "collaboration off (REMOTE_AGENT_COLLABORATION now says on)" in again.stderr + again.stdout
+    assert json.loads(sandbox.run("status", "--json").stdout)["jupyter"]["collaboration"] is False
