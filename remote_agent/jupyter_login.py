@@ -8,9 +8,10 @@ or import much. On top of Jupyter's password login it:
   must log in again, and their open kernel and terminal websockets are closed;
 - accepts share links (`/login?token=SECRET`) checked against the record file at each
   request (see shares.py); a revoked or expired link, and every browser session opened
-  with it, is refused with 403, and that link's open kernel and terminal websockets are
-  closed (a terminal is a shell as the owner), while Jupyter, its kernels and the owner's
-  sessions carry on;
+  with it, is refused with 403, and that link's open websockets are closed: kernels,
+  terminals (a terminal is a shell as the owner) and shared documents (collaboration
+  rooms), so nothing typed afterwards reaches the document; Jupyter, its kernels and the
+  owner's sessions carry on;
 - slows down repeated failed logins per client address (login_throttle.py), for the
   password and for links alike;
 - never lets a login change the owner's password, and asks browsers not to send the
@@ -154,7 +155,8 @@ class RemoteAgentIdentityProvider(PasswordIdentityProvider):
         self._password_seen = self._file_key(self._password_file)
         # Cookies made before this provider marked them were made with the hash Jupyter started with.
         self._startup_mark = _mark(self.hashed_password)
-        # Open kernel and terminal websockets, by share link id and by the owner's password mark.
+        # Open websockets (kernels, terminals, collaboration rooms: every WebSocketHandler asks
+        # get_user), by share link id and by the owner's password mark.
         self._link_sockets: dict[str, weakref.WeakSet[WebSocketHandler]] = {}
         self._password_sockets: dict[str, weakref.WeakSet[WebSocketHandler]] = {}
         self._watch: PeriodicCallback | None = None
@@ -306,7 +308,7 @@ class RemoteAgentIdentityProvider(PasswordIdentityProvider):
                 del self._link_sockets[share_id]
                 closed = sum(self._close(ws, "share link ended") for ws in list(sockets))
                 name = share.name if share else share_id[:12]
-                self.log.info("Share link %r ended: closed %d kernel/terminal connection(s).", name, closed)
+                self.log.info("Share link %r ended: closed %d kernel/terminal/document connection(s).", name, closed)
         if self._password_sockets:
             self.refresh_password()
             mark = _mark(self.hashed_password)

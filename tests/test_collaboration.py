@@ -7,6 +7,7 @@ Screenshots of each step: test-artifacts/browser/TEST/NN-STEP.png.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import re
 import stat
@@ -20,6 +21,7 @@ from conftest import PASSWORD, Sandbox, wait_until
 from fakeagent import FakeNgrok
 from jupyter_client import JupyterClient
 from playwright.sync_api import Page, WebSocket
+from playwright.sync_api import TimeoutError as PlaywrightTimeout
 
 LINES = 40
 PRINT_LINES = (
@@ -56,6 +58,16 @@ def box(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Sandbox]:
         yield sandbox
     finally:
         sandbox.cleanup()
+
+
+@contextlib.contextmanager
+def shots_on_failure(browser: Browser) -> Iterator[None]:
+    """What each tab showed when a step failed."""
+    try:
+        yield
+    except BaseException:
+        browser.shoot_every_page("at-failure")
+        raise
 
 
 def public_url(box: Sandbox) -> str:
@@ -95,7 +107,7 @@ def test_output_printed_while_every_browser_is_closed_is_in_the_file_and_in_a_ne
     before = {p.name for p in box.notebooks.iterdir()}
     url = public_url(box)
 
-    with chromium(tmp_path / "laptop", request.node.name) as laptop:
+    with chromium(tmp_path / "laptop", request.node.name) as laptop, shots_on_failure(laptop):
         tree = laptop.new_page()
         log_in(tree, url, PASSWORD, laptop, "login-page")
         page = open_notebook(tree, "train.ipynb")
@@ -128,7 +140,7 @@ def test_output_printed_while_every_browser_is_closed_is_in_the_file_and_in_a_ne
     assert stat.S_IMODE((state / "status-token").stat().st_mode) == 0o600
 
     # Another computer the next morning: a fresh browser shows everything.
-    with chromium(tmp_path / "other-computer", request.node.name) as other:
+    with chromium(tmp_path / "other-computer", request.node.name) as other, shots_on_failure(other):
         tree = other.new_page()
         log_in(tree, url, PASSWORD, other, "login-again")
         page = open_notebook(tree, "train.ipynb")
@@ -143,7 +155,7 @@ def test_a_tab_left_open_through_a_tunnel_drop_shows_every_line_without_a_reload
 ) -> None:
     new_file(box, "asleep.ipynb")
     url = public_url(box)
-    with chromium(tmp_path / "laptop", request.node.name) as laptop:
+    with chromium(tmp_path / "laptop", request.node.name) as laptop, shots_on_failure(laptop):
         tree = laptop.new_page()
         log_in(tree, url, PASSWORD, laptop, "login-page")
         page = open_notebook(tree, "asleep.ipynb")
@@ -165,8 +177,7 @@ def collaboration_sockets(page: Page) -> list[WebSocket]:
     return sockets
 
 
-def join_with_link(browser: Browser, link_url: str) -> Page:
-    tree = browser.new_page()
+def join_with_link(tree: Page, link_url: str) -> Page:
     tree.goto(link_url)
     button = tree.get_by_role("button", name="Visit Site")
     tree.wait_for_selector(".jp-DirListing-content, button:has-text('Visit Site')")
@@ -176,31 +187,40 @@ def join_with_link(browser: Browser, link_url: str) -> Page:
     return tree
 
 
-def type_in_new_cell(page: Page, code: str) -> None:
-    """Add a cell at the end and type into it, without running it."""
-    count = cells(page).count()
-    cells(page).nth(count - 1).locator(".jp-InputPrompt").click()
-    page.keyboard.press("Escape")
-    page.keyboard.press("b")
-    wait_until(lambda: cells(page).count() == count + 1, 10, "a new cell")
-    cells(page).nth(count).locator(".cm-content").click()
+def type_in_last_cell(page: Page, code: str) -> None:
+    """Type into the last cell (the empty one Shift+Enter left), without running it.
+
+    A page refused by the server says so in dialogs (its kernel is gone): they are closed first.
+    """
+    last = cells(page).nth(cells(page).count() - 1).locator(".cm-content")
+
+    def focused() -> bool:
+        for dialog in page.locator(".jp-Dialog").all():
+            dialog.locator("button").last.click()
+        try:
+            last.click(timeout=2000)
+        except PlaywrightTimeout:
+            return False
+        return True
+
+    wait_until(focused, 30, "the last cell to take the cursor", 0.2)
     page.keyboard.insert_text(code)
+    wait_until(lambda: code in last.inner_text(), 10, "the typed text to show", 0.2)
 
 
 def test_owner_and_collaborator_edit_one_notebook_and_revoke_cuts_the_collaborator_off(
     box: Sandbox, tmp_path: Path, request: pytest.FixtureRequest
 ) -> None:
     path = new_file(box, "together.ipynb")
-    url = public_url(box)
     link = json.loads(box.run("share", "--json", "--name", "ana").stdout)
-    with (
-        chromium(tmp_path / "owner", request.node.name + "-owner") as owner,
-        chromium(tmp_path / "ana", request.node.name + "-ana") as ana,
-    ):
+    # One Chromium (Playwright drives one at a time), two sites with their own cookies: the owner
+    # through an SSH forward's address, the collaborator through the public link.
+    with chromium(tmp_path / "profile", request.node.name) as browser, shots_on_failure(browser):
+        owner = ana = browser
         tree = owner.new_page()
-        log_in(tree, url, PASSWORD, owner, "login-page")
+        log_in(tree, f"http://127.0.0.1:{box.port}/", PASSWORD, owner, "owner-login-page")
         mine = open_notebook(tree, "together.ipynb")
-        theirs_tree = join_with_link(ana, link["url"])
+        theirs_tree = join_with_link(browser.context.new_page(), link["url"])
         with theirs_tree.context.expect_page() as opened:
             theirs_tree.locator(".jp-DirListing-content").get_by_text("together.ipynb", exact=True).dblclick()
         theirs = opened.value
@@ -219,8 +239,14 @@ def test_owner_and_collaborator_edit_one_notebook_and_revoke_cuts_the_collaborat
         assert ana_sockets, "ana's page opened no document connection"
 
         assert box.run("share", "--revoke", "ana").returncode == 0
-        wait_until(lambda: all(ws.is_closed() for ws in ana_sockets), 30, "ana's document connections to close")
-        type_in_new_cell(theirs, "typed_after_revoke = 1")
+        # (evaluate: Playwright hands the page's events over while it waits for an answer.)
+        wait_until(
+            lambda: theirs.evaluate("0") == 0 and all(ws.is_closed() for ws in ana_sockets),
+            30,
+            "ana's document connections to close",
+            0.2,
+        )
+        type_in_last_cell(theirs, "typed_after_revoke = 1")
         ana.shot(theirs, "typing-after-revoke")
         # The owner goes on; what the owner saves afterwards holds nothing of ana's.
         run_in_new_cell(mine, "print('owner after revoke')")
@@ -242,7 +268,7 @@ def test_collaboration_off_serves_plain_jupyter_and_a_kernel_still_runs(
     assert json.loads(sandbox.run("status", "--json").stdout)["jupyter"]["collaboration"] is False
     assert "collaboration is off" in sandbox.run("doctor").stdout
 
-    with chromium(tmp_path / "browser", request.node.name) as browser:
+    with chromium(tmp_path / "browser", request.node.name) as browser, shots_on_failure(browser):
         tree = browser.new_page()
         log_in(tree, local, PASSWORD, browser, "login-page")
         page = new_notebook(tree)
