@@ -5,6 +5,8 @@ collaboration.server_args) that answers `GET /remote-agent/notebooks` for `statu
 the documents that live on the server (jupyter-collaboration), where server-side execution
 (jupyter-server-nbmodel) marks a running cell and writes its outputs.
 
+It also has a changing document written to its file at least every few seconds (KeepSaved).
+
 Jupyter's own login is not asked for: `status` has no browser session. Instead each start
 writes a new random secret to a 0600 file under REMOTE_AGENT_HOME, which only the owner's
 user can read; a request without it is refused.
@@ -16,6 +18,7 @@ import hmac
 import json
 import os
 import secrets
+import time
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -23,12 +26,14 @@ from typing import Any
 from jupyter_server.auth.decorator import allow_unauthenticated
 from jupyter_server.utils import url_path_join
 from tornado import web
+from tornado.ioloop import PeriodicCallback
 
 from remote_agent.collaboration import STATUS_ROUTE, state_dir, status_token_file
 from remote_agent.state import ensure_private_dir, write_private
 
 EXECUTION_EVENTS = "https://events.jupyter.org/jupyter_server_nbmodel/cell_execution/v1"
 LAST_OUTPUT_CHARS = 200
+SAVE_AT_LEAST_EVERY = 3.0  # seconds a changing document may go unsaved
 
 
 def _jupyter_server_extension_points() -> list[dict[str, str]]:
@@ -125,10 +130,43 @@ class NotebooksHandler(web.RequestHandler):
         self.finish(json.dumps({"notebooks": self.running.notebooks(self._rooms())}))
 
     def _rooms(self) -> dict[str, Any]:
-        apps = self.serverapp.extension_manager.extension_apps.get("jupyter_server_ydoc") or set()
-        server = getattr(next(iter(apps), None), "ywebsocket_server", None)
-        rooms: dict[str, Any] = getattr(server, "rooms", None) or {}
-        return rooms
+        return rooms_of(self.serverapp)
+
+
+def rooms_of(serverapp: Any) -> dict[str, Any]:
+    """The documents open on the server (jupyter-collaboration's rooms), by room id."""
+    apps = serverapp.extension_manager.extension_apps.get("jupyter_server_ydoc") or set()
+    server = getattr(next(iter(apps), None), "ywebsocket_server", None)
+    rooms: dict[str, Any] = getattr(server, "rooms", None) or {}
+    return rooms
+
+
+class KeepSaved:
+    """Write a changing document to its file at least every few seconds.
+
+    jupyter-collaboration saves a document a second after its last change: a cell that
+    prints more often than that would put the save off until it ends, and a crash meanwhile
+    would lose all it printed. A save that has waited this long is done at once instead.
+    """
+
+    def __init__(self, serverapp: Any) -> None:
+        self.serverapp = serverapp
+        self.waiting_since: dict[str, float] = {}
+
+    def check(self) -> None:
+        now = time.monotonic()
+        rooms = rooms_of(self.serverapp)
+        for room_id in set(self.waiting_since) - set(rooms):
+            del self.waiting_since[room_id]
+        for room_id, room in list(rooms.items()):
+            pending = getattr(room, "_saving_document", None)
+            if pending is None or pending.done():
+                self.waiting_since.pop(room_id, None)
+                continue
+            since = self.waiting_since.setdefault(room_id, now)
+            if now - since >= SAVE_AT_LEAST_EVERY and hasattr(room, "_save_to_disc"):
+                del self.waiting_since[room_id]
+                room._save_to_disc()
 
 
 def _load_jupyter_server_extension(serverapp: Any) -> None:
@@ -146,5 +184,6 @@ def _load_jupyter_server_extension(serverapp: Any) -> None:
     ensure_private_dir(state_dir(Path(home)))
     write_private(status_token_file(Path(home)), token + "\n")
     route = url_path_join(serverapp.base_url, STATUS_ROUTE)
+    PeriodicCallback(KeepSaved(serverapp).check, 1000).start()
     handler = (route, NotebooksHandler, {"token": token, "running": running, "serverapp": serverapp})
     serverapp.web_app.add_handlers(".*$", [handler])

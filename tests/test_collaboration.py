@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import re
+import signal
 import stat
 from collections.abc import Iterator
 from pathlib import Path
@@ -147,13 +149,14 @@ def test_output_printed_while_every_browser_is_closed_is_in_the_file_and_in_a_ne
         wait_until(lambda: "all lines printed" in output(page, lines), 30, "the printed lines", 0.2)
         assert f"line 1 of {LINES}\nline 2 of" in output(page, lines)
         assert "training 1000/1000 finished" in output(page, bar)
+        cells(page).nth(bar).scroll_into_view_if_needed()
         other.shot(page, "reopened-on-another-computer")
 
 
 def test_a_tab_left_open_through_a_tunnel_drop_shows_every_line_without_a_reload(
     box: Sandbox, tmp_path: Path, request: pytest.FixtureRequest
 ) -> None:
-    new_file(box, "asleep.ipynb")
+    path = new_file(box, "asleep.ipynb")
     url = public_url(box)
     with chromium(tmp_path / "laptop", request.node.name) as laptop, shots_on_failure(laptop):
         tree = laptop.new_page()
@@ -161,6 +164,9 @@ def test_a_tab_left_open_through_a_tunnel_drop_shows_every_line_without_a_reload
         page = open_notebook(tree, "asleep.ipynb")
         cell = run_in_new_cell(page, PRINT_LINES)
         wait_until(lambda: "line 2 of" in output(page, cell), 60, "the cell to print", 0.2)
+        # Saved while it runs, not only when it ends: a crash would lose little.
+        wait_until(lambda: "line 2 of" in cell_text(path, cell), 15, "the file to have the first lines", 0.2)
+        assert "all lines printed" not in cell_text(path, cell)
 
         # The laptop sleeps: the tunnel's agent dies and comes back at the same URL.
         assert box.kill_agent_and_wait_for_reopen(30) == url
@@ -169,6 +175,29 @@ def test_a_tab_left_open_through_a_tunnel_drop_shows_every_line_without_a_reload
         assert shown.splitlines() == [f"line {i} of {LINES}" for i in range(1, LINES + 1)] + ["all lines printed"]
         assert no_dialog(page)
         laptop.shot(page, "every-line-after-the-tunnel-came-back")
+
+        # Jupyter itself dies (kill -9) and the supervisor starts it again.
+        wait_until(lambda: "all lines printed" in cell_text(path, cell), 15, "the file to have every line", 0.2)
+        old_pid = box.jupyter_record()["pid"]
+        os.kill(old_pid, signal.SIGKILL)
+        wait_until(
+            lambda: (
+                box.jupyter_record()["pid"] != old_pid and JupyterClient(f"http://127.0.0.1:{box.port}/").get_ok("/api")
+            ),
+            60,
+            "Jupyter to be restarted",
+            0.5,
+        )
+        assert cell_text(path, cell).count(" of 40") == LINES, "what was printed before the crash is not in the file"
+        # The open tab goes on with the restarted Jupyter: what is typed there reaches the file, and
+        # no dialog says the file changed or the document conflicts. (Its kernel died with Jupyter:
+        # the page says so, as Jupyter always does.)
+        dialogs = type_in_last_cell(page, "typed_after_the_restart = 1")
+        wait_until(lambda: "typed_after_the_restart" in path.read_text(), 30, "the typing to reach the file", 0.5)
+        dialogs += page.locator(".jp-Dialog").all_inner_texts()
+        assert not [d for d in dialogs if re.search(r"(?i)changed|conflict|overwrite|reload", d)], dialogs
+        assert "all lines printed" in output(page, cell)
+        laptop.shot(page, "after-jupyter-restarted")
 
 
 def collaboration_sockets(page: Page) -> list[WebSocket]:
@@ -187,15 +216,17 @@ def join_with_link(tree: Page, link_url: str) -> Page:
     return tree
 
 
-def type_in_last_cell(page: Page, code: str) -> None:
-    """Type into the last cell (the empty one Shift+Enter left), without running it.
+def type_in_last_cell(page: Page, code: str) -> list[str]:
+    """Type into the last cell (the empty one Shift+Enter left), without running it; the dialogs closed.
 
     A page refused by the server says so in dialogs (its kernel is gone): they are closed first.
     """
     last = cells(page).nth(cells(page).count() - 1).locator(".cm-content")
+    closed: list[str] = []
 
     def focused() -> bool:
         for dialog in page.locator(".jp-Dialog").all():
+            closed.append(dialog.inner_text())
             dialog.locator("button").last.click()
         try:
             last.click(timeout=2000)
@@ -205,6 +236,8 @@ def type_in_last_cell(page: Page, code: str) -> None:
 
     wait_until(focused, 30, "the last cell to take the cursor", 0.2)
     page.keyboard.insert_text(code)
+    wait_until(lambda: code in last.inner_text(), 10, "the typed text to show", 0.2)
+    return closed
     wait_until(lambda: code in last.inner_text(), 10, "the typed text to show", 0.2)
 
 
