@@ -238,7 +238,6 @@ def type_in_last_cell(page: Page, code: str) -> list[str]:
     page.keyboard.insert_text(code)
     wait_until(lambda: code in last.inner_text(), 10, "the typed text to show", 0.2)
     return closed
-    wait_until(lambda: code in last.inner_text(), 10, "the typed text to show", 0.2)
 
 
 def test_owner_and_collaborator_edit_one_notebook_and_revoke_cuts_the_collaborator_off(
