@@ -315,3 +315,15 @@ def test_collaboration_off_serves_plain_jupyter_and_a_kernel_still_runs(
     assert again.returncode == 0, again.stderr
     assert "collaboration off (REMOTE_AGENT_COLLABORATION now says on)" in again.stderr + again.stdout
     assert json.loads(sandbox.run("status", "--json").stdout)["jupyter"]["collaboration"] is False
+
+
+def test_the_last_output_line_is_what_a_terminal_would_show_last() -> None:
+    from remote_agent.notebook_status import last_output
+
+    bar = {"output_type": "stream", "name": "stdout", "text": "epoch 1\nloss 0.9\r\rloss 0.231\n\n"}
+    assert last_output([bar]) == "loss 0.231"
+    value = {"output_type": "execute_result", "data": {"text/plain": ["array([1,\n", " 2])"]}}
+    assert last_output([bar, value]) == "2])"
+    error = {"output_type": "error", "ename": "KeyError", "evalue": "'x'", "traceback": []}
+    assert last_output([bar, error]) == "KeyError: 'x'"
+    assert last_output([]) == ""
