@@ -9,6 +9,7 @@ REMOTE_AGENT_HOME, never in the user's notebook directory.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 from pathlib import Path
@@ -28,6 +29,9 @@ FRONTEND_EXTENSIONS = (
 # A document's edit history is merged into one entry after this long without edits, so the
 # store stays small (a progress bar updates its output many times).
 SQUASH_AFTER_SECONDS = 600
+# The files Jupyter keeps there: collaboration sessions (so an open tab reconnects after a
+# restart without a reload), the documents' edit history, and file ids.
+STATE_FILES = ("sessions.json", "documents.db", "file_ids.db")
 
 
 def state_dir(home: Path) -> Path:
@@ -50,16 +54,17 @@ def server_args(home: Path, enabled: bool) -> list[str]:
     if not enabled:
         return [f"--ServerApp.jpserver_extensions={name}=False" for name in SERVER_EXTENSIONS]
     where = state_dir(home)
+    sessions, documents, file_ids = (where / name for name in STATE_FILES)
     return [
         f"--ServerApp.jpserver_extensions={STATUS_EXTENSION}=True",
         # Both cell executors of the front end (jupyter-collaboration's and nbmodel's) run cells
         # on the server, whichever of them the page picks.
         "--YDocExtension.server_side_execution=True",
         # Jupyter's defaults write these into the notebook directory (or the current one).
-        f"--YDocExtension.session_store_path={where / 'sessions.json'}",
-        f"--SQLiteYStore.db_path={where / 'documents.db'}",
+        f"--YDocExtension.session_store_path={sessions}",
+        f"--SQLiteYStore.db_path={documents}",
         f"--SQLiteYStore.squash_after_inactivity_of={SQUASH_AFTER_SECONDS}",
-        f"--BaseFileIdManager.db_path={where / 'file_ids.db'}",
+        f"--BaseFileIdManager.db_path={file_ids}",
     ]
 
 
@@ -69,7 +74,9 @@ def prepare(home: Path, enabled: bool) -> dict[str, str]:
     Off, the front ends of the extensions are turned off in a configuration directory of
     remote-agent's own, put first on JUPYTER_CONFIG_PATH: the user's own settings stay untouched.
     """
-    ensure_private_dir(state_dir(home))
+    where = ensure_private_dir(state_dir(home))
+    for name in STATE_FILES:
+        make_private_file(where / name)
     if enabled:
         return {}
     config = state_dir(home) / "jupyter-config-off"
@@ -78,6 +85,18 @@ def prepare(home: Path, enabled: bool) -> dict[str, str]:
     write_private(labconfig / "page_config.json", json.dumps(page_config, indent=1) + "\n")
     earlier = os.environ.get("JUPYTER_CONFIG_PATH")
     return {"JUPYTER_CONFIG_PATH": os.pathsep.join([str(config), *([earlier] if earlier else [])])}
+
+
+def make_private_file(path: Path) -> None:
+    """Create `path` empty and 0600 unless it exists, and tighten it if wider.
+
+    Jupyter's libraries create these files with the process's umask; SQLite and the session
+    store keep the mode of a file that is already there (an empty file is an empty database).
+    """
+    with contextlib.suppress(OSError):
+        os.close(os.open(path, os.O_CREAT | os.O_WRONLY, 0o600))
+        if path.stat().st_mode & 0o077:
+            path.chmod(0o600)
 
 
 def read_status_token(home: Path) -> str | None:

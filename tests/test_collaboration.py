@@ -24,6 +24,7 @@ from fakeagent import FakeNgrok
 from jupyter_client import JupyterClient
 from playwright.sync_api import Page, WebSocket
 from playwright.sync_api import TimeoutError as PlaywrightTimeout
+from pyenvs import PythonEnvs
 
 LINES = 40
 PRINT_LINES = (
@@ -135,11 +136,13 @@ def test_output_printed_while_every_browser_is_closed_is_in_the_file_and_in_a_ne
     assert saved_bar.strip() == "training 1000/1000 finished", "the bar's 1,000 updates are not one line"
     assert box.run("status", "--json").stdout.count('"notebooks": []') == 1, "no cell runs any more"
 
-    # Nothing of this machinery lands in the user's directory; its state is private.
+    # Nothing of this machinery lands in the user's directory (Jupyter's own checkpoints folder
+    # is made on opening a notebook, with or without it); its state is private.
     assert {p.name for p in box.notebooks.iterdir()} - {".ipynb_checkpoints"} == before
     state = box.state_dir / "collaboration"
     assert stat.S_IMODE(state.stat().st_mode) == 0o700
-    assert stat.S_IMODE((state / "status-token").stat().st_mode) == 0o600
+    for kept in ("status-token", "sessions.json", "documents.db", "file_ids.db"):
+        assert stat.S_IMODE((state / kept).stat().st_mode) == 0o600, kept
 
     # Another computer the next morning: a fresh browser shows everything.
     with chromium(tmp_path / "other-computer", request.node.name) as other, shots_on_failure(other):
@@ -315,6 +318,47 @@ def test_collaboration_off_serves_plain_jupyter_and_a_kernel_still_runs(
     assert again.returncode == 0, again.stderr
     assert "collaboration off (REMOTE_AGENT_COLLABORATION now says on)" in again.stderr + again.stdout
     assert json.loads(sandbox.run("status", "--json").stdout)["jupyter"]["collaboration"] is False
+
+
+def test_jupyterlab_keeps_what_a_users_own_kernel_printed_while_no_browser_watched(
+    sandbox: Sandbox, tmp_path: Path, request: pytest.FixtureRequest, python_envs: PythonEnvs
+) -> None:
+    # The user's conda environment (conda-shaped: conda itself cannot be installed here).
+    (sandbox.home / ".conda").mkdir()
+    (sandbox.home / ".conda" / "environments.txt").write_text(python_envs.environments_txt())
+    assert sandbox.run("serve", "--detach", "--tunnel", "ssh", "--app", "lab").returncode == 0
+    offered = json.loads(sandbox.run("kernels", "--json").stdout)["kernels"]
+    [ml] = [k for k in offered if k["offered"] and "conda: ml" in k["display_name"]]
+    path = sandbox.notebooks / "lab.ipynb"
+    spec = {"name": ml["name"], "display_name": ml["display_name"], "language": "python"}
+    path.write_text(json.dumps({**EMPTY_NOTEBOOK, "metadata": {"kernelspec": spec}}))
+
+    local = f"http://127.0.0.1:{sandbox.port}"
+    with chromium(tmp_path / "browser", request.node.name) as browser, shots_on_failure(browser):
+        page = browser.new_page()
+        page.goto(f"{local}/lab/tree/lab.ipynb")
+        page.fill("#password_input", PASSWORD)
+        page.click("#login_submit")
+        page.wait_for_selector(".jp-Notebook .jp-Cell")
+        ask = "() => fetch('/api/sessions').then(r => r.json())"
+        wait_until(
+            lambda: [
+                x for x in page.evaluate(ask) if x["path"] == "lab.ipynb" and x["kernel"]["execution_state"] == "idle"
+            ],
+            60,
+            "the notebook's kernel to be idle",
+            0.5,
+        )
+        cell = run_in_new_cell(page, "import ra_only_in_ml\nprint(ra_only_in_ml.WHERE)\n" + PRINT_LINES)
+        wait_until(lambda: "line 2 of" in output(page, cell), 60, "the cell to print", 0.2)
+        browser.shot(page, "lab-running-when-the-browser-closes")
+
+    wait_until(lambda: "all lines printed" in cell_text(path, cell), 60, "the file to have every line", 0.5)
+    assert cell_text(path, cell).splitlines() == [
+        str(python_envs.ml.prefix),
+        *(f"line {i} of {LINES}" for i in range(1, LINES + 1)),
+        "all lines printed",
+    ]
 
 
 def test_the_last_output_line_is_what_a_terminal_would_show_last() -> None:
