@@ -44,11 +44,6 @@ def status_token_file(home: Path) -> Path:
     return state_dir(home) / "status-token"
 
 
-def parse(raw: str) -> bool:
-    """REMOTE_AGENT_COLLABORATION's text: True for on. Unknown text is the caller's to refuse."""
-    return raw.strip().lower() in ("on", "true", "yes", "1")
-
-
 def server_args(home: Path, enabled: bool) -> list[str]:
     """Jupyter's command-line settings for the collaboration machinery, on or off."""
     if not enabled:

@@ -247,7 +247,7 @@ def passed_environment(home: Path, collaborative: bool = True) -> dict[str, str]
     return env
 
 
-def launch_digest(app: str, collaborative: bool | None = True) -> str:
+def launch_digest(app: str, collaborative: bool = True) -> str:
     """How Jupyter would be started now, port and directory aside.
 
     A running Jupyter recorded with another digest was started by another version of
@@ -257,8 +257,7 @@ def launch_digest(app: str, collaborative: bool | None = True) -> str:
     import json
 
     argv = [APP_MODULES.get(app, "notebook"), *server_args(0, Path("/"))]
-    if collaborative is not None:
-        argv += collaboration.server_args(Path("/"), collaborative)
+    argv += collaboration.server_args(Path("/"), collaborative)
     return hashlib.sha256(json.dumps(argv).encode()).hexdigest()[:16]
 
 

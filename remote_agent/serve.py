@@ -85,7 +85,8 @@ def report_jupyter_differences(settings: Settings, running: RunningJupyter, cons
             f"Jupyter keeps running with {', '.join(kept)}: applying that would end its kernels. "
             "To apply it: `remote-agent stop`, then `remote-agent serve`."
         )
-    if record.launch != jupyter_process.launch_digest(record.app, record.collaboration):
+    # A record without the collaboration field: started before it existed, so by an earlier version.
+    if record.launch != jupyter_process.launch_digest(record.app, record.collaboration is not False):
         console.note(
             "Jupyter was started by an earlier version of remote-agent; it is kept with its kernels. "
             "What changed since applies at its next start (`remote-agent stop`, then `remote-agent serve`)."
