@@ -286,10 +286,36 @@ def check_other_logins(settings: Settings) -> Check | None:
     return Check(True, f"{who}. Any of them can reach " + "; and ".join(exposed) + ".", advice + ".", note=True)
 
 
+def check_collaboration(settings: Settings) -> Check:
+    """Whether notebooks live on the server (REMOTE_AGENT_COLLABORATION), and what the running Jupyter does."""
+    wanted = "on" if settings.collaboration else "off"
+    what = (
+        "collaboration is on: outputs are kept on the server, share links edit together"
+        if settings.collaboration
+        else "collaboration is off (REMOTE_AGENT_COLLABORATION=off): plain Jupyter"
+    )
+    record = Home(settings.home).read_jupyter()
+    snap = snapshot(Home(settings.home), settings.port) if record is not None else None
+    if snap is not None and snap.jupyter_running and record is not None and record.collaboration is not None:
+        running = "on" if record.collaboration else "off"
+        if running != wanted:
+            what += f"; the running Jupyter has it {running} until its next start"
+    missing = [m for m in ("jupyter_server_ydoc", "jupyter_server_nbmodel") if importlib.util.find_spec(m) is None]
+    if settings.collaboration and missing:
+        return Check(
+            False,
+            f"collaboration is on but {', '.join(missing)} is not installed",
+            "scripts/setup.sh in the clone (or: pip install 'remote-agent[server]')",
+            MissingPrerequisite.exit_code,
+        )
+    return Check(True, what)
+
+
 def doctor(settings: Settings, console: Console, update_agent: bool = False) -> int:
     if update_agent:
         return update_ngrok_agent(settings, console)
     checks = [check_tmux(), check_jupyter(), check_password(settings), check_port(settings), check_token(settings)]
+    checks.append(check_collaboration(settings))
     if settings.provider == "ngrok":
         checks.append(check_ngrok(settings))
         checks += check_edge(settings)

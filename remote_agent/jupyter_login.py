@@ -8,8 +8,9 @@ or import much. On top of Jupyter's password login it:
   must log in again, and their open kernel and terminal websockets are closed;
 - accepts share links: opening one (`/login?token=SECRET`) shows a page whose button
   logs in and takes one of the link's uses (share_join.py); a revoked or expired link,
-  and every browser session opened with it, is refused with 403, that link's open kernel
-  and terminal websockets are closed, and the kernels and terminals it started are shut
+  and every browser session opened with it, is refused with 403, that link's open
+  websockets are closed (kernels, terminals and shared documents, so nothing typed
+  afterwards reaches the document), and the kernels and terminals it started are shut
   down (share_cleanup.py), while Jupyter, the owner's kernels and sessions carry on;
 - signs session cookies with a key that only this process holds (mixed into Jupyter's
   cookie secret, whose file any kernel can read), so no one forges a login from files;
@@ -214,7 +215,8 @@ class RemoteAgentIdentityProvider(PasswordIdentityProvider):
         self._password_seen = self._file_key(self._password_file)
         # Cookies made before this provider marked them were made with the hash Jupyter started with.
         self._startup_mark = _mark(self.hashed_password)
-        # Open kernel and terminal websockets, by share link id and by the owner's password mark.
+        # Open websockets (kernels, terminals, collaboration rooms: every WebSocketHandler asks
+        # get_user), by share link id and by the owner's password mark.
         self._link_sockets: dict[str, weakref.WeakSet[WebSocketHandler]] = {}
         self._password_sockets: dict[str, weakref.WeakSet[WebSocketHandler]] = {}
         self._watch: PeriodicCallback | None = None
@@ -494,7 +496,7 @@ class RemoteAgentIdentityProvider(PasswordIdentityProvider):
                 del self._link_sockets[share_id]
                 closed = sum(self._close(ws, "share link ended") for ws in list(sockets))
                 name = share.name if share else share_id[:12]
-                self.log.info("Share link %r ended: closed %d kernel/terminal connection(s).", name, closed)
+                self.log.info("Share link %r ended: closed %d kernel/terminal/document connection(s).", name, closed)
         if self._password_sockets:
             self.refresh_password()
             mark = _mark(self.hashed_password)

@@ -9,7 +9,7 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from remote_agent import procs
+from remote_agent import collaboration, procs
 from remote_agent.console import Console
 from remote_agent.errors import MissingPrerequisite, StartFailed
 from remote_agent.kernelspecs import jupyter_path
@@ -82,10 +82,14 @@ def require_app(app: str) -> None:
         )
 
 
-def window_command(port: int, root_dir: Path, log: Path, app: str = "notebook") -> str:
+def window_command(
+    port: int, root_dir: Path, log: Path, app: str = "notebook", home: Path | None = None, collaborative: bool = True
+) -> str:
     """The tmux window's shell command: Jupyter becomes the pane's process (exec), secrets unset."""
     unset = " ".join(f"-u {key}" for key in SECRET_ENV_KEYS)
     argv = [sys.executable, "-m", APP_MODULES.get(app, "notebook"), *server_args(port, root_dir)]
+    if home is not None:
+        argv += collaboration.server_args(home, collaborative)
     return f"exec env {unset} {shlex.join(argv)} >>{shlex.quote(str(log))} 2>&1"
 
 
@@ -241,7 +245,7 @@ PASSED_ENV = (
 PASSED_ENV_PREFIXES = ("LC_", "JUPYTER_", "XDG_", "CONDA_", "CUDA_", "REMOTE_AGENT_")
 
 
-def passed_environment(home: Path) -> dict[str, str]:
+def passed_environment(home: Path, collaborative: bool = True) -> dict[str, str]:
     env = {
         k: v
         for k, v in os.environ.items()
@@ -249,10 +253,11 @@ def passed_environment(home: Path) -> dict[str, str]:
     }
     env["REMOTE_AGENT_HOME"] = str(home)
     env["JUPYTER_PATH"] = jupyter_path(home, env.get("JUPYTER_PATH"))  # the kernels remote-agent offers
+    env.update(collaboration.prepare(home, collaborative))
     return env
 
 
-def launch_digest(app: str) -> str:
+def launch_digest(app: str, collaborative: bool = True) -> str:
     """How Jupyter would be started now, port and directory aside.
 
     A running Jupyter recorded with another digest was started by another version of
@@ -262,6 +267,7 @@ def launch_digest(app: str) -> str:
     import json
 
     argv = [APP_MODULES.get(app, "notebook"), *server_args(0, Path("/"))]
+    argv += collaboration.server_args(Path("/"), collaborative)
     return hashlib.sha256(json.dumps(argv).encode()).hexdigest()[:16]
 
 
@@ -315,7 +321,16 @@ def check_can_start(app: str, port: int) -> None:
         )
 
 
-def start(home: Home, tmux: TmuxSession, console: Console, port: int, root: Path, app: str, provider: str) -> int:
+def start(
+    home: Home,
+    tmux: TmuxSession,
+    console: Console,
+    port: int,
+    root: Path,
+    app: str,
+    provider: str,
+    collaborative: bool = True,
+) -> int:
     """Start Jupyter in the session's window; its pid."""
     record = home.read_jupyter()
     if record and record.pid and not procs.is_alive(record.pid):
@@ -326,7 +341,10 @@ def start(home: Home, tmux: TmuxSession, console: Console, port: int, root: Path
     marker = f"{START_MARKER} at {now_iso()} ---"
     append_private(home.jupyter_log, marker + "\n")
     tmux.start_window(
-        JUPYTER_WINDOW, window_command(port, root, home.jupyter_log, app), passed_environment(home.root), root
+        JUPYTER_WINDOW,
+        window_command(port, root, home.jupyter_log, app, home.root, collaborative),
+        passed_environment(home.root, collaborative),
+        root,
     )
     pid = started_window_pid(tmux, JUPYTER_WINDOW, home)
     if pid is None:
@@ -340,7 +358,8 @@ def start(home: Home, tmux: TmuxSession, console: Console, port: int, root: Path
             started_at=now_iso(),
             app=app,
             proc_start=process_start(pid),
-            launch=launch_digest(app),
+            launch=launch_digest(app, collaborative),
+            collaboration=collaborative,
         )
     )
     return pid
@@ -357,8 +376,13 @@ def supervise(home: Home, tmux: TmuxSession, running: RunningJupyter | None) -> 
     if record is None or not record.port:
         return
     root = Path(record.root_dir) if record.root_dir else Path.cwd()
-    command = window_command(record.port, root, home.jupyter_log, record.app)
-    supervisor.watch(home, tmux, JUPYTER_WINDOW, supervisor.Launch(command, passed_environment(home.root), str(root)))
+    if record.collaboration is None:  # started before it existed: restarted as it was started
+        command = window_command(record.port, root, home.jupyter_log, record.app)
+        environment = passed_environment(home.root)
+    else:
+        command = window_command(record.port, root, home.jupyter_log, record.app, home.root, record.collaboration)
+        environment = passed_environment(home.root, record.collaboration)
+    supervisor.watch(home, tmux, JUPYTER_WINDOW, supervisor.Launch(command, environment, str(root)))
 
 
 def log_hint(home: Home, marker: str | None = None) -> tuple[str]:

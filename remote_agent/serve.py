@@ -91,12 +91,16 @@ def report_jupyter_differences(settings: Settings, running: RunningJupyter, cons
         kept.append(f"{jupyter_process.APP_NAMES.get(record.app, record.app)} (the setting now says {settings.app})")
     if settings.root_dir is not None and record.root_dir and str(settings.root_dir) != record.root_dir:
         kept.append(f"notebook directory {record.root_dir} (the setting now says {settings.root_dir})")
+    if record.collaboration is not None and settings.collaboration != record.collaboration:
+        now, then = ("on", "off") if settings.collaboration else ("off", "on")
+        kept.append(f"collaboration {then} (REMOTE_AGENT_COLLABORATION now says {now})")
     if kept:
         console.warn(
             f"Jupyter keeps running with {', '.join(kept)}: applying that would end its kernels. "
             "To apply it: `remote-agent stop`, then `remote-agent serve`."
         )
-    if record.launch != jupyter_process.launch_digest(record.app):
+    # A record without the collaboration field: started before it existed, so by an earlier version.
+    if record.launch != jupyter_process.launch_digest(record.app, record.collaboration is not False):
         console.note(
             "Jupyter was started by an earlier version of remote-agent; it is kept with its kernels. "
             "What changed since applies at its next start (`remote-agent stop`, then `remote-agent serve`)."
@@ -113,6 +117,8 @@ def applied_values(settings: Settings, running: RunningJupyter | None) -> dict[s
             values["JUPYTER_ROOT_DIR"] = record.root_dir
         if settings.app is not None:
             values["JUPYTER_APP"] = record.app
+        if record.collaboration is not None and "REMOTE_AGENT_COLLABORATION" in values:
+            values["REMOTE_AGENT_COLLABORATION"] = "on" if record.collaboration else "off"
     return values
 
 
@@ -167,7 +173,7 @@ def bring_up(
         tmux.load()  # libtmux's import overlaps the password check on the other thread
         finish_password()
         root = settings.root_dir or Path.cwd()
-        pid = jupyter_process.start(home, tmux, console, settings.port, root, app, provider)
+        pid = jupyter_process.start(home, tmux, console, settings.port, root, app, provider, settings.collaboration)
         up = Up(pid, settings.port, True, None)
         applied = applied_values(settings, None)
         applied["JUPYTER_ROOT_DIR"] = str(root)

@@ -26,7 +26,13 @@ TUNNEL_KEYS = (
     "REMOTE_AGENT_WEBHOOK",
 )
 # Settings Jupyter started with: applying a change means restarting it, which ends the kernels.
-JUPYTER_KEYS = ("JUPYTER_PORT", "JUPYTER_ROOT_DIR", "JUPYTER_APP", "REMOTE_AGENT_SESSION")
+JUPYTER_KEYS = (
+    "JUPYTER_PORT",
+    "JUPYTER_ROOT_DIR",
+    "JUPYTER_APP",
+    "REMOTE_AGENT_SESSION",
+    "REMOTE_AGENT_COLLABORATION",
+)
 # Settings whose change may move the public URL.
 URL_KEYS = ("NGROK_AUTHTOKEN", "NGROK_DOMAIN", TUNNEL_KEY)
 

@@ -48,6 +48,7 @@ KEYS = (
     "REMOTE_AGENT_ON_URL_CHANGE",
     "REMOTE_AGENT_WEBHOOK",
     "REMOTE_AGENT_KERNELS",
+    "REMOTE_AGENT_COLLABORATION",
 )
 
 
@@ -81,6 +82,7 @@ class Settings:
     on_url_change: str | None = field(default=None, repr=False)
     webhook: str | None = field(default=None, repr=False)
     kernels: Literal["auto", "off"] = "auto"  # off: Jupyter offers only remote-agent's own Python
+    collaboration: bool = True  # the notebook lives on the server (collaboration.py); off: plain Jupyter
     # Every setting's text by key as resolved (secrets included), and those given on purpose
     # by this command or an earlier serve of the session: what serve records and compares.
     values: Mapping[str, str] = field(default_factory=dict, repr=False)
@@ -231,6 +233,16 @@ def _parse_kernels(raw: str) -> Literal["auto", "off"]:
             f"REMOTE_AGENT_KERNELS must be auto or off, not {raw!r}.", "auto offers your Python environments."
         )
     return "off" if value == "off" else "auto"
+
+
+def _parse_collaboration(raw: str) -> bool:
+    value = raw.strip().lower()
+    if value not in ("on", "off"):
+        raise BadInput(
+            f"REMOTE_AGENT_COLLABORATION must be on or off, not {raw!r}.",
+            "on keeps outputs on the server and lets share links edit together; off serves plain Jupyter.",
+        )
+    return value == "on"
 
 
 # Command-line flags and the setting each one gives. `--tunnel` has no variable: its key is
@@ -422,6 +434,7 @@ def resolve(
         on_url_change=_parse_hook_command(hook_raw) if hook_raw else None,
         webhook=_parse_webhook(webhook_raw) if webhook_raw else None,
         kernels=_parse_kernels(kernels_raw) if (kernels_raw := pick("REMOTE_AGENT_KERNELS")) else "auto",
+        collaboration=_parse_collaboration(raw) if (raw := pick("REMOTE_AGENT_COLLABORATION")) else True,
         values={k: v for k, v in values.items() if k not in UNRECORDED_KEYS},
         given={k: v for k, v in {**earlier, **given}.items() if k not in UNRECORDED_KEYS},
         session_record=record,

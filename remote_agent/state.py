@@ -257,6 +257,7 @@ class JupyterRecord:
     app: str = "notebook"  # notebook | lab
     proc_start: int | None = None  # the process's start time in /proc: a reused pid is not ours
     launch: str | None = None  # a digest of how it was started: a change needs a restart to apply
+    collaboration: bool | None = None  # started with the notebook on the server; None: before that existed
     version: int = JUPYTER_VERSION
 
     @classmethod

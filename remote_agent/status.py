@@ -21,7 +21,36 @@ def take(settings: Settings) -> Snapshot:
     return snapshot(Home(settings.home), settings.port)
 
 
-def as_json(snap: Snapshot) -> dict[str, Any]:
+def collaboration_on(snap: Snapshot) -> bool:
+    """Whether the running Jupyter keeps notebooks on the server; a Jupyter from before the setting: False."""
+    return bool(snap.record is not None and snap.record.collaboration)
+
+
+def running_notebooks(snap: Snapshot, timeout: float = 2.0) -> list[dict[str, Any]]:
+    """Each running cell Jupyter knows of (path, cell, running_since, last_output), asked with the owner's secret."""
+    if not snap.jupyter_running or snap.home is None or not collaboration_on(snap):
+        return []
+    import http.client
+
+    from remote_agent.collaboration import STATUS_ROUTE, read_status_token
+
+    token = read_status_token(snap.home.root)
+    if token is None:
+        return []
+    conn = http.client.HTTPConnection("127.0.0.1", snap.jupyter_port, timeout=timeout)
+    try:
+        conn.request("GET", STATUS_ROUTE, headers={"Authorization": f"token {token}"})
+        response = conn.getresponse()
+        data = json.loads(response.read(1 << 20)) if response.status == 200 else {}
+    except (OSError, http.client.HTTPException, ValueError):
+        return []
+    finally:
+        conn.close()
+    found = data.get("notebooks") if isinstance(data, dict) else None
+    return [n for n in found if isinstance(n, dict)] if isinstance(found, list) else []
+
+
+def as_json(snap: Snapshot, notebooks: list[dict[str, Any]] | None = None) -> dict[str, Any]:
     t = snap.tunnel
     ssh = snap.provider == "ssh"
     return {
@@ -32,6 +61,10 @@ def as_json(snap: Snapshot) -> dict[str, Any]:
             "local_url": f"http://127.0.0.1:{snap.jupyter_port}/",
             "kernels": snap.kernels() if snap.jupyter_running else None,
             **restarts_json(snap),
+            "collaboration": collaboration_on(snap),
+            "notebooks": [
+                {key: n.get(key) for key in ("path", "running_since", "last_output")} for n in notebooks or []
+            ],
         },
         "tunnel": {
             "provider": snap.provider,
@@ -98,10 +131,11 @@ def problems(snap: Snapshot) -> list[str]:
 def status(settings: Settings, console: Console) -> int:
     snap = take(settings)
     found = problems(snap)
+    notebooks = running_notebooks(snap)
     if console.json_mode:
-        console.out.write(json.dumps(as_json(snap)) + "\n")
+        console.out.write(json.dumps(as_json(snap, notebooks)) + "\n")
         return 3 if found else 0
-    for line in table(snap):
+    for line in table(snap, notebooks=notebooks):
         console.line(line)
     for problem in found:
         console.line(f"! {problem}")
@@ -201,7 +235,22 @@ def trouble_rows(t: TunnelState, public_url: str | None) -> list[str]:
     return []
 
 
-def table(snap: Snapshot, now: float | None = None) -> list[str]:
+def notebook_lines(snap: Snapshot, notebooks: list[dict[str, Any]], now: float) -> list[str]:
+    """Whether notebooks live on the server, and each running cell:
+    '  notebook  train.ipynb  cell 7 running 2 h 13 min  last: epoch 41/100 loss 0.231'."""
+    rows = []
+    if snap.record is not None and snap.record.collaboration is not None:
+        rows.append("  collab    " + ("on: outputs kept on the server" if snap.record.collaboration else "off"))
+    for n in notebooks:
+        started, _ = _since(n.get("running_since"))
+        running = f"running {duration(now - started)}" if started is not None else "running"
+        cell = f"cell {n['cell']} " if isinstance(n.get("cell"), int) else ""
+        last = f"  last: {n['last_output']}" if n.get("last_output") else ""
+        rows.append(f"  notebook  {n.get('path')}  {cell}{running}{last}")
+    return rows
+
+
+def table(snap: Snapshot, now: float | None = None, notebooks: list[dict[str, Any]] | None = None) -> list[str]:
     """status for people: a line per thing, grouped under Jupyter and Tunnel."""
     from remote_agent.jupyter_process import APP_NAMES, kernel_activity
     from remote_agent.procs import started_at
@@ -220,6 +269,7 @@ def table(snap: Snapshot, now: float | None = None) -> list[str]:
         busy, idle = kernel_activity(snap.jupyter_pid)
         count = busy + idle
         rows.append(f"  kernels   {count}" + (f": {busy} busy, {idle} idle" if count else ""))
+        rows.extend(notebook_lines(snap, notebooks or [], now))
         rows.extend(restart_lines(snap))
     elif snap.jupyter_pid:
         rows.append(f"Jupyter   pid {snap.jupyter_pid}, not answering on port {snap.jupyter_port}")

@@ -94,6 +94,9 @@ def bare_jupyter_start(box: Sandbox) -> float:
         "--no-browser",
         f"--ServerApp.port={box.port}",
         "--ServerApp.ip=127.0.0.1",
+        # The server extensions serve loads: jupyter-collaboration and jupyter-server-nbmodel are
+        # enabled by their install in this environment; remote-agent's own is named here.
+        "--ServerApp.jpserver_extensions=remote_agent.notebook_status=True",
     ]
     if os.geteuid() == 0:
         argv.append("--allow-root")  # as serve does; Jupyter refuses root otherwise

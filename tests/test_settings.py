@@ -81,6 +81,7 @@ def test_exposed_env_file_is_noticed(tmp_path: Path) -> None:
         ({}, {"REMOTE_AGENT_SESSION": "a.b"}, "REMOTE_AGENT_SESSION"),
         ({}, {"NGROK_DOMAIN": "has space.example"}, "NGROK_DOMAIN"),
         ({}, {"REMOTE_AGENT_ENV_FILE": "/no/such/.env"}, "REMOTE_AGENT_ENV_FILE"),
+        ({}, {"REMOTE_AGENT_COLLABORATION": "maybe"}, "REMOTE_AGENT_COLLABORATION must be on or off"),
     ],
 )
 def test_bad_settings_are_bad_input(
@@ -90,6 +91,19 @@ def test_bad_settings_are_bad_input(
         resolve(flags, {"HOME": str(tmp_path), **environ}, cwd=tmp_path)
     assert needle in " ".join(caught.value.lines())
     assert caught.value.exit_code == 2
+
+
+def test_collaboration_is_on_unless_turned_off_and_is_a_jupyter_setting(tmp_path: Path) -> None:
+    from remote_agent.session import compare
+
+    assert resolve({}, {"HOME": str(tmp_path)}, cwd=tmp_path).collaboration is True
+    write_env(tmp_path, "REMOTE_AGENT_COLLABORATION=off\n")
+    off = resolve({}, {"HOME": str(tmp_path)}, cwd=tmp_path)
+    assert off.collaboration is False
+    assert resolve({}, {"HOME": str(tmp_path), "REMOTE_AGENT_COLLABORATION": "ON"}, cwd=tmp_path).collaboration
+    # Changing it means restarting Jupyter (its kernels end): serve reports it rather than applying it.
+    plan = compare({"REMOTE_AGENT_COLLABORATION": "on"}, off.values)
+    assert [c.key for c in plan.jupyter] == ["REMOTE_AGENT_COLLABORATION"]
 
 
 def record_session(home: Path, env_file: Path | None, given: dict[str, str], applied: dict[str, str]) -> None:

@@ -69,11 +69,12 @@ def test_status_table_and_qr_codes(sandbox: Sandbox) -> None:
     assert lines[0] == f"Jupyter   running, pid {jupyter_pid} (Jupyter Notebook), http://127.0.0.1:{sandbox.port}/"
     assert re.fullmatch(r"  uptime    \d+ s, since \d{4}-\d\d-\d\d \d\d:\d\d UTC", lines[1]), lines[1]
     assert lines[2] == "  kernels   2: 1 busy, 1 idle"
-    assert lines[3] == f"Tunnel    ngrok, {new_url}"
-    assert re.fullmatch(r"  age       \d+ s, since .* UTC", lines[4]), lines[4]
-    assert lines[5] == "  reopened  once: the ngrok agent exited"
-    assert lines[6] == "  ngrok     region us, latency 12 ms"
-    assert len(lines) == 7, "nothing is wrong, so no more lines"
+    assert lines[3] == "  collab    on: outputs kept on the server"
+    assert lines[4] == f"Tunnel    ngrok, {new_url}"
+    assert re.fullmatch(r"  age       \d+ s, since .* UTC", lines[5]), lines[5]
+    assert lines[6] == "  reopened  once: the ngrok agent exited"
+    assert lines[7] == "  ngrok     region us, latency 12 ms"
+    assert len(lines) == 8, "nothing is wrong, so no more lines"
     assert took < 5, f"status took {took:.1f} s"
 
     # --json keeps the contract's shape exactly.
@@ -88,6 +89,8 @@ def test_status_table_and_qr_codes(sandbox: Sandbox) -> None:
         "restarts",
         "last_restart",
         "restart_error",
+        "collaboration",
+        "notebooks",
     }
     assert set(data["tunnel"]) == {"provider", "running", "public_url", "since", "reopened", "last_error"}
     assert data["jupyter"]["kernels"] == 2
