@@ -116,6 +116,8 @@ def test_json_events(sandbox: Sandbox) -> None:
         "restarts": 0,
         "last_restart": None,
         "restart_error": None,
+        "collaboration": True,
+        "notebooks": [],
     }
     tunnel = status["tunnel"]
     assert tunnel["provider"] == "ngrok"
