@@ -30,6 +30,7 @@ or import much. On top of Jupyter's password login it:
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import html
 import json
@@ -294,8 +295,7 @@ class RemoteAgentIdentityProvider(PasswordIdentityProvider):
                 throttle.clear()
             self.log.info("The login brake was cleared (remote-agent password --unlock).")
         client = self.client_of(handler)
-        peer, peer_port = _socket_peer(handler)
-        uid = login_client.socket_owner(peer, peer_port, _server_port(handler))
+        uid = self._connection_owner(handler)
         # The edge's secret can be read from the agent's local API by any local user: only a
         # connection made by Jupyter's own user (the agent runs as it) may claim a visitor.
         if client.channel == TUNNEL and uid == os.getuid():
@@ -311,7 +311,9 @@ class RemoteAgentIdentityProvider(PasswordIdentityProvider):
             return known
         headers = handler.request.headers
         client = None
-        if self._edge_secret.proves(headers.get_list(EDGE_HEADER)):
+        # The edge's secret can be read from the agent's local API by any local user: only a
+        # connection made by Jupyter's own user (the agent runs as it) may claim a visitor.
+        if self._edge_secret.proves(headers.get_list(EDGE_HEADER)) and self._connection_owner(handler) == os.getuid():
             forwarded = headers.get_list("X-Forwarded-For"), headers.get_list("X-Forwarded-Proto")
             client = login_client.tunnel_client(*forwarded)
         if client is None:
@@ -319,6 +321,19 @@ class RemoteAgentIdentityProvider(PasswordIdentityProvider):
             client = Client(LOCAL, peer, _socket_protocol(handler))
         handler._remote_agent_client = client  # type: ignore[attr-defined]
         return client
+
+    @staticmethod
+    def _connection_owner(handler: web.RequestHandler) -> int | None:
+        """The uid of the local process at the other end of the request's connection (looked up once a connection)."""
+        connection = handler.request.connection
+        known: int | bool | None = getattr(connection, "_remote_agent_owner", False)
+        if known is not False:
+            return None if known is None else int(known)
+        peer, peer_port = _socket_peer(handler)
+        owner = login_client.socket_owner(peer, peer_port, _server_port(handler))
+        with contextlib.suppress(AttributeError):
+            setattr(connection, "_remote_agent_owner", owner)  # noqa: B010 (tornado's connection has no such field)
+        return owner
 
     def vet_request(self, handler: web.RequestHandler) -> None:
         """Refuse a foreign Host; make Jupyter's own idea of the client address and scheme the proven one.
@@ -396,7 +411,11 @@ class RemoteAgentIdentityProvider(PasswordIdentityProvider):
         if share_id:
             share = next((s for s in (self.links.current() if self.links else []) if s.id == share_id), None)
             if share is None or not share.active(_now()):
-                # The cookie stays: each page then says why, until a new link replaces it.
+                if isinstance(handler, (LoginFormHandler, share_join.JoinHandler)):
+                    # The login and join pages forget it: a new link or the password logs in again.
+                    self.clear_login_cookie(handler)
+                    return None
+                # Elsewhere the cookie stays: each page then says why, until a new login replaces it.
                 state = "was revoked" if share is None or share.revoked else "has expired"
                 raise _refuse(handler, 403, f"The share link of this session {state}; ask for a new one")
             return LinkUser(**{**asdict(user), "share_id": share.id})

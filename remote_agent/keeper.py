@@ -107,7 +107,12 @@ class Keeper:
         self.clock = clock
         self.wait = wait  # a test gives a fake clock and a wait that advances it
         basic_password = config.basic_auth.partition(":")[2] if config.basic_auth else None
-        self.secrets = (token_from_agent_config(home.ngrok_config), config.basic_auth, basic_password)
+        self.secrets = (
+            token_from_agent_config(home.ngrok_config),
+            config.basic_auth,
+            basic_password,
+            config.edge_secret,
+        )
         self.make_agent = make_agent
         self.ngrok_path = config.ngrok_path or default_binary()
         self.wake = threading.Event()

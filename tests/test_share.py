@@ -656,3 +656,24 @@ def test_link_secrets_are_nowhere_at_rest(box: Sandbox) -> None:
             continue
         assert all(s not in argv and s not in environ for s in secrets), f"a link's secret reached pid {pid}"
     assert not any(s in os.environ.get("PATH", "") for s in secrets)
+
+
+def test_a_browser_whose_link_was_revoked_can_join_with_a_new_link_or_the_password(box: Sandbox) -> None:
+    first = make_link(box, "--name", "revoked-then-new")
+    client, answer = follow_link(first["url"])
+    assert answer.status_code == 302, answer.text
+    assert box.run("share", "--revoke", "revoked-then-new").returncode == 0
+    wait_until(lambda: client.get("/api/contents").status_code == 403, 20, "the revoked session to be refused")
+
+    # The same browser (same cookies) is given a new link: its join page and button work.
+    second = make_link(box, "--name", "given-again")
+    _, page = open_link(second["url"], client)
+    assert page.status_code == 200, page.text
+    assert press_join(client, page).status_code == 302
+    assert client.get("/api/contents").status_code == 200, "the new link's session was refused"
+
+    # And after that link is revoked too, the owner's password still logs that browser in.
+    assert box.run("share", "--revoke", "given-again").returncode == 0
+    wait_until(lambda: client.get("/api/contents").status_code == 403, 20, "the second session to be refused")
+    assert client.login(PASSWORD).status_code == 302
+    assert client.get("/api/contents").status_code == 200
