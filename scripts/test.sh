@@ -26,4 +26,6 @@ echo "== ruff"
 echo "== mypy --strict"
 .venv/bin/mypy
 echo "== pytest"
-.venv/bin/python -m pytest "$@"
+# Two test files at a time: most of a test is spent waiting on Jupyter, tmux or a browser, and
+# each test has its own HOME, tmux server, ports and agent. A module's tests stay in one worker.
+.venv/bin/python -m pytest -n 2 --dist loadfile "$@"
