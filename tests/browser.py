@@ -132,7 +132,7 @@ def log_in(page: Page, url: str, password: str, browser: Browser, shot: str) -> 
     page.fill("#password_input", password)
     page.click("#login_submit")
     page.wait_for_url(re.compile(r"/tree"))
-    page.wait_for_selector(".jp-DirListing-content")
+    page.wait_for_selector(".jp-DirListing-content:visible")
     return warned
 
 

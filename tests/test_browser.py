@@ -84,7 +84,7 @@ def test_collaborator_clicks_through_the_warning_logs_in_runs_a_cell_and_comes_b
     again = browser.new_page()
     again.goto(url)
     assert not click_through_warning(again, browser), "the warning page's cookie lasts"
-    again.wait_for_selector(".jp-DirListing-content")
+    again.wait_for_selector(".jp-DirListing-content:visible")
     browser.shot(again, "file-list-after-reopen")
     reopened = open_notebook(again, "Untitled.ipynb")
     assert "x is 42" in output(reopened, 0), "the saved output is gone"

@@ -226,7 +226,7 @@ def join_with_link(tree: Page, link_url: str) -> Page:
     tree.wait_for_selector(".jp-DirListing-content, #join")
     if tree.locator("#join").count():
         tree.click("#join")
-    tree.wait_for_selector(".jp-DirListing-content")
+    tree.wait_for_selector(".jp-DirListing-content:visible")
     return tree
 
 

@@ -411,7 +411,7 @@ def test_a_collaborator_opens_the_link_in_a_browser_and_revoke_cuts_them_off(
         assert re.search(r"Join \S+'s Jupyter as browser", tree.content())
         browser.shot(tree, "join-page")
         tree.click("#join")
-        tree.wait_for_selector(".jp-DirListing-content")
+        tree.wait_for_selector(".jp-DirListing-content:visible")
         assert "/tree" in tree.url
         assert "token" not in tree.url, "the secret stays in the address bar"
         browser.shot(tree, "file-list-through-the-link")
