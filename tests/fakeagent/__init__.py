@@ -207,7 +207,9 @@ class FakeNgrok:
         """A Cloud Endpoint on the token's dev domain, as ngrok creates on some new accounts: agents
         asking for that domain get ERR_NGROK_334, and its URL serves ngrok's placeholder page. Its URL."""
         domain = agent.dev_domain(agent.token_id(token))
-        listener = agent.bind_listener(self._control.domain_port(domain))
+        # Claimed before the port is bound, as an agent does: the offline edge lets the port go.
+        self.set_control(cloud_endpoints=[*(self.control().get("cloud_endpoints") or []), domain])
+        listener = agent.bind_listener(self._control.domain_port(domain), agent.OFFLINE_EDGE_HANDOVER_SECONDS)
         port = listener.getsockname()[1]
         self._control.remember_domain_port(domain, port)
         self._cloud_listeners.append(listener)
@@ -227,7 +229,6 @@ class FakeNgrok:
                 client.close()
 
         threading.Thread(target=serve, name="cloud-endpoint", daemon=True).start()
-        self.set_control(cloud_endpoints=[*(self.control().get("cloud_endpoints") or []), domain])
         return f"http://{domain}:{port}"
 
     def serve_offline_urls(self) -> None:
