@@ -141,15 +141,14 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def refuses(url: str) -> bool:
-    address, port, _ = public_address(url)
+def offline(url: str) -> bool:
+    """What a visitor sees once no agent serves the URL, as from ngrok (facts.md "An offline
+    endpoint"): 404 with ERR_NGROK_3200, not the upstream's answer and not a refused connection."""
     try:
-        socket.create_connection((address, port), timeout=1).close()
-    except ConnectionRefusedError:
-        return True
+        reply = http_request(url, timeout=2)
     except OSError:
-        return False  # reset while the listener closes: not refused yet, ask again
-    return False
+        return False  # the agent's listener is closing and the edge has not taken the port yet
+    return (reply.status, reply.headers.get("ngrok-error-code")) == (404, "ERR_NGROK_3200")
 
 
 def request_fails(url: str) -> bool:
@@ -235,7 +234,7 @@ def test_connect_forwards_to_upstream_with_public_host(fake: FakeNgrok, upstream
     assert ngrok.api_request(f"{api_url}/api/endpoints/jupyter")["url"] == url
 
     ngrok.disconnect(url, cfg)
-    assert refuses(url)  # DELETE closed the listener
+    wait_until(lambda: offline(url), timeout=5, message="the deleted endpoint's URL to answer offline")
     with pytest.raises(PyngrokNgrokHTTPError) as missing:
         ngrok.api_request(f"{api_url}/api/endpoints/jupyter")
     assert missing.value.status_code == 404
@@ -294,7 +293,7 @@ def test_tcp_endpoint_forwards_raw_bytes(fake: FakeNgrok) -> None:
         stop()
 
 
-def test_sigkill_closes_the_public_port(fake: FakeNgrok, upstream: RecordingServer) -> None:
+def test_sigkill_leaves_the_url_answering_offline(fake: FakeNgrok, upstream: RecordingServer) -> None:
     cfg = fake.pyngrok_config()
     url = str(ngrok.connect(upstream.url, name="jupyter", pyngrok_config=cfg).public_url)
     assert http_request(url).status == 200
@@ -302,7 +301,7 @@ def test_sigkill_closes_the_public_port(fake: FakeNgrok, upstream: RecordingServ
 
     os.kill(pid, signal.SIGKILL)
 
-    wait_until(lambda: refuses(url), timeout=5, message="the public port to close")
+    wait_until(lambda: offline(url), timeout=5, message="the killed agent's URL to answer offline")
     wait_until(lambda: pid not in fake.live_agent_pids(), timeout=5, message="the agent to be dead")
 
 
@@ -495,7 +494,7 @@ def test_reserved_domain_keeps_its_url_across_restarts(fake: FakeNgrok, upstream
     assert error_body(taken.value)["details"]["err"].endswith("ERR_NGROK_334")
 
     ngrok.kill(cfg)
-    assert refuses(url)
+    wait_until(lambda: offline(url), timeout=5, message="the killed agent's URL to answer offline")
     second = ngrok.connect(upstream.url, name="jupyter", url="https://mydomain.ngrok.localhost", pyngrok_config=cfg)
 
     assert second.public_url == url
@@ -549,7 +548,7 @@ def test_sigterm_closes_listeners_and_exits_0(fake: FakeNgrok, upstream: Recordi
         proc.terminate()
 
         assert proc.wait(timeout=10) == 0
-        assert refuses(endpoint["url"])
+        wait_until(lambda: offline(endpoint["url"]), timeout=5, message="the stopped agent's URL to answer offline")
         assert fake.wait_for_event("exited", pid=proc.pid)["code"] == 0
         assert proc.pid not in fake.live_agent_pids()
     finally:

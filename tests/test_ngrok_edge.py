@@ -167,8 +167,7 @@ def offline_code(url: str) -> str | None:
     return f"{reply.status} {reply.headers.get('ngrok-error-code', '')}"
 
 
-def test_fake_offline_edge_answers_3200_for_a_killed_agents_url(fake: FakeNgrok, upstream: RecordingServer) -> None:
-    fake.serve_offline_urls()
+def test_fake_edge_answers_3200_for_a_killed_agents_url_by_default(fake: FakeNgrok, upstream: RecordingServer) -> None:
     cfg = fake.pyngrok_config()
     url = str(ngrok.connect(upstream.url, pyngrok_config=cfg).public_url)
     killed = ngrok.get_ngrok_process(cfg).proc

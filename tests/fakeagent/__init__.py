@@ -128,6 +128,7 @@ class FakeNgrok:
         self._cloud_listeners: list[socket.socket] = []
         self._stops: list[threading.Event] = []
         self.path = self.add_binary("ngrok")
+        self._start_offline_edge()
 
     def add_binary(self, name: str) -> Path:
         """Another wrapper that shares the control dir: pyngrok keeps one agent per binary path."""
@@ -206,7 +207,9 @@ class FakeNgrok:
         """A Cloud Endpoint on the token's dev domain, as ngrok creates on some new accounts: agents
         asking for that domain get ERR_NGROK_334, and its URL serves ngrok's placeholder page. Its URL."""
         domain = agent.dev_domain(agent.token_id(token))
-        listener = agent.bind_listener(self._control.domain_port(domain))
+        # Claimed before the port is bound, as an agent does: the offline edge lets the port go.
+        self.set_control(cloud_endpoints=[*(self.control().get("cloud_endpoints") or []), domain])
+        listener = agent.bind_listener(self._control.domain_port(domain), agent.OFFLINE_EDGE_HANDOVER_SECONDS)
         port = listener.getsockname()[1]
         self._control.remember_domain_port(domain, port)
         self._cloud_listeners.append(listener)
@@ -226,15 +229,22 @@ class FakeNgrok:
                 client.close()
 
         threading.Thread(target=serve, name="cloud-endpoint", daemon=True).start()
-        self.set_control(cloud_endpoints=[*(self.control().get("cloud_endpoints") or []), domain])
         return f"http://{domain}:{port}"
 
     def serve_offline_urls(self) -> None:
-        """The edge's answer for a URL whose agent is gone (killed, or stopped): 404 with
-        ``ngrok-error-code: ERR_NGROK_3200`` (facts.md "An offline endpoint"), instead of a refused
-        connection. Runs in this process: a thread holds each remembered domain port that no live
-        agent claims, and lets it go when an agent claims the domain again."""
-        self.set_control(offline_edge=True)
+        """The default, as ngrok does: a URL whose agent is gone (killed, stopped, or its endpoint
+        deleted) answers 404 with ``ngrok-error-code: ERR_NGROK_3200`` (facts.md "An offline
+        endpoint"), not a refused connection. Undoes :meth:`refuse_offline_urls`."""
+        self.set_control(offline_edge=None)
+
+    def refuse_offline_urls(self) -> None:
+        """Opt out of the edge's 404: a gone agent's URL port refuses connections. Not what ngrok
+        does; only for a test that must tell "nothing listens any more" from the edge's answer."""
+        self.set_control(offline_edge=False)
+
+    def _start_offline_edge(self) -> None:
+        # Runs in this process: a thread holds each remembered domain port that no live agent
+        # claims, and lets it go when an agent claims the domain again.
         stop = threading.Event()
         self._stops.append(stop)
         threading.Thread(target=self._offline_edge, args=(stop,), name="offline-edge", daemon=True).start()
@@ -244,10 +254,13 @@ class FakeNgrok:
         try:
             while not stop.wait(0.05):
                 ports = agent._read_json_object(self.control_dir / agent.DOMAINS_FILE)
+                control = self.control()
+                if control.get("offline_edge") is False:  # refuse_offline_urls: hold nothing
+                    ports = {}
                 claimed = {d for r in self._control.live_agents() for d in r.get("domains", [])}
-                claimed |= set(self.control().get("cloud_endpoints") or [])
+                claimed |= set(control.get("cloud_endpoints") or [])
                 for domain, listener in list(held.items()):
-                    if domain in claimed:
+                    if domain in claimed or domain not in ports:
                         listener.close()
                         del held[domain]
                 for domain, port in ports.items():

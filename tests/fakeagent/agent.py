@@ -57,9 +57,9 @@ Control directory
     free plan, a URL other than the dev domain fails with ERR_NGROK_313), ``join_log`` (default
     true: a ``join connections`` line per proxied connection), ``cloud_endpoints`` (set by
     ``FakeNgrok.start_cloud_endpoint``: domains a Cloud Endpoint holds, ERR_NGROK_334 for agents,
-    its placeholder page for visitors) and ``offline_edge`` (set by
-    ``FakeNgrok.serve_offline_urls``: a killed or stopped agent's URL answers 404 with
-    ERR_NGROK_3200 instead of refusing connections).
+    its placeholder page for visitors) and ``offline_edge`` (default: a killed or stopped
+    agent's URL answers 404 with ERR_NGROK_3200, as ngrok does, from a thread of the test's
+    ``FakeNgrok``; false, set by ``FakeNgrok.refuse_offline_urls``: the port refuses connections).
 ``events.jsonl``
     one JSON object per line, appended by every agent: ``{"event", "pid", "at", ...}`` with
     event ``started`` (``url`` = local API URL), ``startup_failed`` (``error_code``),
@@ -2020,11 +2020,12 @@ class Agent:
                 raise ApiError(
                     400, 103, "failed to start tunnel", error_message("ERR_NGROK_334", url=url, context="endpoint")
                 )
-            # Claimed before the port is bound: an offline edge (FakeNgrok.serve_offline_urls) that
+            # Claimed before the port is bound: the offline edge (a thread of FakeNgrok) that
             # answers for the URL meanwhile sees the claim and lets the port go.
             self.record["domains"] = [*self.record["domains"], domain]
             self.control.write_agent(self.record)
-            patience = OFFLINE_EDGE_HANDOVER_SECONDS if self.control.read_control().get("offline_edge") else 0.0
+            refusing = self.control.read_control().get("offline_edge") is False
+            patience = 0.0 if refusing else OFFLINE_EDGE_HANDOVER_SECONDS
             try:
                 listener = bind_listener(self.control.domain_port(domain), patience)
             except OSError as e:
