@@ -15,6 +15,11 @@ minutes (about 2,900 a month), and every minute while ngrok refuses, to see it c
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import http.client
+
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -61,22 +66,31 @@ class EdgeAnswer:
         return self.status is not None and self.code in ("", "ERR_NGROK_8012")
 
 
-def ask(url: str, method: str = "HEAD", path: str = "/api", timeout: float = PROBE_TIMEOUT) -> EdgeAnswer:
-    """One request to the public URL, as a script visits it (no browser warning).
+def _visit(url: str, timeout: float) -> tuple[http.client.HTTPConnection, dict[str, str]]:
+    """A connection to the public URL and the headers a script sends (no browser warning).
 
     Names under .localhost are loopback by RFC 6761: connect to 127.0.0.1 and send the
     name as the Host header, as a browser does.
     """
-    import http.client  # here, not at the top: serve imports the keeper's modules on its warm path
+    import http.client
     import urllib.parse
 
     parts = urllib.parse.urlsplit(url)
     host = parts.hostname or ""
     address = "127.0.0.1" if host == "localhost" or host.endswith(".localhost") else host
     connection_class = http.client.HTTPSConnection if parts.scheme == "https" else http.client.HTTPConnection
-    conn = connection_class(address, parts.port, timeout=timeout)
+    return connection_class(address, parts.port, timeout=timeout), {
+        "Host": parts.netloc,
+        "ngrok-skip-browser-warning": "1",
+    }
+
+
+def ask(url: str, method: str = "HEAD", path: str = "/api", timeout: float = PROBE_TIMEOUT) -> EdgeAnswer:
+    """One request to the public URL, as a script visits it (see _visit)."""
+    import http.client  # here, not at the top: serve imports the keeper's modules on its warm path
+
+    conn, headers = _visit(url, timeout)
     try:
-        headers = {"Host": parts.netloc, "ngrok-skip-browser-warning": "1"}
         conn.request(method, path, body=b"" if method == "POST" else None, headers=headers)
         response = conn.getresponse()
         response.read(0)
@@ -97,15 +111,10 @@ def holder(url: str, timeout: float = PROBE_TIMEOUT) -> str:
     answers with a placeholder page; anything else is served by an agent.
     """
     import http.client
-    import urllib.parse
 
-    parts = urllib.parse.urlsplit(url)
-    host = parts.hostname or ""
-    address = "127.0.0.1" if host == "localhost" or host.endswith(".localhost") else host
-    connection_class = http.client.HTTPSConnection if parts.scheme == "https" else http.client.HTTPConnection
-    conn = connection_class(address, parts.port, timeout=timeout)
+    conn, headers = _visit(url, timeout)
     try:
-        conn.request("GET", "/", headers={"Host": parts.netloc, "ngrok-skip-browser-warning": "1"})
+        conn.request("GET", "/", headers=headers)
         response = conn.getresponse()
         body = response.read(65536).decode("utf-8", "replace")
         code = response.getheader("ngrok-error-code", "") or ""

@@ -235,3 +235,15 @@ def sandbox(tmp_path: Path) -> Iterator[Sandbox]:
 def python_envs(tmp_path_factory: pytest.TempPathFactory) -> pyenvs.PythonEnvs:
     """Real venvs and a conda-shaped prefix for the kernel tests, built once per run (see pyenvs.py)."""
     return pyenvs.build(tmp_path_factory.mktemp("python-envs"))
+
+
+def serving_sandbox(tmp_path_factory: pytest.TempPathFactory, name: str) -> Iterator[Sandbox]:
+    """One `serve --detach` for a whole module: Jupyter starts once (the expensive part)."""
+    root = tmp_path_factory.mktemp(name)
+    sandbox = Sandbox(root, FakeNgrok(root / "ngrok"))
+    try:
+        result = sandbox.run("serve", "--detach")
+        assert result.returncode == 0, result.stderr
+        yield sandbox
+    finally:
+        sandbox.cleanup()

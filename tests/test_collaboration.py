@@ -19,8 +19,7 @@ from typing import Any
 
 import pytest
 from browser import Browser, cells, chromium, log_in, new_notebook, open_notebook, output, run_in_new_cell, save
-from conftest import PASSWORD, Sandbox, wait_until
-from fakeagent import FakeNgrok
+from conftest import PASSWORD, Sandbox, serving_sandbox, wait_until
 from jupyter_client import JupyterClient
 from playwright.sync_api import Page, WebSocket
 from playwright.sync_api import TimeoutError as PlaywrightTimeout
@@ -52,15 +51,7 @@ COLLABORATION_ROOM = "/api/collaboration/room/"
 
 @pytest.fixture(scope="module")
 def box(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Sandbox]:
-    """One `serve` for the module: Jupyter starts once (the expensive part)."""
-    root = tmp_path_factory.mktemp("collab")
-    sandbox = Sandbox(root, FakeNgrok(root / "ngrok"))
-    try:
-        result = sandbox.run("serve", "--detach")
-        assert result.returncode == 0, result.stderr
-        yield sandbox
-    finally:
-        sandbox.cleanup()
+    yield from serving_sandbox(tmp_path_factory, "collab")
 
 
 @contextlib.contextmanager

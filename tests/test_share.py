@@ -29,8 +29,7 @@ import pytest
 import requests
 import websocket
 from browser import chromium, new_notebook, run_in_new_cell, wait_for_output
-from conftest import PASSWORD, Sandbox, descendants, pid_alive, wait_until
-from fakeagent import FakeNgrok
+from conftest import PASSWORD, Sandbox, descendants, pid_alive, serving_sandbox, wait_until
 from jupyter_client import JupyterClient
 from playwright.sync_api import Page
 
@@ -41,15 +40,7 @@ WRONG = "not the password at all"
 
 @pytest.fixture(scope="module")
 def box(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Sandbox]:
-    """One `serve` for the module: Jupyter starts once (the expensive part)."""
-    root = tmp_path_factory.mktemp("share")
-    sandbox = Sandbox(root, FakeNgrok(root / "ngrok"))
-    try:
-        result = sandbox.run("serve", "--detach")
-        assert result.returncode == 0, result.stderr
-        yield sandbox
-    finally:
-        sandbox.cleanup()
+    yield from serving_sandbox(tmp_path_factory, "share")
 
 
 # Every link secret a test saw, for the at-rest check at the end of the module.
