@@ -11,11 +11,11 @@ from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING
 
 from remote_agent import __version__
-from remote_agent.console import Console
-from remote_agent.errors import BadInput, MissingPrerequisite, NotRunning, RemoteAgentError
+from remote_agent.core.console import Console
+from remote_agent.core.errors import BadInput, MissingPrerequisite, NotRunning, RemoteAgentError
 
 if TYPE_CHECKING:
-    from remote_agent.settings import Settings
+    from remote_agent.config.settings import Settings
 
 # What the server side imports and a laptop install (`connect` only) lacks: the [server] extra.
 SERVER_PACKAGES = frozenset(
@@ -111,7 +111,7 @@ def build_parser() -> argparse.ArgumentParser:
     install.add_argument("--user", action="store_true", help="a user unit even when root (the default for others)")
     uninstall = sub.add_parser("uninstall-service", help="remove the systemd unit of install-service")
     uninstall.add_argument("--user", action="store_true", help="the user unit, when root installed one with --user")
-    from remote_agent.connect_cli import add_connect_parser
+    from remote_agent.laptop.connect_cli import add_connect_parser
 
     add_connect_parser(sub)
     return parser
@@ -120,43 +120,43 @@ def build_parser() -> argparse.ArgumentParser:
 def run(args: argparse.Namespace, settings: Settings, console: Console) -> int:  # noqa: PLR0912 (one branch per command)
     command = args.command
     if command == "serve":
-        from remote_agent.serve import serve
+        from remote_agent.commands.serve import serve
 
         return serve(settings, console, detach=args.detach, qr=args.qr, reconfigure=args.reconfigure)
     if command == "status":
-        from remote_agent.status import status
+        from remote_agent.commands.status import status
 
         return status(settings, console)
     if command == "url":
-        from remote_agent.status import url
+        from remote_agent.commands.status import url
 
         return url(settings, console, qr=args.qr)
     if command == "stop":
-        from remote_agent.stop import stop
+        from remote_agent.commands.stop import stop
 
         return stop(settings, console, tunnel_only=args.tunnel_only)
     if command == "logs":
-        from remote_agent.logs import logs
+        from remote_agent.commands.logs import logs
 
         return logs(settings, console, lines=args.n, follow=args.follow)
     if command == "share":
-        from remote_agent.share import share
+        from remote_agent.commands.share import share
 
         return share(settings, console, args.name, args.expires, args.list_shares, args.revoke, args.uses)
     if command == "attach":
         return attach(settings)
     if command == "password":
-        from remote_agent.password import set_password, unlock_logins
+        from remote_agent.commands.password import set_password, unlock_logins
 
         if args.unlock:
             return unlock_logins(settings, console)
         return set_password(settings, console, from_stdin=args.stdin)
     if command == "doctor":
-        from remote_agent.doctor import doctor
+        from remote_agent.commands.doctor import doctor
 
         return doctor(settings, console, update_agent=args.update_agent)
     if command == "kernels":
-        from remote_agent import kernels
+        from remote_agent.jupyter import kernels
 
         if args.kernels_action == "add":
             return kernels.add(settings, console, args.python, args.name, args.install_ipykernel)
@@ -164,7 +164,7 @@ def run(args: argparse.Namespace, settings: Settings, console: Console) -> int: 
             return kernels.remove(settings, console, args.name)
         return kernels.show(settings, console, as_json=args.json)
     if command in ("install-service", "uninstall-service"):
-        from remote_agent.service import install_service, uninstall_service
+        from remote_agent.commands.service import install_service, uninstall_service
 
         action = install_service if command == "install-service" else uninstall_service
         return action(settings, console, user=args.user)
@@ -172,7 +172,7 @@ def run(args: argparse.Namespace, settings: Settings, console: Console) -> int: 
 
 
 def attach(settings: Settings) -> int:
-    from remote_agent.tmux_session import TmuxSession
+    from remote_agent.supervision.tmux import TmuxSession
 
     tmux = TmuxSession(settings.session)
     if not tmux.exists():
@@ -211,11 +211,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         console = Console(json_mode=bool(getattr(args, "json", False)))
         if args.command == "connect":
             # The laptop side: the server keeps its own settings, so no .env here is read.
-            from remote_agent.connect_cli import run_connect
+            from remote_agent.laptop.connect_cli import run_connect
 
             return run_connect(args, console)
         with _server_side():
-            from remote_agent.settings import remove_secrets_from_environ, resolve
+            from remote_agent.config.settings import remove_secrets_from_environ, resolve
         flags = {
             "port": getattr(args, "port", None),
             "root_dir": getattr(args, "root_dir", None),

@@ -96,7 +96,7 @@ def bare_jupyter_start(box: Sandbox) -> float:
         "--ServerApp.ip=127.0.0.1",
         # The server extensions serve loads: jupyter-collaboration and jupyter-server-nbmodel are
         # enabled by their install in this environment; remote-agent's own is named here.
-        "--ServerApp.jpserver_extensions=remote_agent.notebook_status=True",
+        "--ServerApp.jpserver_extensions=remote_agent.jupyter.notebook_status=True",
     ]
     if os.geteuid() == 0:
         argv.append("--allow-root")  # as serve does; Jupyter refuses root otherwise
@@ -199,8 +199,8 @@ def measure(runs: int, rest_seconds: float, quick: bool = False) -> list[Figure]
 
 def self_healing(box: Sandbox, runs: int) -> list[Figure]:
     """kill -9 of the keeper, then of Jupyter: how soon each is back, without a serve."""
-    from remote_agent.jupyter_process import answers
-    from remote_agent.supervisor import POLICY
+    from remote_agent.jupyter.process import answers
+    from remote_agent.supervision.supervisor import POLICY
 
     keepers = []
     runs = min(runs, 3)  # the restart policy allows a few in a row (4 in 5 min), not more

@@ -10,4 +10,4 @@ python=${PYTHON:-}
 if [ -z "$python" ]; then
     if [ -x "$here/.venv/bin/python" ]; then python="$here/.venv/bin/python"; else python=python3; fi
 fi
-exec "$python" -m remote_agent.live_check "$@"
+exec "$python" -m remote_agent.commands.live_check "$@"

@@ -25,7 +25,7 @@ import pyenvs
 import pytest
 from fakeagent import FakeNgrok
 
-from remote_agent import procs
+from remote_agent.core import procs
 
 REPO = Path(__file__).resolve().parent.parent
 PASSWORD = "correct horse battery staple"
@@ -50,7 +50,7 @@ def wait_until(condition: Callable[[], Any], timeout: float, what: str, interval
         time.sleep(interval)
 
 
-# The harness finds processes the way the product does, by /proc (see remote_agent.procs).
+# The harness finds processes the way the product does, by /proc (see remote_agent.core.procs).
 pid_alive = procs.is_alive
 descendants = procs.descendants
 

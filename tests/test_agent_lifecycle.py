@@ -14,7 +14,7 @@ import pytest
 from conftest import TOKEN, pid_alive, wait_until
 from fakeagent import FakeNgrok
 
-from remote_agent.ngrok_agent import Agent, AgentError, write_agent_config
+from remote_agent.tunnel.agent import Agent, AgentError, write_agent_config
 
 
 def zombie(pid: int) -> bool:

@@ -367,7 +367,7 @@ def test_jupyterlab_keeps_what_a_users_own_kernel_printed_while_no_browser_watch
 
 
 def test_the_last_output_line_is_what_a_terminal_would_show_last() -> None:
-    from remote_agent.notebook_status import last_output
+    from remote_agent.jupyter.notebook_status import last_output
 
     bar = {"output_type": "stream", "name": "stdout", "text": "epoch 1\nloss 0.9\r\rloss 0.231\n\n"}
     assert last_output([bar]) == "loss 0.231"

@@ -25,7 +25,8 @@ from conftest import PASSWORD, REPO, Following, Sandbox, free_port, pid_alive, w
 from jupyter_client import JupyterClient
 from sshd import USER, Sshd, port_accepts, running_sshd, serve_command, wait_for_port, write_user_dotenv
 
-from remote_agent import procs, remote_serve
+from remote_agent.core import procs
+from remote_agent.laptop import remote_serve
 
 Completed = subprocess.CompletedProcess[str]
 PYTHON39 = Path("/root/.pyenv/versions/3.9.18/bin/python3.9")

@@ -10,10 +10,10 @@ from dataclasses import dataclass, field
 
 import pytest
 
-from remote_agent.errors import StartFailed
-from remote_agent.forward import JUPYTER_GONE, PROBE_INTERVAL, Events, ForwardProcess, Holder
-from remote_agent.forward_policy import GiveUp, ReconnectPolicy, Retry
-from remote_agent.ssh_client import SshTarget
+from remote_agent.core.errors import StartFailed
+from remote_agent.laptop.forward import JUPYTER_GONE, PROBE_INTERVAL, Events, ForwardProcess, Holder
+from remote_agent.laptop.forward_policy import GiveUp, ReconnectPolicy, Retry
+from remote_agent.laptop.ssh_client import SshTarget
 
 
 @dataclass

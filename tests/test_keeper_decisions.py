@@ -17,10 +17,10 @@ from typing import Any
 
 import pytest
 
-from remote_agent.keeper import LONG_BACKOFF, RECONNECT_GRACE, SHORT_BACKOFF, Keeper
-from remote_agent.keeper_config import KeeperConfig
-from remote_agent.ngrok_agent import AgentError
-from remote_agent.state import Home, TunnelState
+from remote_agent.core.state import Home, TunnelState
+from remote_agent.tunnel.agent import AgentError
+from remote_agent.tunnel.keeper import LONG_BACKOFF, RECONNECT_GRACE, SHORT_BACKOFF, Keeper
+from remote_agent.tunnel.keeper_config import KeeperConfig
 
 
 class FakeTime:

@@ -19,10 +19,11 @@ from conftest import PASSWORD, Sandbox, wait_until
 from jupyter_client import JupyterClient
 from pyenvs import CUDA_VALUE, CUDA_VARIABLE, PythonEnv, PythonEnvs, venv_with_ipykernel
 
-from remote_agent import kernelspecs, procs, python_envs
-from remote_agent.console import Console
-from remote_agent.kernels import check_running_jupyter
-from remote_agent.settings import Settings
+from remote_agent.config.settings import Settings
+from remote_agent.core import procs
+from remote_agent.core.console import Console
+from remote_agent.jupyter import kernelspecs, python_envs
+from remote_agent.jupyter.kernels import check_running_jupyter
 
 # What a cell prints about the kernel that runs it.
 ABOUT = (

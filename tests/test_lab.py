@@ -9,8 +9,8 @@ import pytest
 from conftest import PASSWORD, Sandbox
 from jupyter_client import JupyterClient
 
-from remote_agent.errors import MissingPrerequisite
-from remote_agent.jupyter_process import require_app
+from remote_agent.core.errors import MissingPrerequisite
+from remote_agent.jupyter.process import require_app
 
 URL_LINE = r"Public URL\s+(http://\S+\.localhost:\d+)"
 

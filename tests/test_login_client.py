@@ -6,9 +6,10 @@ import os
 import socket
 from pathlib import Path
 
-from remote_agent import edge_secret, login_client
-from remote_agent.keeper_config import KeeperConfig, write_keeper_config
-from remote_agent.state import Home, read_json
+from remote_agent.core import edge_secret
+from remote_agent.core.state import Home, read_json
+from remote_agent.jupyter import login_client
+from remote_agent.tunnel.keeper_config import KeeperConfig, write_keeper_config
 
 
 def test_the_edge_adds_the_proof_with_a_free_action_and_the_keepers_file_never_holds_it(tmp_path: Path) -> None:

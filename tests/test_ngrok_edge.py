@@ -28,11 +28,11 @@ from pyngrok.log import NgrokLog
 from test_fake_agent import RecordingServer, error_body, serve_in_thread
 from test_keeper_decisions import Harness
 
-from remote_agent.console import Console
-from remote_agent.edge_watch import PROBE_EVERY, RECHECK_EVERY, EdgeAnswer, EdgeWatch, describe
-from remote_agent.follow import follow
-from remote_agent.ngrok_agent import AgentNoiseFilter, classify
-from remote_agent.state import Home, TunnelState
+from remote_agent.commands.follow import follow
+from remote_agent.core.console import Console
+from remote_agent.core.state import Home, TunnelState
+from remote_agent.tunnel.agent import AgentNoiseFilter, classify
+from remote_agent.tunnel.edge_watch import PROBE_EVERY, RECHECK_EVERY, EdgeAnswer, EdgeWatch, describe
 
 LOGIN_LIMIT = {
     "on_http_request": [

@@ -27,13 +27,13 @@ from conftest import REPO, TOKEN, Sandbox, pid_alive, wait_until
 from fakeagent import FakeNgrok, agent
 from jupyter_client import JupyterClient
 
-from remote_agent.console import Console
-from remote_agent.follow import follow
-from remote_agent.keeper import OWN_SESSION_WINDOW, WAITING_FOR_RELEASE, Keeper
-from remote_agent.keeper_config import KeeperConfig
-from remote_agent.ngrok_agent import AgentError, AgentNoiseFilter, classify, public_url_answers
-from remote_agent.state import Home, TunnelState
-from remote_agent.status import region_and_latency
+from remote_agent.commands.follow import follow
+from remote_agent.commands.status import region_and_latency
+from remote_agent.core.console import Console
+from remote_agent.core.state import Home, TunnelState
+from remote_agent.tunnel.agent import AgentError, AgentNoiseFilter, classify, public_url_answers
+from remote_agent.tunnel.keeper import OWN_SESSION_WINDOW, WAITING_FOR_RELEASE, Keeper
+from remote_agent.tunnel.keeper_config import KeeperConfig
 
 # -- decisions, with fake clocks and files ------------------------------------------
 
@@ -95,7 +95,7 @@ def test_the_agents_per_call_lines_are_dropped_and_the_rest_kept() -> None:
     assert not quiet.filter(record("pyngrok.process.ngrok", "t=x lvl=info msg=start pg=/api/endpoints/a id=1"))
     assert not quiet.filter(record("pyngrok.process.ngrok", "t=x lvl=info msg=end pg=/api/status id=1 status=200"))
     assert quiet.filter(record("pyngrok.process.ngrok", 't=x lvl=eror msg="failed to reconnect session"'))
-    assert quiet.filter(record("remote_agent.keeper", "msg=start pg=/api/ quoted by the keeper"))
+    assert quiet.filter(record("remote_agent.tunnel.keeper", "msg=start pg=/api/ quoted by the keeper"))
 
 
 def write_state(home: Home, **fields: Any) -> None:

@@ -1,6 +1,6 @@
 """Hooks on a new public URL: a command and a webhook, tested against a local HTTP receiver.
 
-The in-process tests drive remote_agent.notify directly (real processes, a real HTTP
+The in-process tests drive remote_agent.tunnel.notify directly (real processes, a real HTTP
 server on 127.0.0.1); the last one runs the whole thing: serve, the keeper, the fake
 agent dying, and the hooks hearing about both URLs.
 """
@@ -22,9 +22,9 @@ import pytest
 from conftest import PASSWORD, TOKEN, Sandbox, free_port, pid_alive, wait_until
 from receiver import Receiver
 
-from remote_agent.errors import BadInput
-from remote_agent.notify import Notifier, command_argv, needs_shell
-from remote_agent.settings import resolve
+from remote_agent.config.settings import resolve
+from remote_agent.core.errors import BadInput
+from remote_agent.tunnel.notify import Notifier, command_argv, needs_shell
 
 URL_LINE = r"Public URL\s+(http://\S+\.localhost:\d+)"
 NEW_URL_LINE = r"New public URL\s+(http://\S+\.localhost:\d+)"
@@ -105,7 +105,7 @@ def test_webhook_posts_the_documented_body() -> None:
 
 
 def test_failing_hooks_are_logged_retried_and_never_raise(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
-    caplog.set_level(logging.INFO, logger="remote_agent.notify")
+    caplog.set_level(logging.INFO, logger="remote_agent.tunnel.notify")
     command, record = recording_hook(tmp_path, exit_code=3)
     with Receiver(status=500) as receiver:
         notifier = Notifier(command, receiver.url, environ=ENVIRON, retry_delays=(0.05,))
@@ -251,7 +251,7 @@ def test_hook_settings_are_checked_and_documented(tmp_path: Path) -> None:
 def test_a_password_in_the_webhook_url_is_sent_as_basic_auth_and_never_logged(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    caplog.set_level(logging.INFO, logger="remote_agent.notify")
+    caplog.set_level(logging.INFO, logger="remote_agent.tunnel.notify")
     with Receiver() as receiver:
         url = receiver.url.replace("http://", "http://hookuser:s3cret-hook-pw@")
         notifier = Notifier(None, url, retry_delays=())

@@ -7,7 +7,7 @@ import io
 import pytest
 from qr_decode import decode, qr_blocks
 
-from remote_agent import qr
+from remote_agent.commands import qr
 
 URLS = [
     "http://ab12cd34.ngrok.localhost:41234",  # what the test agent gives

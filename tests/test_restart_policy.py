@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from remote_agent.restart_policy import RestartPolicy
-from remote_agent.supervisor import describe_exit, rotate
+from remote_agent.supervision.restart_policy import RestartPolicy
+from remote_agent.supervision.supervisor import describe_exit, rotate
 
 POLICY = RestartPolicy(burst=3, interval=60.0, delay=1.0, quick_delay=5.0, startsecs=10.0)
 

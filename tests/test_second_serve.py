@@ -20,7 +20,7 @@ from conftest import PASSWORD, TOKEN, Sandbox, descendants, free_port, pid_alive
 from fakeagent import FakeNgrok
 from jupyter_client import JupyterClient
 
-from remote_agent.session import compare, weakenings
+from remote_agent.config.session import compare, weakenings
 
 BASIC = "colleague:edge-password-123"
 

@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 from conftest import PASSWORD, TOKEN, Sandbox
 
-from remote_agent.service import carried_environment, exec_word, unit_text
+from remote_agent.commands.service import carried_environment, exec_word, unit_text
 
 SYSTEMD_BOOTED = Path("/run/systemd/system").is_dir()
 

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from remote_agent.errors import BadInput
-from remote_agent.settings import resolve
+from remote_agent.config.settings import resolve
+from remote_agent.core.errors import BadInput
 
 
 def write_env(directory: Path, text: str, mode: int = 0o600) -> Path:
@@ -94,7 +94,7 @@ def test_bad_settings_are_bad_input(
 
 
 def test_collaboration_is_on_unless_turned_off_and_is_a_jupyter_setting(tmp_path: Path) -> None:
-    from remote_agent.session import compare
+    from remote_agent.config.session import compare
 
     assert resolve({}, {"HOME": str(tmp_path)}, cwd=tmp_path).collaboration is True
     write_env(tmp_path, "REMOTE_AGENT_COLLABORATION=off\n")
@@ -107,8 +107,8 @@ def test_collaboration_is_on_unless_turned_off_and_is_a_jupyter_setting(tmp_path
 
 
 def record_session(home: Path, env_file: Path | None, given: dict[str, str], applied: dict[str, str]) -> None:
-    from remote_agent.redaction import SECRET_ENV_KEYS
-    from remote_agent.state import Home, SessionRecord
+    from remote_agent.core.redaction import SECRET_ENV_KEYS
+    from remote_agent.core.state import Home, SessionRecord
 
     Home(home).ensure().write_session(
         SessionRecord(str(env_file) if env_file else None, given, applied, "2026-01-01T00:00:00+00:00"),

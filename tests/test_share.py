@@ -33,7 +33,7 @@ from conftest import PASSWORD, Sandbox, descendants, pid_alive, serving_sandbox,
 from jupyter_client import JupyterClient
 from playwright.sync_api import Page
 
-from remote_agent import jupyter_process
+from remote_agent.jupyter import process as jupyter_process
 
 WRONG = "not the password at all"
 

@@ -10,14 +10,15 @@ from pathlib import Path
 
 import pytest
 
-from remote_agent import login_throttle, shares
-from remote_agent.errors import BadInput
-from remote_agent.keeper_config import KeeperConfig, write_keeper_config
-from remote_agent.login_throttle import LoginThrottle
-from remote_agent.runtime import Snapshot
-from remote_agent.settings import Settings
-from remote_agent.share import link_url, parse_duration, where
-from remote_agent.state import Home, JupyterRecord, TunnelState
+from remote_agent.commands.runtime import Snapshot
+from remote_agent.commands.share import link_url, parse_duration, where
+from remote_agent.config.settings import Settings
+from remote_agent.core.errors import BadInput
+from remote_agent.core.state import Home, JupyterRecord, TunnelState
+from remote_agent.jupyter import share_links as shares
+from remote_agent.jupyter import throttle as login_throttle
+from remote_agent.jupyter.throttle import LoginThrottle
+from remote_agent.tunnel.keeper_config import KeeperConfig, write_keeper_config
 
 T0 = datetime(2026, 12, 2, 9, 0, tzinfo=timezone.utc)
 

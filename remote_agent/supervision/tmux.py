@@ -1,0 +1,218 @@
+"""The tmux session that holds Jupyter and the tunnel keeper; the only user of libtmux."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import subprocess
+from pathlib import Path
+from typing import Any
+
+from remote_agent.core.errors import MissingPrerequisite, RemoteAgentError
+
+JUPYTER_WINDOW = "jupyter"
+KEEPER_WINDOW = "tunnel"
+# A tmux user option on the session: the REMOTE_AGENT_HOME that started it, so that two homes
+# that use one session name never adopt, add to or kill each other's session.
+OWNER_OPTION = "@remote_agent_home"
+WATCH_WINDOW = "watch"
+
+
+class TmuxError(RemoteAgentError):
+    exit_code = 5
+
+
+def require_tmux() -> str:
+    path = shutil.which("tmux")
+    if path is None:
+        raise MissingPrerequisite(
+            "tmux is not installed, and remote-agent runs Jupyter inside tmux.",
+            "Install it: sudo apt-get install -y tmux   (Amazon Linux: sudo dnf install -y tmux)",
+        )
+    return path
+
+
+MIN_TMUX = (3, 2)
+
+
+def tmux_version() -> tuple[str, bool]:
+    """(`tmux -V` output, new enough?); raises MissingPrerequisite when tmux is not installed."""
+    import re
+
+    out = subprocess.run([require_tmux(), "-V"], capture_output=True, text=True, check=False, timeout=10).stdout.strip()
+    match = re.search(r"(\d+)\.(\d+)", out)
+    return out or "tmux", not match or (int(match[1]), int(match[2])) >= MIN_TMUX
+
+
+class TmuxSession:
+    """A named tmux session on the default tmux server (honours TMUX_TMPDIR), owned by one home."""
+
+    def __init__(self, name: str, home: Path | None = None, socket: str | None = None) -> None:
+        self.name = name
+        self.home = home
+        self.socket = socket  # a server's socket path (as a tmux hook knows it); None: the default server
+        self._server: Any = None
+
+    def _libtmux(self) -> Any:
+        if self._server is None:
+            require_tmux()
+            import libtmux
+
+            self._server = libtmux.Server()
+        return self._server
+
+    def _session(self) -> Any:
+        import libtmux.exc
+
+        server = self._libtmux()
+        try:
+            if not server.has_session(self.name):
+                return None
+            return server.sessions.get(session_name=self.name, default=None)
+        except libtmux.exc.LibTmuxException:
+            return None
+
+    def load(self) -> None:
+        """Import libtmux now, e.g. while another thread waits on something else."""
+        self._libtmux()
+
+    def _query(self, *args: str) -> subprocess.CompletedProcess[str]:
+        # Reads go to tmux directly: importing libtmux costs more than the whole of `url`.
+        where = ["-S", self.socket] if self.socket else []
+        return subprocess.run([require_tmux(), *where, *args], capture_output=True, text=True, check=False, timeout=10)
+
+    def exists(self) -> bool:
+        return self._query("has-session", "-t", f"={self.name}").returncode == 0
+
+    def owner(self) -> tuple[bool, str | None]:
+        """(does the session exist?, the home that started it: None when it does not say).
+
+        One tmux call: a session of remote-agent 0.1, or not ours at all, exists and says nothing.
+        """
+        shown = self._query("show-options", "-t", f"={self.name}", "-v", "-q", OWNER_OPTION)
+        return shown.returncode == 0, shown.stdout.strip() or None
+
+    def claim(self) -> None:
+        if self.home is not None:
+            self._query("set-option", "-t", f"={self.name}", OWNER_OPTION, str(self.home))
+
+    def pane_pids(self) -> list[int]:
+        listing = self._query("list-panes", "-s", "-t", f"={self.name}", "-F", "#{pane_pid}")
+        return [int(p) for p in listing.stdout.split() if p.isdigit()] if listing.returncode == 0 else []
+
+    def window_pid(self, window: str) -> int | None:
+        """The pid of the program in a window's pane, if the window exists."""
+        listing = self._query(
+            "list-panes", "-s", "-t", f"={self.name}", "-F", "#{window_name}\t#{pane_pid}\t#{pane_dead}"
+        )
+        if listing.returncode != 0:
+            return None
+        for line in listing.stdout.splitlines():
+            name, pid, dead = [*line.split("\t"), "", ""][:3]
+            if name == window and pid.isdigit() and dead != "1":  # a dead pane waits for its supervisor
+                return int(pid)
+        return None
+
+    # -- supervision: a window whose program dies stays, and a hook tells the supervisor
+
+    def supervise(self, window: str, on_death: str) -> None:
+        """Keep `window` when its program dies and run the shell command `on_death` in the background.
+
+        `on_death` may use tmux formats: #{pane_id}, #{pane_pid}, #{pane_dead_status},
+        #{pane_dead_signal}, #{socket_path}.
+        """
+        if "'" in on_death:
+            raise ValueError("a supervision command cannot hold a single quote")  # tmux's quoting
+        # By pane id: a window of the same name whose program just ended may linger a moment.
+        for pane in self._panes(window, live=True):
+            self._query("set-option", "-w", "-t", pane, "remain-on-exit", "on")
+            self._query("set-hook", "-w", "-t", pane, "pane-died", f"run-shell -b '{on_death}'")
+
+    def unsupervise(self, window: str) -> None:
+        """Before a deliberate stop: the window closes with its program, and no hook runs."""
+        for pane in self._panes(window, live=False):
+            self._query("set-hook", "-uw", "-t", pane, "pane-died")
+            self._query("set-option", "-w", "-t", pane, "remain-on-exit", "off")
+
+    def _panes(self, window: str, live: bool) -> list[str]:
+        """The pane ids of the windows named `window` (only those whose program runs, if `live`)."""
+        listing = self._query(
+            "list-panes", "-s", "-t", f"={self.name}", "-F", "#{window_name}\t#{pane_id}\t#{pane_dead}"
+        )
+        found = []
+        for line in listing.stdout.splitlines() if listing.returncode == 0 else []:
+            name, pane, dead = [*line.split("\t"), "", ""][:3]
+            if name == window and (dead != "1" or not live):
+                found.append(pane)
+        return found
+
+    def respawn(self, pane: str, command: str | None, environment: dict[str, str], start_dir: str | None) -> int | None:
+        """Run a dead pane's program again (its first command when `command` is None); the new pid."""
+        args = ["respawn-pane", "-t", pane]
+        if start_dir:
+            args += ["-c", start_dir]
+        for key, value in environment.items():
+            args += ["-e", f"{key}={value}"]
+        if command:
+            args.append(command)
+        if self._query(*args).returncode != 0:
+            return None
+        shown = self._query("display-message", "-p", "-t", pane, "#{pane_pid}").stdout.strip()
+        return int(shown) if shown.isdigit() else None
+
+    def pane_window(self, pane: str) -> str | None:
+        """The name of the window that holds `pane` (a %N id), if it still exists in this session."""
+        shown = self._query("display-message", "-p", "-t", pane, "#{session_name}\t#{window_name}")
+        session, _, window = shown.stdout.strip().partition("\t")
+        return window if shown.returncode == 0 and session == self.name else None
+
+    def close_pane(self, pane: str) -> None:
+        self._query("kill-pane", "-t", pane)
+
+    def start_window(self, window: str, command: str, environment: dict[str, str], start_dir: Path) -> None:
+        """Run `command` in a new window, creating the session if needed."""
+        import libtmux.exc
+
+        server = self._libtmux()
+        try:
+            session = self._session()
+            if session is None:
+                server.new_session(
+                    session_name=self.name,
+                    window_name=window,
+                    window_command=command,
+                    start_directory=str(start_dir),
+                    environment=environment,
+                    attach=False,
+                )
+                self.claim()
+            else:
+                session.new_window(
+                    window_name=window,
+                    window_shell=command,
+                    start_directory=str(start_dir),
+                    environment=environment,
+                    attach=False,
+                )
+        except libtmux.exc.LibTmuxException as e:
+            raise TmuxError(
+                f"tmux could not start the {window} window: {e}.",
+                f"Check `tmux ls`; a session named {self.name!r} may be in a bad state (`tmux kill-session -t "
+                f"{self.name}`).",
+            ) from e
+
+    def kill(self) -> None:
+        import libtmux.exc
+
+        session = self._session()
+        if session is not None:
+            # It may have ended on its own meanwhile.
+            with contextlib.suppress(libtmux.exc.LibTmuxException):
+                session.kill()
+
+    def attach_argv(self) -> list[str]:
+        tmux = require_tmux()
+        if os.environ.get("TMUX"):
+            return [tmux, "switch-client", "-t", self.name]
+        return [tmux, "attach-session", "-t", self.name]
