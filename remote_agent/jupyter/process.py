@@ -69,6 +69,7 @@ def has_identity_provider(pid: int) -> bool:
 # The module each JUPYTER_APP runs; both are jupyter_server apps that take the same server args.
 APP_MODULES = {"notebook": "notebook", "lab": "jupyterlab"}
 APP_NAMES = {"notebook": "Jupyter Notebook", "lab": "JupyterLab"}
+LAUNCHER = "remote_agent.jupyter.launcher"
 
 
 def require_app(app: str) -> None:
@@ -88,7 +89,8 @@ def window_command(
 ) -> str:
     """The tmux window's shell command: Jupyter becomes the pane's process (exec), secrets unset."""
     unset = " ".join(f"-u {key}" for key in SECRET_ENV_KEYS)
-    argv = [sys.executable, "-m", APP_MODULES.get(app, "notebook"), *server_args(port, root_dir)]
+    # The launcher runs the app module as `-m` would, with a costly import of its start deferred.
+    argv = [sys.executable, "-m", LAUNCHER, APP_MODULES.get(app, "notebook"), *server_args(port, root_dir)]
     if home is not None:
         argv += collaboration.server_args(home, collaborative)
     return f"exec env {unset} {shlex.join(argv)} >>{shlex.quote(str(log))} 2>&1"
