@@ -30,22 +30,17 @@ def running_notebooks(snap: Snapshot, timeout: float = 2.0) -> list[dict[str, An
     """Each running cell Jupyter knows of (path, cell, running_since, last_output), asked with the owner's secret."""
     if not snap.jupyter_running or snap.home is None or not collaboration_on(snap):
         return []
-    import http.client
-
+    from remote_agent.jupyter import loopback
     from remote_agent.jupyter.collaboration import STATUS_ROUTE, read_status_token
 
     token = read_status_token(snap.home.root)
     if token is None:
         return []
-    conn = http.client.HTTPConnection("127.0.0.1", snap.jupyter_port, timeout=timeout)
+    answer = loopback.get(snap.jupyter_port, STATUS_ROUTE, timeout, {"Authorization": f"token {token}"})
     try:
-        conn.request("GET", STATUS_ROUTE, headers={"Authorization": f"token {token}"})
-        response = conn.getresponse()
-        data = json.loads(response.read(1 << 20)) if response.status == 200 else {}
-    except (OSError, http.client.HTTPException, ValueError):
+        data = json.loads(answer[1]) if answer is not None and answer[0] == 200 else {}
+    except ValueError:
         return []
-    finally:
-        conn.close()
     found = data.get("notebooks") if isinstance(data, dict) else None
     return [n for n in found if isinstance(n, dict)] if isinstance(found, list) else []
 

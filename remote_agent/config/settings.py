@@ -13,8 +13,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
-from dotenv import dotenv_values
-
 from remote_agent.core.errors import BadInput
 from remote_agent.core.redaction import SECRET_ENV_KEYS
 from remote_agent.core.ssh_hint import LAPTOP_PORT
@@ -108,6 +106,8 @@ def read_env_file(path: Path, explicit: bool) -> dict[str, str]:
                 "Create it (see .env.example), or name another one.",
             )
         return {}
+    from dotenv import dotenv_values  # not at the top: only a session with a .env reads one
+
     try:
         values = dotenv_values(path)
     except (OSError, UnicodeDecodeError) as e:
