@@ -5,11 +5,13 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
-import subprocess
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from remote_agent.core.errors import MissingPrerequisite, RemoteAgentError
+
+if TYPE_CHECKING:
+    import subprocess
 
 JUPYTER_WINDOW = "jupyter"
 KEEPER_WINDOW = "tunnel"
@@ -39,6 +41,7 @@ MIN_TMUX = (3, 2)
 def tmux_version() -> tuple[str, bool]:
     """(`tmux -V` output, new enough?); raises MissingPrerequisite when tmux is not installed."""
     import re
+    import subprocess
 
     out = subprocess.run([require_tmux(), "-V"], capture_output=True, text=True, check=False, timeout=10).stdout.strip()
     match = re.search(r"(\d+)\.(\d+)", out)
@@ -101,6 +104,8 @@ class TmuxSession:
 
     def _query(self, *args: str) -> subprocess.CompletedProcess[str]:
         # Reads go to tmux directly: importing libtmux costs more than the whole of `url`.
+        import subprocess  # not at the top: `url` and `status` load this module and never run tmux
+
         where = ["-S", self.socket] if self.socket else []
         return subprocess.run([require_tmux(), *where, *args], capture_output=True, text=True, check=False, timeout=10)
 
