@@ -344,7 +344,7 @@ def code_build() -> str:
     """A short digest of remote-agent's own source files, to notice an upgrade under a running session."""
     import hashlib
 
-    package = Path(__file__).resolve().parent.parent
+    package = Path(__file__).resolve().parents[1]  # remote_agent/, every part of it
     digest = hashlib.sha256()
     for path in sorted(package.rglob("*.py")):
         with contextlib.suppress(OSError):
