@@ -97,7 +97,7 @@ def window_command(
 
 def answers(port: int, timeout: float = 1.0) -> bool:
     """True when a Jupyter server answers on 127.0.0.1:port (/api needs no login)."""
-    from remote_agent.jupyter import loopback
+    from remote_agent.core import loopback
 
     answer = loopback.get(port, "/api", timeout, limit=4096)
     return answer is not None and answer[0] == 200 and b'"version"' in answer[1]

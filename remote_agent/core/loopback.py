@@ -1,4 +1,4 @@
-"""One GET to Jupyter on 127.0.0.1, for the quick commands (`url`, `status`, a warm `serve`).
+"""One GET to a server on 127.0.0.1 (Jupyter, the ngrok agent's API), for the quick commands.
 
 A plain socket rather than http.client: importing http.client (with email, ssl and the
 IDNA codec) costs more than the request. The request is HTTP/1.0, so Tornado answers with
