@@ -367,10 +367,15 @@ def test_a_warm_serve_asks_tmux_once_and_the_session_names_its_home(sandbox: San
     (shim / "tmux").write_text(f'#!/bin/sh\necho "$1" >> {calls}\nexec /usr/bin/tmux "$@"\n')
     (shim / "tmux").chmod(0o755)
     path = f"{shim}:{sandbox.env['PATH']}"
+    records = ["session.json", "ngrok.yml", "supervision.json", "keeper.json"]
+    before = {name: os.stat(sandbox.state_dir / name) for name in records}
     again = ready(sandbox.run("serve", "--detach", "--json", PATH=path))
     assert again["jupyter_pid"] == first["jupyter_pid"]
     assert again["public_url"] == first["public_url"]
     assert calls.read_text().split() == ["list-panes"]
+    for name, st in before.items():  # nothing changed, so nothing is rewritten (and flushed to disk)
+        now = os.stat(sandbox.state_dir / name)
+        assert (now.st_ino, now.st_mtime_ns) == (st.st_ino, st.st_mtime_ns), name
     calls.unlink()
     assert sandbox.run("url", PATH=path).returncode == 0
     assert sandbox.run("status", PATH=path).returncode == 0

@@ -63,6 +63,8 @@ def _holds(path: Path, data: bytes) -> bool:
         st = path.lstat()
         if not stat.S_ISREG(st.st_mode) or st.st_mode & 0o777 != 0o600 or st.st_uid != os.geteuid():
             return False
+        if st.st_nlink != 1:
+            return False  # a rewrite gives it a name of its own again
         return st.st_size == len(data) and path.read_bytes() == data
     except OSError:
         return False
