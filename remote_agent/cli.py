@@ -6,7 +6,6 @@ import argparse
 import contextlib
 import os
 import sys
-import traceback
 from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING
 
@@ -228,6 +227,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except RemoteAgentError as e:
         console.end_progress()
         if debug:
+            import traceback
+
             traceback.print_exc()
         for line in e.lines():
             print(line, file=sys.stderr)
@@ -241,6 +242,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return INTERRUPTED
     except Exception as e:
         if debug:
+            import traceback
+
             traceback.print_exc()
         else:
             print(f"remote-agent: unexpected error: {type(e).__name__}: {e}", file=sys.stderr)

@@ -13,6 +13,7 @@ FIGURES = [
     "cold `serve --detach` / bare `jupyter notebook`",
     "cold `serve --detach` (seconds)",
     "warm `serve --detach`",
+    "warm `serve --detach` right after a cold one",
     "`url`",
     "`status`",
     "agent killed -> new URL printed (and given by `url`)",

@@ -204,7 +204,7 @@ def test_records_written_by_the_previous_version_are_migrated(sandbox: Sandbox) 
     (sandbox.state_dir / "remembered.json").write_text(json.dumps({"root_dir": str(sandbox.notebooks)}))
     (sandbox.state_dir / "session.json").unlink()
     (sandbox.state_dir / "session-secrets.json").unlink()
-    sandbox.tmux("set-option", "-u", "-t", "=remote-agent", "@remote_agent_home")
+    sandbox.tmux("set-option", "-u", "-t", "=remote-agent:", "@remote_agent_home")
 
     upgraded = sandbox.run("serve", "--detach", "--json", "--tunnel", "ssh", cwd=sandbox.home)
     assert ready(upgraded)["jupyter_pid"] == pid
@@ -353,3 +353,30 @@ def test_a_token_added_later_to_the_sessions_env_file_opens_the_tunnel(sandbox: 
     with_token = ready(sandbox.run("serve", "--detach", "--json", cwd=sandbox.home, env=shell))
     assert with_token["jupyter_pid"] == ready(first)["jupyter_pid"]
     assert with_token["public_url"], "the token in the session's .env turns the tunnel on"
+
+
+def test_a_warm_serve_asks_tmux_once_and_the_session_names_its_home(sandbox: Sandbox, tmp_path: Path) -> None:
+    """The everyday serve after a reconnect: one tmux call; `url` and `status` none."""
+    first = ready(sandbox.run("serve", "--detach", "--json"))
+    owner = sandbox.tmux("show-options", "-t", "=remote-agent:", "-v", "@remote_agent_home")
+    assert owner.stdout.strip() == str(sandbox.state_dir), "the session is marked with the home that started it"
+    # A tmux on PATH before the real one that notes each call (serve finds tmux on PATH).
+    calls = tmp_path / "tmux-calls"
+    shim = tmp_path / "shim"
+    shim.mkdir()
+    (shim / "tmux").write_text(f'#!/bin/sh\necho "$1" >> {calls}\nexec /usr/bin/tmux "$@"\n')
+    (shim / "tmux").chmod(0o755)
+    path = f"{shim}:{sandbox.env['PATH']}"
+    records = ["session.json", "ngrok.yml", "supervision.json", "keeper.json"]
+    before = {name: os.stat(sandbox.state_dir / name) for name in records}
+    again = ready(sandbox.run("serve", "--detach", "--json", PATH=path))
+    assert again["jupyter_pid"] == first["jupyter_pid"]
+    assert again["public_url"] == first["public_url"]
+    assert calls.read_text().split() == ["list-panes"]
+    for name, st in before.items():  # nothing changed, so nothing is rewritten (and flushed to disk)
+        now = os.stat(sandbox.state_dir / name)
+        assert (now.st_ino, now.st_mtime_ns) == (st.st_ino, st.st_mtime_ns), name
+    calls.unlink()
+    assert sandbox.run("url", PATH=path).returncode == 0
+    assert sandbox.run("status", PATH=path).returncode == 0
+    assert not calls.exists(), "url and status read records and /proc only"

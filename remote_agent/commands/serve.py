@@ -205,7 +205,7 @@ def serve(settings: Settings, console: Console, detach: bool, qr: bool = False, 
     announce_env_files(settings, console)
     refuse_webhook_in_clear(settings)
     plan = plan_changes(settings, reconfigure)
-    tmux = TmuxSession(settings.session, home.root)
+    tmux = TmuxSession(settings.session, home.root, remember_panes=True)  # a warm serve asks tmux once
     started = time.monotonic()
     # What may prompt or download happens before the lock, so that another serve or a stop never waits on it.
     finish_password = prepare_password(settings, console, home)

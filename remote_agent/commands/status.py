@@ -10,6 +10,7 @@ from typing import Any
 
 from remote_agent.commands.runtime import Snapshot, snapshot
 from remote_agent.config.settings import Settings
+from remote_agent.core import loopback
 from remote_agent.core.console import Console
 from remote_agent.core.errors import NotRunning
 from remote_agent.core.state import Home, TunnelState
@@ -30,22 +31,16 @@ def running_notebooks(snap: Snapshot, timeout: float = 2.0) -> list[dict[str, An
     """Each running cell Jupyter knows of (path, cell, running_since, last_output), asked with the owner's secret."""
     if not snap.jupyter_running or snap.home is None or not collaboration_on(snap):
         return []
-    import http.client
-
     from remote_agent.jupyter.collaboration import STATUS_ROUTE, read_status_token
 
     token = read_status_token(snap.home.root)
     if token is None:
         return []
-    conn = http.client.HTTPConnection("127.0.0.1", snap.jupyter_port, timeout=timeout)
+    answer = loopback.get(snap.jupyter_port, STATUS_ROUTE, timeout, {"Authorization": f"token {token}"})
     try:
-        conn.request("GET", STATUS_ROUTE, headers={"Authorization": f"token {token}"})
-        response = conn.getresponse()
-        data = json.loads(response.read(1 << 20)) if response.status == 200 else {}
-    except (OSError, http.client.HTTPException, ValueError):
+        data = json.loads(answer[1]) if answer is not None and answer[0] == 200 else {}
+    except ValueError:
         return []
-    finally:
-        conn.close()
     found = data.get("notebooks") if isinstance(data, dict) else None
     return [n for n in found if isinstance(n, dict)] if isinstance(found, list) else []
 
@@ -174,12 +169,18 @@ def agent_status(api_url: str | None, timeout: float = 0.5) -> dict[str, Any]:
     """The agent's own GET /api/status (loopback, no auth): region, latency; {} when it does not answer."""
     if not api_url:
         return {}
-    import urllib.request
+    from urllib.parse import urlsplit
 
     try:
-        with urllib.request.urlopen(f"{api_url}/api/status", timeout=timeout) as r:  # noqa: S310 (the agent's loopback API)
-            data = json.loads(r.read(65536))
-    except (OSError, ValueError):
+        port = urlsplit(api_url).port
+    except ValueError:
+        return {}
+    if port is None or urlsplit(api_url).hostname not in ("127.0.0.1", "localhost"):
+        return {}  # the keeper gives the agent a loopback address of its own choosing
+    answer = loopback.get(port, "/api/status", timeout, limit=65536)
+    try:
+        data = json.loads(answer[1]) if answer is not None and answer[0] == 200 else {}
+    except ValueError:
         return {}
     return data if isinstance(data, dict) else {}
 

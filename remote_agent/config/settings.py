@@ -13,8 +13,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from dotenv import dotenv_values
-
 from remote_agent.config import parsers
 from remote_agent.config.keys import DEFAULT_PORT, DEFAULT_SESSION, TABLE, TUNNEL_KEY, UNRECORDED_KEYS, Key
 from remote_agent.config.parsers import App, Source
@@ -83,6 +81,8 @@ def read_env_file(path: Path, explicit: bool) -> dict[str, str]:
                 "Create it (see .env.example), or name another one.",
             )
         return {}
+    from dotenv import dotenv_values  # not at the top: only a session with a .env reads one
+
     try:
         values = dotenv_values(path)
     except (OSError, UnicodeDecodeError) as e:

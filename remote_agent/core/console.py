@@ -7,8 +7,6 @@ import sys
 import time
 from typing import Any, TextIO
 
-from remote_agent.core.state import now_iso
-
 
 class Console:
     def __init__(self, json_mode: bool = False, out: TextIO | None = None, err: TextIO | None = None) -> None:
@@ -29,6 +27,8 @@ class Console:
 
     def event(self, name: str, **fields: Any) -> None:
         if self.json_mode:
+            from remote_agent.core.state import now_iso  # not at the top: the quick commands print no events
+
             self._write(self.out, json.dumps({"event": name, **fields, "at": now_iso()}))
 
     def note(self, text: str) -> None:

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Iterable, Mapping
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import logging
 
 # The variables that hold secrets. They are removed from every environment a child process
 # (tmux, Jupyter, kernels, the keeper, the ngrok agent) inherits, never shown, and kept apart
@@ -37,11 +40,14 @@ def scrubbed(environ: Mapping[str, str]) -> dict[str, str]:
     return {k: v for k, v in environ.items() if k not in SECRET_ENV_KEYS}
 
 
-class RedactingFilter(logging.Filter):
-    """A handler filter that masks secrets in every record, whichever library logged it."""
+class RedactingFilter:
+    """A handler filter that masks secrets in every record, whichever library logged it.
+
+    logging takes any object with a `filter` method; not subclassing logging.Filter keeps
+    logging out of the commands that only need the list of secrets.
+    """
 
     def __init__(self, secrets: Iterable[str | None]) -> None:
-        super().__init__()
         self._secrets = [s for s in secrets if s]
 
     def filter(self, record: logging.LogRecord) -> bool:

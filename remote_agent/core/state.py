@@ -13,7 +13,7 @@ import errno
 import fcntl
 import json
 import os
-import tempfile
+import stat
 import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import MISSING, asdict, dataclass, field, fields
@@ -57,8 +57,26 @@ def ensure_private_dir(path: Path) -> Path:
     return path
 
 
+def _holds(path: Path, data: bytes) -> bool:
+    """True when `path` is already our private regular file with exactly `data` in it."""
+    try:
+        st = path.lstat()
+        if not stat.S_ISREG(st.st_mode) or st.st_mode & 0o777 != 0o600 or st.st_uid != os.geteuid():
+            return False
+        if st.st_nlink != 1:
+            return False  # a rewrite gives it a name of its own again
+        return st.st_size == len(data) and path.read_bytes() == data
+    except OSError:
+        return False
+
+
 def write_private(path: Path, text: str) -> None:
-    """Atomically replace `path` with `text`, mode 0600."""
+    """Atomically replace `path` with `text`, mode 0600; a file that already holds it is left as it is
+    (a warm serve would otherwise rewrite and fsync several unchanged records)."""
+    if _holds(path, text.encode("utf-8")):
+        return
+    import tempfile  # not at the top: only a write needs it
+
     directory = path.parent
     try:
         fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=directory)
@@ -328,7 +346,7 @@ def code_build() -> str:
     """A short digest of remote-agent's own source files, to notice an upgrade under a running session."""
     import hashlib
 
-    package = Path(__file__).resolve().parent.parent
+    package = Path(__file__).resolve().parents[1]  # remote_agent/, every part of it
     digest = hashlib.sha256()
     for path in sorted(package.rglob("*.py")):
         with contextlib.suppress(OSError):

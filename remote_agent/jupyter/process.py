@@ -15,7 +15,6 @@ from remote_agent.core.errors import MissingPrerequisite, StartFailed
 from remote_agent.core.redaction import SECRET_ENV_KEYS
 from remote_agent.core.state import Home, JupyterRecord, append_private, now_iso, process_start, read_json
 from remote_agent.jupyter import collaboration
-from remote_agent.jupyter.kernelspecs import jupyter_path
 from remote_agent.supervision.ownership import live_window_pid, running_jupyter, started_window_pid
 from remote_agent.supervision.tmux import JUPYTER_WINDOW, TmuxSession
 
@@ -69,6 +68,7 @@ def has_identity_provider(pid: int) -> bool:
 # The module each JUPYTER_APP runs; both are jupyter_server apps that take the same server args.
 APP_MODULES = {"notebook": "notebook", "lab": "jupyterlab"}
 APP_NAMES = {"notebook": "Jupyter Notebook", "lab": "JupyterLab"}
+LAUNCHER = "remote_agent.jupyter.launcher"
 
 
 def require_app(app: str) -> None:
@@ -88,7 +88,8 @@ def window_command(
 ) -> str:
     """The tmux window's shell command: Jupyter becomes the pane's process (exec), secrets unset."""
     unset = " ".join(f"-u {key}" for key in SECRET_ENV_KEYS)
-    argv = [sys.executable, "-m", APP_MODULES.get(app, "notebook"), *server_args(port, root_dir)]
+    # The launcher runs the app module as `-m` would, with a costly import of its start deferred.
+    argv = [sys.executable, "-m", LAUNCHER, APP_MODULES.get(app, "notebook"), *server_args(port, root_dir)]
     if home is not None:
         argv += collaboration.server_args(home, collaborative)
     return f"exec env {unset} {shlex.join(argv)} >>{shlex.quote(str(log))} 2>&1"
@@ -96,18 +97,10 @@ def window_command(
 
 def answers(port: int, timeout: float = 1.0) -> bool:
     """True when a Jupyter server answers on 127.0.0.1:port (/api needs no login)."""
-    import http.client  # not at the top: a cold serve starts Jupyter before it first needs this
+    from remote_agent.core import loopback
 
-    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
-    try:
-        conn.request("GET", "/api")
-        response = conn.getresponse()
-        body = response.read(4096)
-        return response.status == 200 and b'"version"' in body
-    except (OSError, http.client.HTTPException):
-        return False
-    finally:
-        conn.close()
+    answer = loopback.get(port, "/api", timeout, limit=4096)
+    return answer is not None and answer[0] == 200 and b'"version"' in answer[1]
 
 
 def port_in_use(port: int) -> bool:
@@ -253,6 +246,8 @@ def passed_environment(home: Path, collaborative: bool = True) -> dict[str, str]
         if (k in PASSED_ENV or k.startswith(PASSED_ENV_PREFIXES)) and k not in SECRET_ENV_KEYS
     }
     env["REMOTE_AGENT_HOME"] = str(home)
+    from remote_agent.jupyter.kernelspecs import jupyter_path  # not at the top: only a start needs it
+
     env["JUPYTER_PATH"] = jupyter_path(home, env.get("JUPYTER_PATH"))  # the kernels remote-agent offers
     env.update(collaboration.prepare(home, collaborative))
     return env

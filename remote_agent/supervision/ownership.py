@@ -29,6 +29,7 @@ def started_window_pid(tmux: TmuxSession, window: str, home: Home, timeout: floa
 
     deadline = time.monotonic() + timeout
     while True:
+        tmux.forget()  # the program in the window may have exec'd or ended since the last look
         pid = tmux.window_pid(window)
         if pid is None or not procs.is_alive(pid):
             return None

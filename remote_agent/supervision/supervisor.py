@@ -199,7 +199,7 @@ def ensure_watcher(home: Home, tmux: TmuxSession) -> None:
 
 def _assignments(home: Home) -> str:
     """The variables remote-agent's own programs get, as quoted NAME=value words."""
-    package_parent = str(Path(__file__).resolve().parent.parent)
+    package_parent = str(Path(__file__).resolve().parents[2])  # remote_agent/supervision/supervisor.py
     keep = {
         "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
         "HOME": os.environ.get("HOME", "/"),

@@ -5,11 +5,13 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
-import subprocess
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from remote_agent.core.errors import MissingPrerequisite, RemoteAgentError
+
+if TYPE_CHECKING:
+    import subprocess
 
 JUPYTER_WINDOW = "jupyter"
 KEEPER_WINDOW = "tunnel"
@@ -39,20 +41,43 @@ MIN_TMUX = (3, 2)
 def tmux_version() -> tuple[str, bool]:
     """(`tmux -V` output, new enough?); raises MissingPrerequisite when tmux is not installed."""
     import re
+    import subprocess
 
     out = subprocess.run([require_tmux(), "-V"], capture_output=True, text=True, check=False, timeout=10).stdout.strip()
     match = re.search(r"(\d+)\.(\d+)", out)
     return out or "tmux", not match or (int(match[1]), int(match[2])) >= MIN_TMUX
 
 
-class TmuxSession:
-    """A named tmux session on the default tmux server (honours TMUX_TMPDIR), owned by one home."""
+# One line per pane of the session: everything the reads below need, in one tmux call.
+PANE_FORMAT = "\t".join(("#{window_name}", "#{pane_pid}", "#{pane_dead}", "#{pane_id}", f"#{{{OWNER_OPTION}}}"))
 
-    def __init__(self, name: str, home: Path | None = None, socket: str | None = None) -> None:
+
+class _Pane(NamedTuple):
+    window: str
+    pid: int | None
+    dead: bool
+    pane_id: str
+    owner: str  # the session's OWNER_OPTION, "" when unset
+
+
+class TmuxSession:
+    """A named tmux session on the default tmux server (honours TMUX_TMPDIR), owned by one home.
+
+    With `remember_panes`, the session's panes are listed once and the listing is kept until
+    this object changes something in tmux (or `forget` is called): a short command such as a
+    warm `serve` then asks tmux once. A long-lived process (the supervisor) leaves it off.
+    """
+
+    def __init__(
+        self, name: str, home: Path | None = None, socket: str | None = None, remember_panes: bool = False
+    ) -> None:
         self.name = name
         self.home = home
         self.socket = socket  # a server's socket path (as a tmux hook knows it); None: the default server
         self._server: Any = None
+        self._remember = remember_panes
+        self._listing: list[_Pane] | None = None
+        self._listed = False
 
     def _libtmux(self) -> Any:
         if self._server is None:
@@ -79,39 +104,60 @@ class TmuxSession:
 
     def _query(self, *args: str) -> subprocess.CompletedProcess[str]:
         # Reads go to tmux directly: importing libtmux costs more than the whole of `url`.
+        import subprocess  # not at the top: `url` and `status` load this module and never run tmux
+
         where = ["-S", self.socket] if self.socket else []
         return subprocess.run([require_tmux(), *where, *args], capture_output=True, text=True, check=False, timeout=10)
 
+    def _change(self, *args: str) -> subprocess.CompletedProcess[str]:
+        """A tmux command that changes the session: a remembered listing no longer holds."""
+        self.forget()
+        return self._query(*args)
+
+    def forget(self) -> None:
+        """List the panes afresh at the next read (a program in them may have started or ended)."""
+        self._listing, self._listed = None, False
+
+    def _panes_now(self) -> list[_Pane] | None:
+        """The session's panes, or None when there is no such session."""
+        if self._listed and self._remember:
+            return self._listing
+        shown = self._query("list-panes", "-s", "-t", f"={self.name}", "-F", PANE_FORMAT)
+        listing = None
+        if shown.returncode == 0:
+            listing = []
+            for line in shown.stdout.splitlines():
+                window, pid, dead, pane_id, owner = [*line.split("\t"), "", "", "", ""][:5]
+                listing.append(_Pane(window, int(pid) if pid.isdigit() else None, dead == "1", pane_id, owner))
+        self._listing, self._listed = listing, True
+        return listing
+
     def exists(self) -> bool:
-        return self._query("has-session", "-t", f"={self.name}").returncode == 0
+        return self._panes_now() is not None
 
     def owner(self) -> tuple[bool, str | None]:
         """(does the session exist?, the home that started it: None when it does not say).
 
-        One tmux call: a session of remote-agent 0.1, or not ours at all, exists and says nothing.
+        A session of remote-agent 0.1, or not ours at all, exists and says nothing.
         """
-        shown = self._query("show-options", "-t", f"={self.name}", "-v", "-q", OWNER_OPTION)
-        return shown.returncode == 0, shown.stdout.strip() or None
+        panes = self._panes_now()
+        if panes is None:
+            return False, None
+        return True, next((p.owner for p in panes if p.owner), None)
 
     def claim(self) -> None:
         if self.home is not None:
-            self._query("set-option", "-t", f"={self.name}", OWNER_OPTION, str(self.home))
+            # `=NAME:` is the session itself: as a pane target, a bare `=NAME` is not found.
+            self._change("set-option", "-t", f"={self.name}:", OWNER_OPTION, str(self.home))
 
     def pane_pids(self) -> list[int]:
-        listing = self._query("list-panes", "-s", "-t", f"={self.name}", "-F", "#{pane_pid}")
-        return [int(p) for p in listing.stdout.split() if p.isdigit()] if listing.returncode == 0 else []
+        return [p.pid for p in self._panes_now() or [] if p.pid is not None]
 
     def window_pid(self, window: str) -> int | None:
         """The pid of the program in a window's pane, if the window exists."""
-        listing = self._query(
-            "list-panes", "-s", "-t", f"={self.name}", "-F", "#{window_name}\t#{pane_pid}\t#{pane_dead}"
-        )
-        if listing.returncode != 0:
-            return None
-        for line in listing.stdout.splitlines():
-            name, pid, dead = [*line.split("\t"), "", ""][:3]
-            if name == window and pid.isdigit() and dead != "1":  # a dead pane waits for its supervisor
-                return int(pid)
+        for pane in self._panes_now() or []:
+            if pane.window == window and pane.pid is not None and not pane.dead:  # a dead pane waits for its supervisor
+                return pane.pid
         return None
 
     # -- supervision: a window whose program dies stays, and a hook tells the supervisor
@@ -126,26 +172,18 @@ class TmuxSession:
             raise ValueError("a supervision command cannot hold a single quote")  # tmux's quoting
         # By pane id: a window of the same name whose program just ended may linger a moment.
         for pane in self._panes(window, live=True):
-            self._query("set-option", "-w", "-t", pane, "remain-on-exit", "on")
-            self._query("set-hook", "-w", "-t", pane, "pane-died", f"run-shell -b '{on_death}'")
+            self._change("set-option", "-w", "-t", pane, "remain-on-exit", "on")
+            self._change("set-hook", "-w", "-t", pane, "pane-died", f"run-shell -b '{on_death}'")
 
     def unsupervise(self, window: str) -> None:
         """Before a deliberate stop: the window closes with its program, and no hook runs."""
         for pane in self._panes(window, live=False):
-            self._query("set-hook", "-uw", "-t", pane, "pane-died")
-            self._query("set-option", "-w", "-t", pane, "remain-on-exit", "off")
+            self._change("set-hook", "-uw", "-t", pane, "pane-died")
+            self._change("set-option", "-w", "-t", pane, "remain-on-exit", "off")
 
     def _panes(self, window: str, live: bool) -> list[str]:
         """The pane ids of the windows named `window` (only those whose program runs, if `live`)."""
-        listing = self._query(
-            "list-panes", "-s", "-t", f"={self.name}", "-F", "#{window_name}\t#{pane_id}\t#{pane_dead}"
-        )
-        found = []
-        for line in listing.stdout.splitlines() if listing.returncode == 0 else []:
-            name, pane, dead = [*line.split("\t"), "", ""][:3]
-            if name == window and (dead != "1" or not live):
-                found.append(pane)
-        return found
+        return [p.pane_id for p in self._panes_now() or [] if p.window == window and (not p.dead or not live)]
 
     def respawn(self, pane: str, command: str | None, environment: dict[str, str], start_dir: str | None) -> int | None:
         """Run a dead pane's program again (its first command when `command` is None); the new pid."""
@@ -156,7 +194,7 @@ class TmuxSession:
             args += ["-e", f"{key}={value}"]
         if command:
             args.append(command)
-        if self._query(*args).returncode != 0:
+        if self._change(*args).returncode != 0:
             return None
         shown = self._query("display-message", "-p", "-t", pane, "#{pane_pid}").stdout.strip()
         return int(shown) if shown.isdigit() else None
@@ -168,13 +206,14 @@ class TmuxSession:
         return window if shown.returncode == 0 and session == self.name else None
 
     def close_pane(self, pane: str) -> None:
-        self._query("kill-pane", "-t", pane)
+        self._change("kill-pane", "-t", pane)
 
     def start_window(self, window: str, command: str, environment: dict[str, str], start_dir: Path) -> None:
         """Run `command` in a new window, creating the session if needed."""
         import libtmux.exc
 
         server = self._libtmux()
+        self.forget()
         try:
             session = self._session()
             if session is None:
@@ -205,6 +244,7 @@ class TmuxSession:
     def kill(self) -> None:
         import libtmux.exc
 
+        self.forget()
         session = self._session()
         if session is not None:
             # It may have ended on its own meanwhile.

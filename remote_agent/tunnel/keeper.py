@@ -316,9 +316,7 @@ class Keeper:
         """One health check: (keep this agent?, consecutive probe failures)."""
         self.agent_hung = False
         if not agent.alive():
-            log.warning("the ngrok agent (pid %s) exited; reopening the tunnel", agent.pid)
-            self.save(status="down", last_error="the ngrok agent exited", agent_pid=None)
-            return False, 0
+            return self.exited(agent)
         if self.reconnecting_since is not None:
             waited = self.clock() - self.reconnecting_since
             if waited < RECONNECT_GRACE:
@@ -345,9 +343,16 @@ class Keeper:
         patience = PROBE_FAILURES_BEFORE_REPLACE * 3
         if url and failures < patience and self.public_answer(url).reaches_agent:
             return True, failures
+        if not agent.alive():  # it died while it was being asked: that is why it did not answer
+            return self.exited(agent)
         log.warning("the agent has stopped answering (its API and the public URL); replacing it")
         self.save(status="down", last_error=UNRESPONSIVE)
         self.agent_hung = True  # no polite stop: it would not answer that either
+        return False, 0
+
+    def exited(self, agent: Agent) -> tuple[bool, int]:
+        log.warning("the ngrok agent (pid %s) exited; reopening the tunnel", agent.pid)
+        self.save(status="down", last_error="the ngrok agent exited", agent_pid=None)
         return False, 0
 
     def public_answer(self, url: str) -> EdgeAnswer:
