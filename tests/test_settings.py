@@ -217,14 +217,14 @@ def test_every_setting_resolves_flag_over_environment_over_file_over_default(tmp
     keys = [key for key in TABLE if key.variable and not key.location]
     assert {key.name for key in keys} == set(with_dirs), "give the new setting two values above"
     base = {"HOME": str(tmp_path), "NGROK_OAUTH": "google"}
-    default = resolve({}, base, cwd=tmp_path)
+    default = resolve({}, {"HOME": str(tmp_path)}, cwd=tmp_path)
     write_env(tmp_path, "".join(f"{name}={first}\n" for name, (first, _) in with_dirs.items()))
     from_file = resolve({}, base | {"NGROK_OAUTH": ""}, cwd=tmp_path)
     from_env = resolve({}, base | {name: second for name, (_, second) in with_dirs.items()}, cwd=tmp_path)
     for key in keys:
+        assert getattr(default, key.attr) == key.default, key.name
         assert getattr(from_file, key.attr) != getattr(from_env, key.attr), key.name
-        if key.name != "NGROK_OAUTH":
-            assert getattr(from_file, key.attr) != getattr(default, key.attr), key.name
+        assert getattr(from_file, key.attr) != getattr(default, key.attr), key.name
         if key.dest is not None:
             flag_text = str(tmp_path / "a") if key.name == "JUPYTER_ROOT_DIR" else with_dirs[key.name][0]
             flagged = resolve({key.dest: flag_text}, base | {key.name: with_dirs[key.name][1]}, cwd=tmp_path)
