@@ -1,5 +1,7 @@
 """Resolving settings in one place: flag > process environment > .env file > default.
 
+Which settings there are, their flags, defaults and parsers are rows of keys.TABLE; this
+module finds the layers (which .env, which running session) and resolves the table row by row.
 The .env file is read with python-dotenv into a dict, never into os.environ, so its
 secrets do not leak into tmux, Jupyter or kernels.
 """
