@@ -17,10 +17,12 @@ from typing import Any
 
 import pytest
 
-from remote_agent.core.state import Home, TunnelState
+from remote_agent.core.home import Home
+from remote_agent.tunnel import state as tunnel_state
 from remote_agent.tunnel.agent import AgentError
 from remote_agent.tunnel.keeper import LONG_BACKOFF, RECONNECT_GRACE, SHORT_BACKOFF, Keeper
 from remote_agent.tunnel.keeper_config import KeeperConfig
+from remote_agent.tunnel.state import TunnelState
 
 
 class FakeTime:
@@ -123,12 +125,12 @@ class Harness:
 
         def save(**changes: Any) -> None:
             original_save(**changes)
-            self.recorded_agent_pids.append(self.home.read_tunnel().agent_pid)  # type: ignore[union-attr]
+            self.recorded_agent_pids.append(tunnel_state.read(self.home).agent_pid)  # type: ignore[union-attr]
 
         self.keeper.save = save  # type: ignore[method-assign]
 
     def state(self) -> TunnelState:
-        state = self.home.read_tunnel()
+        state = tunnel_state.read(self.home)
         assert state is not None
         return state
 
@@ -200,7 +202,7 @@ def test_stop_signal_just_before_a_backoff_ends_it_at_once(tmp_path: Path) -> No
 def test_silent_agent_is_recorded_at_once_killed_and_retried(tmp_path: Path) -> None:
     def silent(agent: FakeAgent) -> str:
         # Agent.open gives up on a silent agent after its deadline and kills it by pid.
-        assert h.home.read_tunnel().agent_pid == agent.pid, "pid recorded while the agent starts"  # type: ignore[union-attr]
+        assert tunnel_state.read(h.home).agent_pid == agent.pid, "pid recorded while the agent starts"  # type: ignore[union-attr]
         agent.kill()
         raise AgentError("the agent did not start within 20 s")
 

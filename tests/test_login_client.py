@@ -7,7 +7,8 @@ import socket
 from pathlib import Path
 
 from remote_agent.core import edge_secret
-from remote_agent.core.state import Home, read_json
+from remote_agent.core.home import Home
+from remote_agent.core.store import read_json
 from remote_agent.jupyter import login_client
 from remote_agent.tunnel.keeper_config import KeeperConfig, write_keeper_config
 

@@ -30,9 +30,11 @@ from test_keeper_decisions import Harness
 
 from remote_agent.commands.follow import follow
 from remote_agent.core.console import Console
-from remote_agent.core.state import Home, TunnelState
+from remote_agent.core.home import Home
+from remote_agent.tunnel import state as tunnel_state
 from remote_agent.tunnel.agent import AgentNoiseFilter, classify
 from remote_agent.tunnel.edge_watch import PROBE_EVERY, RECHECK_EVERY, EdgeAnswer, EdgeWatch, describe
+from remote_agent.tunnel.state import TunnelState
 
 LOGIN_LIMIT = {
     "on_http_request": [
@@ -241,7 +243,7 @@ def test_with_a_login_rate_limit_the_probe_also_posts_to_login(tmp_path: Path) -
     h.time.at(5.0, h.keeper.stop)
     assert h.keeper.run() == 0
     assert ("POST", "/login") in asked
-    message = h.home.read_tunnel().last_error  # type: ignore[union-attr]
+    message = tunnel_state.read(h.home).last_error  # type: ignore[union-attr]
     assert message is not None
     assert "ERR_NGROK_4026" in message
     assert "Remove NGROK_LOGIN_RATE_LIMIT" in message
@@ -278,18 +280,18 @@ def test_answers_that_are_not_refusals() -> None:
 def test_a_following_serve_says_when_the_edge_refuses(tmp_path: Path) -> None:
     home = Home(tmp_path).ensure()
     url = "https://amber-brisk-cedar.ngrok-free.dev"
-    home.write_tunnel(TunnelState(keeper_pid=os.getpid(), status="up", public_url=url))
+    tunnel_state.write(home, TunnelState(keeper_pid=os.getpid(), status="up", public_url=url))
     out, err = io.StringIO(), io.StringIO()
     console = Console(json_mode=True, out=out, err=err)
-    first = home.read_tunnel()
+    first = tunnel_state.read(home)
     assert first is not None
     result: list[int] = []
     thread = threading.Thread(target=lambda: result.append(follow(home, console, first)), daemon=True)
     thread.start()
     refusal = {"code": "ERR_NGROK_725", "message": describe("ERR_NGROK_725"), "at": "2026-12-04T14:00:00+00:00"}
-    home.write_tunnel(TunnelState(keeper_pid=os.getpid(), status="up", public_url=url, edge_refused=refusal))
+    tunnel_state.write(home, TunnelState(keeper_pid=os.getpid(), status="up", public_url=url, edge_refused=refusal))
     wait_until(lambda: '"edge_refused"' in out.getvalue(), 10, "the edge_refused event")
-    home.write_tunnel(TunnelState(keeper_pid=os.getpid(), status="stopped"))
+    tunnel_state.write(home, TunnelState(keeper_pid=os.getpid(), status="stopped"))
     thread.join(10)
     events = [json.loads(line) for line in out.getvalue().splitlines() if line.startswith("{")]
     refused = [e for e in events if e["event"] == "edge_refused"]

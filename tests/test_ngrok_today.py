@@ -30,10 +30,12 @@ from jupyter_client import JupyterClient
 from remote_agent.commands.follow import follow
 from remote_agent.commands.status import region_and_latency
 from remote_agent.core.console import Console
-from remote_agent.core.state import Home, TunnelState
+from remote_agent.core.home import Home
+from remote_agent.tunnel import state as tunnel_state
 from remote_agent.tunnel.agent import AgentError, AgentNoiseFilter, classify, public_url_answers
 from remote_agent.tunnel.keeper import OWN_SESSION_WINDOW, WAITING_FOR_RELEASE, Keeper
 from remote_agent.tunnel.keeper_config import KeeperConfig
+from remote_agent.tunnel.state import TunnelState
 
 # -- decisions, with fake clocks and files ------------------------------------------
 
@@ -99,7 +101,7 @@ def test_the_agents_per_call_lines_are_dropped_and_the_rest_kept() -> None:
 
 
 def write_state(home: Home, **fields: Any) -> None:
-    home.write_tunnel(TunnelState(keeper_pid=os.getpid(), **fields))
+    tunnel_state.write(home, TunnelState(keeper_pid=os.getpid(), **fields))
 
 
 def test_follow_notices_a_quick_down_and_up_at_the_same_url(tmp_path: Path) -> None:
@@ -109,7 +111,7 @@ def test_follow_notices_a_quick_down_and_up_at_the_same_url(tmp_path: Path) -> N
     out = io.StringIO()
     console = Console(json_mode=True, out=out, err=io.StringIO())
     result: list[int] = []
-    first = home.read_tunnel()
+    first = tunnel_state.read(home)
     assert first is not None
     thread = threading.Thread(target=lambda: result.append(follow(home, console, first)), daemon=True)
     thread.start()

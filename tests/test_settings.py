@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from remote_agent.config import session_record
 from remote_agent.config.settings import resolve
 from remote_agent.core.errors import BadInput
 
@@ -107,10 +108,12 @@ def test_collaboration_is_on_unless_turned_off_and_is_a_jupyter_setting(tmp_path
 
 
 def record_session(home: Path, env_file: Path | None, given: dict[str, str], applied: dict[str, str]) -> None:
+    from remote_agent.config.session_record import SessionRecord
+    from remote_agent.core.home import Home
     from remote_agent.core.redaction import SECRET_ENV_KEYS
-    from remote_agent.core.state import Home, SessionRecord
 
-    Home(home).ensure().write_session(
+    session_record.write(
+        Home(home).ensure(),
         SessionRecord(str(env_file) if env_file else None, given, applied, "2026-01-01T00:00:00+00:00"),
         SECRET_ENV_KEYS,
     )

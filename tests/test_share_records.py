@@ -14,11 +14,13 @@ from remote_agent.commands.runtime import Snapshot
 from remote_agent.commands.share import link_url, parse_duration, where
 from remote_agent.config.settings import Settings
 from remote_agent.core.errors import BadInput
-from remote_agent.core.state import Home, JupyterRecord, TunnelState
+from remote_agent.core.home import Home
 from remote_agent.jupyter import share_links as shares
 from remote_agent.jupyter import throttle as login_throttle
+from remote_agent.jupyter.record import JupyterRecord
 from remote_agent.jupyter.throttle import LoginThrottle
 from remote_agent.tunnel.keeper_config import KeeperConfig, write_keeper_config
+from remote_agent.tunnel.state import TunnelState
 
 T0 = datetime(2026, 12, 2, 9, 0, tzinfo=timezone.utc)
 

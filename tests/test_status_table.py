@@ -16,7 +16,7 @@ from jupyter_client import JupyterClient, _execute_request
 from qr_decode import decode, qr_blocks
 
 from remote_agent.commands.status import duration, region_and_latency, reopen_summary
-from remote_agent.core.state import TunnelState
+from remote_agent.tunnel.state import TunnelState
 
 URL_LINE = r"Public URL\s+(http://\S+\.localhost:\d+)"
 

@@ -13,10 +13,12 @@ from remote_agent.commands.runtime import snapshot
 from remote_agent.config.settings import Settings
 from remote_agent.core.console import Console
 from remote_agent.core.errors import BadInput, MissingPrerequisite
-from remote_agent.core.state import Home
+from remote_agent.core.home import Home
+from remote_agent.jupyter import record as jupyter_record
 from remote_agent.jupyter import server_config as jupyter_config
 from remote_agent.jupyter.process import port_in_use
 from remote_agent.supervision.tmux import tmux_version
+from remote_agent.tunnel import state as tunnel_state
 
 
 @dataclass
@@ -209,7 +211,7 @@ def check_edge(settings: Settings) -> list[Check]:
     """What ngrok says about the public URL: who holds the dev domain after a 334, a refusal at the edge."""
     from remote_agent.tunnel.edge_watch import holder
 
-    tunnel = Home(settings.home).read_tunnel()
+    tunnel = tunnel_state.read(Home(settings.home))
     if tunnel is None:
         return []
     if tunnel.edge_refused and tunnel.public_url:
@@ -294,7 +296,7 @@ def check_collaboration(settings: Settings) -> Check:
         if settings.collaboration
         else "collaboration is off (REMOTE_AGENT_COLLABORATION=off): plain Jupyter"
     )
-    record = Home(settings.home).read_jupyter()
+    record = jupyter_record.read(Home(settings.home))
     snap = snapshot(Home(settings.home), settings.port) if record is not None else None
     if snap is not None and snap.jupyter_running and record is not None and record.collaboration is not None:
         running = "on" if record.collaboration else "off"

@@ -11,11 +11,16 @@ from types import FrameType
 from remote_agent.config.settings import Settings
 from remote_agent.core import procs
 from remote_agent.core.console import Console
+from remote_agent.core.home import Home
 from remote_agent.core.ssh_hint import host_is_private, laptop_url, ssh_command
-from remote_agent.core.state import Home, TunnelState, now_iso, read_json, write_json
+from remote_agent.core.store import read_json, write_json
+from remote_agent.core.times import now_iso
+from remote_agent.jupyter import record as jupyter_record
 from remote_agent.supervision import supervisor
 from remote_agent.supervision.tmux import JUPYTER_WINDOW
+from remote_agent.tunnel import state as tunnel_state
 from remote_agent.tunnel.keeper_config import KeeperConfig
+from remote_agent.tunnel.state import TunnelState
 
 FOLLOW_POLL = 0.1
 # A killed keeper is started again by the session's supervisor within seconds.
@@ -108,7 +113,7 @@ def follow(home: Home, console: Console, last: TunnelState, qr: bool = False) ->
                 return 3
             continue
         last_stat = current
-        state = home.read_tunnel()
+        state = tunnel_state.read(home)
         if state is None:
             continue
         if state.keeper_pid and state.keeper_pid != keeper_pid:
@@ -176,7 +181,7 @@ class JupyterRestarts:
 
     def __init__(self, home: Home) -> None:
         self.home = home
-        self.path = supervisor.record_path(home)
+        self.path = home.supervision
         self.stat: tuple[int, int] | None = self._stat()
         seen = supervisor.history(home, JUPYTER_WINDOW)
         self.total = seen.total if seen else 0
@@ -199,7 +204,7 @@ class JupyterRestarts:
             return
         if seen.total > self.total:
             self.total = seen.total
-            record = self.home.read_jupyter()
+            record = jupyter_record.read(self.home)
             pid = record.pid if record else None
             console.event("jupyter_restarted", jupyter_pid=pid, reason=seen.last_exit, restarts=seen.total)
             console.line(

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from remote_agent.config.settings import Settings
 from remote_agent.core.console import Console
-from remote_agent.core.state import Home
+from remote_agent.core.home import Home
 
 
 def tail(path: Path, lines: int, after: str | None = None) -> list[str]:

@@ -11,7 +11,9 @@ from collections.abc import Callable
 from remote_agent.config.settings import Settings
 from remote_agent.core.console import Console
 from remote_agent.core.errors import BadInput
-from remote_agent.core.state import Home, read_json, write_json
+from remote_agent.core.home import Home
+from remote_agent.core.store import read_json, write_json
+from remote_agent.jupyter import record as jupyter_record
 from remote_agent.jupyter import server_config as jupyter_config
 from remote_agent.jupyter.process import has_identity_provider
 
@@ -55,7 +57,7 @@ def set_password(settings: Settings, console: Console, from_stdin: bool) -> int:
     from remote_agent.supervision.ownership import running_jupyter
 
     home = Home(settings.home)
-    pid = running_jupyter(home, home.read_jupyter())
+    pid = running_jupyter(home, jupyter_record.read(home))
     if pid is not None and has_identity_provider(pid):
         console.line(
             f"The running Jupyter (pid {pid}) takes it at once, without a restart: browsers logged in with the "
@@ -76,7 +78,7 @@ def unlock_logins(settings: Settings, console: Console) -> int:
 
     home = Home(settings.home).ensure()
     request_unlock(home.root)
-    pid = running_jupyter(home, home.read_jupyter())
+    pid = running_jupyter(home, jupyter_record.read(home))
     if pid is not None and has_identity_provider(pid):
         console.line(f"The login brake is cleared: the running Jupyter (pid {pid}) forgets every failed login now.")
     elif pid is not None:

@@ -7,9 +7,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from remote_agent.core.state import Home, JupyterRecord, TunnelState
+from remote_agent.core.home import Home
+from remote_agent.jupyter import record as jupyter_record
 from remote_agent.jupyter.process import answers, kernel_pids
+from remote_agent.jupyter.record import JupyterRecord
 from remote_agent.supervision.ownership import running_jupyter, running_keeper
+from remote_agent.tunnel import state as tunnel_state
+from remote_agent.tunnel.state import TunnelState
 
 
 @dataclass
@@ -47,8 +51,8 @@ class Snapshot:
 
 def snapshot(home: Home, default_port: int) -> Snapshot:
     """Read from files and /proc only, so `url` and `status` answer without asking tmux."""
-    record = home.read_jupyter()
-    tunnel = home.read_tunnel()
+    record = jupyter_record.read(home)
+    tunnel = tunnel_state.read(home)
     port = record.port if record and record.port else default_port
     jupyter_pid = running_jupyter(home, record)
     return Snapshot(

@@ -22,18 +22,23 @@ from remote_agent.commands.follow import (
     suggest_stable_url,
 )
 from remote_agent.commands.password import prepare_password
+from remote_agent.config import session_record
 from remote_agent.config.session import JUPYTER_KEYS, Plan, compare
+from remote_agent.config.session_record import SessionRecord
 from remote_agent.config.settings import Settings
 from remote_agent.core.console import Console
 from remote_agent.core.errors import BadInput
+from remote_agent.core.home import Home
 from remote_agent.core.redaction import SECRET_ENV_KEYS
-from remote_agent.core.state import Home, SessionRecord, exclusive_lock, now_iso
+from remote_agent.core.store import exclusive_lock
+from remote_agent.core.times import now_iso
 from remote_agent.jupyter import process as jupyter_process
 from remote_agent.jupyter.kernels import BackgroundSync, check_running_jupyter
 from remote_agent.jupyter.process import RunningJupyter, answers
 from remote_agent.supervision import supervisor
 from remote_agent.supervision.ownership import running_keeper, session_owner_problem
 from remote_agent.supervision.tmux import TmuxSession, require_tmux
+from remote_agent.tunnel import state as tunnel_state
 from remote_agent.tunnel import webhook_url
 from remote_agent.tunnel.launch import ensure_agent_binary, ensure_keeper, stop_keeper, wait_for_tunnel
 
@@ -52,7 +57,7 @@ def plan_changes(settings: Settings, reconfigure: bool) -> Plan:
     if previous is None or previous.started_at is None:
         return Plan()  # a new session, or one migrated from remote-agent 0.1 that recorded no settings
     plan = compare(previous.applied, settings.values)
-    tunnel = Home(settings.home).read_tunnel()
+    tunnel = tunnel_state.read(Home(settings.home))
     refused = tunnel is not None and tunnel.status == "fatal"  # ngrok refused it: there is no endpoint to weaken
     if plan.weakening and not reconfigure and not refused:
         where = f" (the session's .env is {previous.env_file})" if previous.env_file else ""
@@ -143,7 +148,8 @@ def record_session(settings: Settings, home: Home, applied: dict[str, str]) -> N
                 del given[key]
             else:
                 given[key] = earlier
-    home.write_session(
+    session_record.write(
+        home,
         SessionRecord(
             env_file=env_file,
             given=given,
@@ -209,7 +215,7 @@ def serve(settings: Settings, console: Console, detach: bool, qr: bool = False, 
     started = time.monotonic()
     # What may prompt or download happens before the lock, so that another serve or a stop never waits on it.
     finish_password = prepare_password(settings, console, home)
-    if settings.provider == "ngrok" and running_keeper(home, home.read_tunnel()) is None:
+    if settings.provider == "ngrok" and running_keeper(home, tunnel_state.read(home)) is None:
         ensure_agent_binary(settings, console)
     kernels = BackgroundSync(settings)  # finds the user's environments while Jupyter and the tunnel come up
     with exclusive_lock(home.lock, "serve", console.note):

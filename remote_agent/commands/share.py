@@ -16,8 +16,8 @@ from remote_agent.commands.runtime import Snapshot, snapshot
 from remote_agent.config.settings import Settings
 from remote_agent.core.console import Console
 from remote_agent.core.errors import BadInput
+from remote_agent.core.home import Home
 from remote_agent.core.ssh_hint import laptop_url, ssh_command
-from remote_agent.core.state import Home
 from remote_agent.jupyter import share_links as shares
 from remote_agent.jupyter.process import has_identity_provider
 from remote_agent.tunnel.keeper_config import KeeperConfig

@@ -13,9 +13,10 @@ from remote_agent.config.settings import Settings
 from remote_agent.core import loopback
 from remote_agent.core.console import Console
 from remote_agent.core.errors import NotRunning
-from remote_agent.core.state import Home, TunnelState
+from remote_agent.core.home import Home
 from remote_agent.supervision import supervisor
 from remote_agent.supervision.tmux import JUPYTER_WINDOW, KEEPER_WINDOW
+from remote_agent.tunnel.state import TunnelState
 
 
 def take(settings: Settings) -> Snapshot:

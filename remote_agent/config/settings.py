@@ -15,13 +15,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from remote_agent.config import parsers
+from remote_agent.config import parsers, session_record
 from remote_agent.config.keys import DEFAULT_PORT, DEFAULT_SESSION, TABLE, TUNNEL_KEY, UNRECORDED_KEYS, Key
 from remote_agent.config.parsers import App, Source
+from remote_agent.config.session_record import SessionRecord
 from remote_agent.core.errors import BadInput
+from remote_agent.core.home import Home
+from remote_agent.core.records import Provider
 from remote_agent.core.redaction import SECRET_ENV_KEYS
 from remote_agent.core.ssh_hint import LAPTOP_PORT
-from remote_agent.core.state import Home, Provider, SessionRecord
 
 # Where the files are, not how the session runs: read first, never recorded, never a change.
 LOCATIONS = tuple(key.name for key in TABLE if key.location)
@@ -149,11 +151,11 @@ def _session_layers(
         path = cwd / Path(str(named)).expanduser()
         values = read_env_file(path, explicit=True)
         home = _home_of(environ, values)
-        return home, path, True, values, Home(home).read_session(SECRET_ENV_KEYS), None
+        return home, path, True, values, session_record.read(Home(home), SECRET_ENV_KEYS), None
     here = cwd / ".env"
     here_values = read_env_file(here, explicit=False)
     home = _home_of(environ, here_values)
-    record = Home(home).read_session(SECRET_ENV_KEYS)
+    record = session_record.read(Home(home), SECRET_ENV_KEYS)
     if record is None:
         return home, here, False, here_values, None, None
     # A session runs: its own .env counts, wherever this command runs from.

@@ -22,7 +22,7 @@ import hmac
 import secrets
 from pathlib import Path
 
-from remote_agent.core.state import write_private
+from remote_agent.core.store import write_private
 
 HEADER = "X-Remote-Agent-Edge"
 FILE = "edge-secret"

@@ -1,4 +1,4 @@
-"""Small /proc helpers: is a pid alive, what runs there, its children, waiting for it to end."""
+"""The one reader of /proc: is a pid alive, when it started, what runs there, its children, waiting for it to end."""
 
 from __future__ import annotations
 
@@ -7,18 +7,18 @@ import os
 import signal
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from remote_agent.core.home import Home
 
 
 def is_alive(pid: int | None) -> bool:
     """True when `pid` runs and is not a zombie."""
     if not pid or pid <= 0:
         return False
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return False
-    # The state letter follows the parenthesised command name, which may hold spaces.
-    return stat.rsplit(")", 1)[1].split()[0] not in ("Z", "X")
+    fields = _stat_fields(pid)
+    return bool(fields) and fields[0] not in ("Z", "X")  # type: ignore[index]
 
 
 def cmdline(pid: int) -> list[str]:
@@ -45,12 +45,8 @@ def children(pid: int) -> list[int]:
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
             continue
-        try:
-            stat = (entry / "stat").read_text()
-        except OSError:
-            continue
-        fields = stat.rsplit(")", 1)[1].split()
-        if int(fields[1]) == pid and fields[0] not in ("Z", "X"):
+        fields = _stat_fields(int(entry.name))
+        if fields and len(fields) > 1 and int(fields[1]) == pid and fields[0] not in ("Z", "X"):
             found.append(int(entry.name))
     return found
 
@@ -83,10 +79,21 @@ def terminate(pid: int, timeout: float) -> bool:
 
 
 def _stat_fields(pid: int) -> list[str] | None:
-    """The fields of /proc/PID/stat after the command name (fields[0] is the state letter)."""
+    """The fields of /proc/PID/stat after the command name (fields[0] is the state letter).
+
+    The one reader of that file: the command name is in parentheses and may hold spaces."""
     try:
         return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     except (OSError, IndexError):
+        return None
+
+
+def start_time(pid: int) -> int | None:
+    """The start time of `pid` in clock ticks since boot, which a reused pid does not share."""
+    fields = _stat_fields(pid)
+    try:
+        return int(fields[19]) if fields else None
+    except (IndexError, ValueError):
         return None
 
 
@@ -118,3 +125,21 @@ def descendants(pid: int) -> list[int]:
             found.append(child)
             todo.append(child)
     return found
+
+
+def is_ours(pid: int | None, home: Home, marker: str | tuple[str, ...], proc_start: int | None = None) -> bool:
+    """The one test of "this process is ours": alive, not a reused pid, our program, our home.
+
+    `marker` is a word of its command line (e.g. "remote_agent.tunnel.keeper"), or the words one
+    program had under each of its names; the process must have been started with this
+    REMOTE_AGENT_HOME, so two homes never touch each other's.
+    """
+    if not pid or not is_alive(pid):
+        return False
+    if proc_start is not None and start_time(pid) != proc_start:
+        return False
+    argv = cmdline(pid)
+    markers = (marker,) if isinstance(marker, str) else marker
+    if not any(word in part for part in argv for word in markers):
+        return False
+    return environ(pid).get("REMOTE_AGENT_HOME") == str(home.root)

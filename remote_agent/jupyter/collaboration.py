@@ -14,7 +14,7 @@ import json
 import os
 from pathlib import Path
 
-from remote_agent.core.state import ensure_private_dir, write_private
+from remote_agent.core.store import ensure_private_dir, write_private
 
 # The Jupyter server extensions of this machinery, and our own one that tells `status` what runs.
 SERVER_EXTENSIONS = ("jupyter_server_ydoc", "jupyter_server_nbmodel", "jupyter_server_fileid")

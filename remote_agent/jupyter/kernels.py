@@ -25,7 +25,8 @@ from remote_agent.config.settings import Settings
 from remote_agent.core import procs
 from remote_agent.core.console import Console
 from remote_agent.core.errors import BadInput, RemoteAgentError
-from remote_agent.core.state import Home, exclusive_lock
+from remote_agent.core.home import Home
+from remote_agent.core.store import exclusive_lock
 from remote_agent.jupyter.kernelspecs import (
     DEFAULT_NAME,
     NAME_PATTERN,

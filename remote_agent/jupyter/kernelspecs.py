@@ -21,7 +21,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from remote_agent.core.state import ensure_private_dir, read_json, write_json, write_private
+from remote_agent.core.store import ensure_private_dir, read_json, write_json, write_private
 from remote_agent.jupyter.python_envs import Interpreter
 
 RECORD_VERSION = 1

@@ -28,7 +28,7 @@ from jupyter_server.utils import url_path_join
 from tornado import web
 from tornado.ioloop import PeriodicCallback
 
-from remote_agent.core.state import ensure_private_dir, write_private
+from remote_agent.core.store import ensure_private_dir, write_private
 from remote_agent.jupyter.collaboration import STATUS_ROUTE, state_dir, status_token_file
 
 EXECUTION_EVENTS = "https://events.jupyter.org/jupyter_server_nbmodel/cell_execution/v1"

@@ -12,9 +12,13 @@ from pathlib import Path
 from remote_agent.core import procs
 from remote_agent.core.console import Console
 from remote_agent.core.errors import MissingPrerequisite, StartFailed
+from remote_agent.core.home import Home
 from remote_agent.core.redaction import SECRET_ENV_KEYS
-from remote_agent.core.state import Home, JupyterRecord, append_private, now_iso, process_start, read_json
+from remote_agent.core.store import append_private, read_json
+from remote_agent.core.times import now_iso
 from remote_agent.jupyter import collaboration
+from remote_agent.jupyter import record as jupyter_record
+from remote_agent.jupyter.record import JupyterRecord
 from remote_agent.supervision.ownership import live_window_pid, running_jupyter, started_window_pid
 from remote_agent.supervision.tmux import JUPYTER_WINDOW, TmuxSession
 
@@ -281,13 +285,13 @@ def find(home: Home, tmux: TmuxSession, console: Console, provider: str) -> Runn
     """The Jupyter of this home that already runs, if one does."""
     from remote_agent.supervision import supervisor
 
-    record = home.read_jupyter()
+    record = jupyter_record.read(home)
     pid = running_jupyter(home, record)
     if pid is not None and record is not None:
         if record.provider != provider or record.proc_start is None:
             record.provider = "ngrok" if provider == "ngrok" else "ssh"
-            record.proc_start = process_start(pid)  # a record of remote-agent 0.1 lacked it
-            home.write_jupyter(record)
+            record.proc_start = procs.start_time(pid)  # a record of remote-agent 0.1 lacked it
+            jupyter_record.write(home, record)
         return RunningJupyter(pid, record)
     if record is not None:
         return None
@@ -300,8 +304,10 @@ def find(home: Home, tmux: TmuxSession, console: Console, provider: str) -> Runn
         supervisor.release(tmux, JUPYTER_WINDOW)  # stopped on purpose: not to be restarted
         procs.terminate(pid, 10)  # ours, but it never came up: start afresh
         return None
-    found = JupyterRecord(pid, port, provider="ngrok" if provider == "ngrok" else "ssh", proc_start=process_start(pid))
-    home.write_jupyter(found)
+    found = JupyterRecord(
+        pid, port, provider="ngrok" if provider == "ngrok" else "ssh", proc_start=procs.start_time(pid)
+    )
+    jupyter_record.write(home, found)
     console.note(f"Found Jupyter running (pid {pid}) on port {port}; its record was missing and is rewritten.")
     return RunningJupyter(pid, found)
 
@@ -328,7 +334,7 @@ def start(
     collaborative: bool = True,
 ) -> int:
     """Start Jupyter in the session's window; its pid."""
-    record = home.read_jupyter()
+    record = jupyter_record.read(home)
     if record and record.pid and not procs.is_alive(record.pid):
         console.note(
             f"Jupyter had stopped (pid {record.pid}); starting a new one. "
@@ -345,7 +351,8 @@ def start(
     pid = started_window_pid(tmux, JUPYTER_WINDOW, home)
     if pid is None:
         raise StartFailed("Jupyter exited at once.", *log_hint(home, marker))
-    home.write_jupyter(
+    jupyter_record.write(
+        home,
         JupyterRecord(
             pid,
             port,
@@ -353,10 +360,10 @@ def start(
             provider="ngrok" if provider == "ngrok" else "ssh",
             started_at=now_iso(),
             app=app,
-            proc_start=process_start(pid),
+            proc_start=procs.start_time(pid),
             launch=launch_digest(app, collaborative),
             collaboration=collaborative,
-        )
+        ),
     )
     return pid
 
@@ -368,7 +375,7 @@ def supervise(home: Home, tmux: TmuxSession, running: RunningJupyter | None) -> 
 
     if running is not None and supervisor.history(home, JUPYTER_WINDOW) is not None:
         return
-    record = home.read_jupyter()
+    record = jupyter_record.read(home)
     if record is None or not record.port:
         return
     root = Path(record.root_dir) if record.root_dir else Path.cwd()
@@ -378,7 +385,9 @@ def supervise(home: Home, tmux: TmuxSession, running: RunningJupyter | None) -> 
     else:
         command = window_command(record.port, root, home.jupyter_log, record.app, home.root, record.collaboration)
         environment = passed_environment(home.root, record.collaboration)
-    supervisor.watch(home, tmux, JUPYTER_WINDOW, supervisor.Launch(command, environment, str(root)))
+    supervisor.watch(
+        home, tmux, JUPYTER_WINDOW, supervisor.Launch(command, environment, str(root), jupyter_record.ON_RESTART)
+    )
 
 
 def log_hint(home: Home, marker: str | None = None) -> tuple[str]:

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from remote_agent.core.file_trust import untrusted
-from remote_agent.core.state import read_json, write_json
+from remote_agent.core.store import read_json, write_json
 
 PROBE_TIMEOUT = 20.0
 CACHE_VERSION = 1

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from remote_agent.core.errors import BadInput
-from remote_agent.core.state import write_private
+from remote_agent.core.store import write_private
 
 SERVER_CONFIG = "jupyter_server_config.json"
 LEGACY_NOTEBOOK_CONFIG = "jupyter_notebook_config.json"

@@ -27,7 +27,6 @@ from typing import Any
 from tornado import web
 
 from remote_agent.core import procs
-from remote_agent.core.state import process_start
 from remote_agent.jupyter import share_links as shares
 
 # Requests that start something: a kernel, a notebook's session (which may start one, or change it), a terminal.
@@ -117,7 +116,7 @@ class Registry:
             if isinstance(pid, int):
                 roots.append(pid)
         # Their processes, with start times (a pid may be reused), before the roots end and they lose their parent.
-        tree = {p: process_start(p) for root in roots for p in procs.descendants(root)}
+        tree = {p: procs.start_time(p) for root in roots for p in procs.descendants(root)}
         for kernel_id in live_kernels:
             try:
                 await kernels.shutdown_kernel(kernel_id)
@@ -133,7 +132,7 @@ class Registry:
         still = [
             {"pid": p, "command": shlex.join(procs.cmdline(p))[:200]}
             for p, start in sorted(tree.items())
-            if procs.is_alive(p) and process_start(p) == start and p not in roots
+            if procs.is_alive(p) and procs.start_time(p) == start and p not in roots
         ]
         report = {
             "at": datetime.now(timezone.utc).isoformat(timespec="seconds"),

@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from remote_agent.core.errors import BadInput
-from remote_agent.core.state import ensure_private_dir, exclusive_lock, read_json, write_private
+from remote_agent.core.store import ensure_private_dir, exclusive_lock, read_json, write_private
 
 VERSION = 1
 FILE = "shares.json"

@@ -27,7 +27,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from remote_agent.core.state import write_private
+from remote_agent.core.store import write_private
 
 FREE_FAILURES = 4  # failures in a row that cost no wait
 FIRST_WAIT = 5.0  # seconds, after the first failure beyond the free ones

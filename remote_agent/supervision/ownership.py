@@ -1,14 +1,35 @@
 """Which processes and which tmux session belong to this home: Jupyter, the keeper, the session itself.
 
-Every check goes through state.is_ours (start time, command line, REMOTE_AGENT_HOME), so two
+Every check goes through procs.is_ours (start time, command line, REMOTE_AGENT_HOME), so two
 homes on one machine never adopt, restart or stop each other's programs.
 """
 
 from __future__ import annotations
 
-from remote_agent.core import procs, state
-from remote_agent.core.state import Home, JupyterRecord, TunnelState
+from typing import Protocol
+
+from remote_agent.core import procs
+from remote_agent.core.home import Home
 from remote_agent.supervision.tmux import KEEPER_WINDOW, TmuxSession
+
+
+class JupyterRecord(Protocol):
+    """What this module reads of jupyter/record.py's record (supervision does not import the Jupyter part)."""
+
+    @property
+    def pid(self) -> int | None: ...
+    @property
+    def port(self) -> int | None: ...
+    @property
+    def proc_start(self) -> int | None: ...
+
+
+class TunnelState(Protocol):
+    """What this module reads of tunnel/state.py's record."""
+
+    @property
+    def keeper_pid(self) -> int | None: ...
+
 
 JUPYTER_MARKER = "--ServerApp.port="
 # The keeper's module under its name now, and under the flat name that keepers started before
@@ -20,7 +41,7 @@ def live_window_pid(tmux: TmuxSession, window: str, home: Home) -> int | None:
     """The pid in a window of the session, if it is this home's Jupyter or keeper."""
     pid = tmux.window_pid(window)
     marker: str | tuple[str, ...] = KEEPER_MARKER if window == KEEPER_WINDOW else JUPYTER_MARKER
-    return pid if state.is_ours(pid, home, marker) else None
+    return pid if procs.is_ours(pid, home, marker) else None
 
 
 def started_window_pid(tmux: TmuxSession, window: str, home: Home, timeout: float = 5.0) -> int | None:
@@ -42,14 +63,14 @@ def running_jupyter(home: Home, record: JupyterRecord | None) -> int | None:
     """The recorded Jupyter's pid, if that process still is this home's Jupyter (pids get reused)."""
     if record is None or not record.pid or not record.port:
         return None
-    ours = state.is_ours(record.pid, home, f"{JUPYTER_MARKER}{record.port}", record.proc_start)
+    ours = procs.is_ours(record.pid, home, f"{JUPYTER_MARKER}{record.port}", record.proc_start)
     return record.pid if ours else None
 
 
 def running_keeper(home: Home, tunnel: TunnelState | None) -> int | None:
     """The recorded keeper's pid, if that process still is the keeper of this home."""
     pid = tunnel.keeper_pid if tunnel else None
-    return pid if state.is_ours(pid, home, KEEPER_MARKER) else None
+    return pid if procs.is_ours(pid, home, KEEPER_MARKER) else None
 
 
 def session_owner_problem(tmux: TmuxSession, home: Home) -> str | None:

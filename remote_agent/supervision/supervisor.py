@@ -23,26 +23,19 @@ import signal
 import sys
 import time
 import traceback
-from dataclasses import asdict, dataclass, field
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
-from remote_agent.core import procs
-from remote_agent.core.state import (
-    Home,
-    append_private,
-    exclusive_lock,
-    now_iso,
-    process_start,
-    read_json,
-    write_json,
-    write_private,
-)
+from remote_agent.core import procs, records
+from remote_agent.core.home import Home
+from remote_agent.core.store import append_private, exclusive_lock, write_private
+from remote_agent.core.times import now_iso
 from remote_agent.supervision.restart_policy import RestartPolicy
 from remote_agent.supervision.tmux import JUPYTER_WINDOW, KEEPER_WINDOW, WATCH_WINDOW, TmuxSession
 
-RECORD_VERSION = 1
 POLICY = RestartPolicy()
 # serve may hold the lock while it starts things; it then deals with a dead Jupyter itself.
 LOCK_WAIT = 180.0
@@ -64,23 +57,6 @@ class WindowHistory:
     gave_up: str | None = None  # why it is not restarted any more
     exited: str | None = None  # it ended by itself with status 0 and was left so
 
-    @classmethod
-    def from_dict(cls, data: Any) -> WindowHistory:
-        if not isinstance(data, dict):
-            return cls()
-        history = cls()
-        for name, kind in (("started", (int, float)), ("total", int)):
-            value = data.get(name)
-            if isinstance(value, kind) and not isinstance(value, bool):
-                setattr(history, name, value)
-        for name in ("last_restart", "last_exit", "gave_up", "exited"):
-            if isinstance(data.get(name), str):
-                setattr(history, name, data[name])
-        restarts = data.get("restarts")
-        if isinstance(restarts, list):
-            history.restarts = [float(t) for t in restarts if isinstance(t, (int, float)) and not isinstance(t, bool)]
-        return history
-
 
 @dataclass
 class Launch:
@@ -89,55 +65,41 @@ class Launch:
     command: str
     environment: dict[str, str]
     start_dir: str
+    # "module:function" to call with (home root, new pid) after a restart: the program's own part
+    # records it (supervision knows windows, not programs).
+    on_start: str | None = None
 
-    @classmethod
-    def from_dict(cls, data: Any) -> Launch | None:
-        if not isinstance(data, dict):
-            return None
-        command, env, start_dir = data.get("command"), data.get("environment"), data.get("start_dir")
-        if not isinstance(command, str) or not isinstance(start_dir, str) or not isinstance(env, dict):
-            return None
-        return cls(command, {str(k): str(v) for k, v in env.items()}, start_dir)
+
+def _v1_to_v2(old: dict[str, Any]) -> dict[str, Any]:
+    """Version 1 had no on_start: Jupyter's record was written by the supervisor itself."""
+    launch = old.get("jupyter_launch")
+    if isinstance(launch, dict):
+        launch = {"on_start": "remote_agent.jupyter.record:restarted", **launch}
+    return {**old, "jupyter_launch": launch}
 
 
 @dataclass
-class Record:
+class Record(records.Record):
+    VERSION = 2
+    MIGRATIONS: ClassVar[Mapping[int, records.Migration]] = {1: _v1_to_v2}
+
     windows: dict[str, WindowHistory] = field(default_factory=dict)
     jupyter_launch: Launch | None = None
+    version: int = VERSION
 
     @classmethod
-    def load(cls, home: Home) -> Record:
-        data = read_json(record_path(home)) or {}
-        if data.get("version") != RECORD_VERSION:
-            return cls()
-        windows = data.get("windows")
-        return cls(
-            windows={str(k): WindowHistory.from_dict(v) for k, v in windows.items()}
-            if isinstance(windows, dict)
-            else {},
-            jupyter_launch=Launch.from_dict(data.get("jupyter_launch")),
-        )
+    def read(cls, home: Home) -> Record:
+        return cls.load(home.supervision) or cls()
 
-    def save(self, home: Home) -> None:
-        write_json(
-            record_path(home),
-            {
-                "version": RECORD_VERSION,
-                "windows": {k: asdict(v) for k, v in self.windows.items()},
-                "jupyter_launch": asdict(self.jupyter_launch) if self.jupyter_launch else None,
-            },
-        )
+    def write(self, home: Home) -> None:
+        super().save(home.supervision)
 
     def window(self, name: str) -> WindowHistory:
         return self.windows.setdefault(name, WindowHistory())
 
 
-def record_path(home: Home) -> Path:
-    return home.root / "supervision.json"
-
-
 def hook_script(home: Home) -> Path:
-    return home.root / "on-pane-death"
+    return home.pane_death_hook
 
 
 # -- for serve, stop and status -------------------------------------------------
@@ -149,11 +111,11 @@ def watch(home: Home, tmux: TmuxSession, window: str, launch: Launch | None = No
     formats = '"#{socket_path}" "SESSION" "#{pane_id}" "#{pane_dead_status}" "#{pane_dead_signal}"'
     on_death = f'/bin/sh "{script}" ' + formats.replace("SESSION", tmux.name)
     tmux.supervise(window, on_death)
-    record = Record.load(home)
+    record = Record.read(home)
     record.windows[window] = WindowHistory(started=time.time())
     if launch is not None:
         record.jupyter_launch = launch
-    record.save(home)
+    record.write(home)
 
 
 def release(tmux: TmuxSession, window: str) -> None:
@@ -164,15 +126,15 @@ def release(tmux: TmuxSession, window: str) -> None:
 def forget(home: Home, window: str | None = None) -> None:
     """After `stop` (of one window, or of all): it is not supervised and no restart is remembered."""
     if window is None:
-        record_path(home).unlink(missing_ok=True)
+        home.supervision.unlink(missing_ok=True)
         return
-    record = Record.load(home)
+    record = Record.read(home)
     if record.windows.pop(window, None) is not None:
-        record.save(home)
+        record.write(home)
 
 
 def history(home: Home, window: str) -> WindowHistory | None:
-    return Record.load(home).windows.get(window)
+    return Record.read(home).windows.get(window)
 
 
 def own_program_command(home: Home, module: str, *args: str) -> str:
@@ -249,7 +211,7 @@ def on_death(home: Home, tmux: TmuxSession, pane: str, status: str, signum: str,
     name = NAMES[window]
     how = describe_exit(status, signum)
     with exclusive_lock(home.lock, "supervisor", timeout=LOCK_WAIT):
-        record = Record.load(home)
+        record = Record.read(home)
         if window not in record.windows or (window == JUPYTER_WINDOW and record.jupyter_launch is None):
             tmux.close_pane(pane)
             return "stopped: nothing to restart"
@@ -260,23 +222,23 @@ def on_death(home: Home, tmux: TmuxSession, pane: str, status: str, signum: str,
         entry.last_exit = how
         if status == "0" and not signum:
             entry.exited = f"{name} ended by itself at {now_iso()} ({how}); not restarted"
-            record.save(home)
+            record.write(home)
             tmux.close_pane(pane)
             _say(home, window, entry.exited)
             return entry.exited
         decision = POLICY.decide(how, entry.restarts, entry.started, now)
         if not decision.restart:
             entry.gave_up = f"{name} {decision.reason}"
-            record.save(home)
+            record.write(home)
             tmux.close_pane(pane)
             _say(home, window, entry.gave_up)
             return entry.gave_up
         entry.restarts = list(decision.restarts)
-        record.save(home)
+        record.write(home)
     _say(home, window, f"{name} {decision.reason} in {decision.delay:.0f} s")
     time.sleep(decision.delay)
     with exclusive_lock(home.lock, "supervisor", timeout=LOCK_WAIT):
-        record = Record.load(home)
+        record = Record.read(home)
         if window not in record.windows or _replaced(home, tmux, window):
             tmux.close_pane(pane)  # stopped or started anew while we waited
             return "stopped or replaced meanwhile"
@@ -289,11 +251,11 @@ def on_death(home: Home, tmux: TmuxSession, pane: str, status: str, signum: str,
             pid = tmux.respawn(pane, None, {}, None)  # the keeper's command carries all it needs
         if pid is None:
             return "the pane is gone"
-        if window == JUPYTER_WINDOW:
-            _record_jupyter_pid(home, pid)  # first: whoever sees the restart reads the new pid
+        if launch is not None and launch.on_start:
+            _tell_started(home, launch.on_start, pid)  # first: whoever sees the restart reads the new pid
         entry = record.window(window)
         entry.started, entry.total, entry.last_restart = time.time(), entry.total + 1, now_iso()
-        record.save(home)
+        record.write(home)
     return f"restarted as pid {pid}"
 
 
@@ -302,11 +264,15 @@ def _replaced(home: Home, tmux: TmuxSession, window: str) -> bool:
     return tmux.window_pid(window) is not None
 
 
-def _record_jupyter_pid(home: Home, pid: int) -> None:
-    record = home.read_jupyter()
-    if record is not None:
-        record.pid, record.started_at, record.proc_start = pid, now_iso(), process_start(pid)
-        home.write_jupyter(record)
+def _tell_started(home: Home, target: str, pid: int) -> None:
+    """Call the "module:function" a launch names, so that the program's own part records its new pid."""
+    import importlib
+
+    module, _, function = target.partition(":")
+    try:
+        getattr(importlib.import_module(module), function)(home.root, pid)
+    except Exception as e:  # the program runs again; a record not updated is healed by the next serve
+        _say(home, JUPYTER_WINDOW, f"could not record the restarted pid {pid} ({e!r})")
 
 
 def _say(home: Home, window: str, message: str) -> None:

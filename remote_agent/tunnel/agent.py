@@ -23,7 +23,7 @@ from typing import Any
 from remote_agent.core import procs
 from remote_agent.core.errors import MissingPrerequisite
 from remote_agent.core.redaction import redact
-from remote_agent.core.state import write_private
+from remote_agent.core.store import write_private
 from remote_agent.tunnel.edge_watch import ask
 
 TUNNEL_NAME = "remote-agent"

@@ -26,8 +26,12 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from remote_agent.core import edge_secret, procs
+from remote_agent.core.build import code_build
+from remote_agent.core.home import Home
 from remote_agent.core.redaction import RedactingFilter
-from remote_agent.core.state import Home, TunnelState, append_private, code_build, now_iso
+from remote_agent.core.store import append_private
+from remote_agent.core.times import now_iso
+from remote_agent.tunnel import state as tunnel_state
 from remote_agent.tunnel.agent import (
     Agent,
     AgentError,
@@ -43,6 +47,7 @@ from remote_agent.tunnel.agent import (
 from remote_agent.tunnel.edge_watch import EdgeAnswer, EdgeWatch, ask, describe
 from remote_agent.tunnel.keeper_config import KeeperConfig
 from remote_agent.tunnel.notify import Notifier
+from remote_agent.tunnel.state import TunnelState
 
 log = logging.getLogger("remote_agent.tunnel.keeper")
 
@@ -160,7 +165,7 @@ class Keeper:
         for key, value in changes.items():
             setattr(self.state, key, value)
         try:
-            self.home.write_tunnel(self.state)
+            tunnel_state.write(self.home, self.state)
             self.written = self.state_file_identity()
         except Exception as e:  # a full disk must not stop the tunnel itself
             log.error("could not record the tunnel state: %s", e)
@@ -190,7 +195,7 @@ class Keeper:
 
     def kill_leftover_agent(self) -> None:
         """An agent left by a keeper that was killed would hold the account's one session."""
-        previous = self.home.read_tunnel()
+        previous = tunnel_state.read(self.home)
         pid = previous.agent_pid if previous else None
         if pid and procs.is_alive(pid) and is_our_agent(pid, self.home.ngrok_config):
             log.info("stopping the agent left by the previous keeper (pid %s)", pid)
@@ -508,10 +513,10 @@ def record_crash(home: Home, error: Exception) -> None:
 
     with contextlib.suppress(Exception):
         append_private(home.keeper_log, f"{now_iso()} ERROR the keeper crashed\n{traceback.format_exc()}")
-        state = home.read_tunnel() or TunnelState()
+        state = tunnel_state.read(home) or TunnelState()
         state.status, state.keeper_pid, state.public_url = "crashed", os.getpid(), None
         state.last_error = f"the keeper crashed: {error!r}"[:300]
-        home.write_tunnel(state)
+        tunnel_state.write(home, state)
 
 
 if __name__ == "__main__":

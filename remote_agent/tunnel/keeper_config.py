@@ -10,7 +10,8 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-from remote_agent.core.state import Home, read_json, write_json
+from remote_agent.core.home import Home
+from remote_agent.core.store import read_json, write_json
 from remote_agent.tunnel import edge_policy
 
 

@@ -9,15 +9,19 @@ from pathlib import Path
 from remote_agent.config.session import Plan
 from remote_agent.config.settings import Settings
 from remote_agent.core import edge_secret, procs
+from remote_agent.core.build import code_build
 from remote_agent.core.console import Console
 from remote_agent.core.errors import StartFailed
-from remote_agent.core.state import Home, TunnelState, code_build
+from remote_agent.core.home import Home
 from remote_agent.supervision import supervisor
 from remote_agent.supervision.ownership import live_window_pid, running_keeper, started_window_pid
 from remote_agent.supervision.tmux import KEEPER_WINDOW, TmuxSession
+from remote_agent.tunnel import state as tunnel_state
 from remote_agent.tunnel.keeper_config import KeeperConfig, write_keeper_config
+from remote_agent.tunnel.state import TunnelState
 
 TUNNEL_START_TIMEOUT = 45.0
+KEEPER_STOP_TIMEOUT = 10.0
 
 
 def keeper_command(settings: Settings) -> str:
@@ -53,7 +57,7 @@ def ensure_keeper(settings: Settings, home: Home, tmux: TmuxSession, port: int, 
         webhook=settings.webhook,
     )
     changed = write_keeper_config(home, config) or agent_config_changed
-    tunnel = home.read_tunnel()
+    tunnel = tunnel_state.read(home)
     # The keeper of this home in our window counts even before it recorded itself: another
     # serve may just have started it (and a keeper whose state file went writes it again).
     pid = running_keeper(home, tunnel) or live_window_pid(tmux, KEEPER_WINDOW, home)
@@ -88,14 +92,24 @@ def _write_if_changed(path: Path, token: str, write: Callable[[Path, str], None]
     return path.read_bytes() != before
 
 
-def stop_keeper(home: Home, tmux: TmuxSession) -> bool:
-    """Stop this home's keeper, if one runs; True if it did."""
-    pid = running_keeper(home, home.read_tunnel())
+def stop_keeper(home: Home, tmux: TmuxSession, on_stopping: Callable[[], None] | None = None) -> bool:
+    """Stop this home's keeper, if one runs, and what a keeper killed outright leaves: its agent, its
+    edge secret, a record that still says "up". True if a keeper ran (`on_stopping` is called first)."""
+    from remote_agent.tunnel.agent import is_our_agent
+
+    # The keeper of this home in our window counts even if its record went.
+    pid = running_keeper(home, tunnel_state.read(home)) or live_window_pid(tmux, KEEPER_WINDOW, home)
     if pid is not None:
-        supervisor.release(tmux, KEEPER_WINDOW)
-        procs.terminate(pid, 10)
-        supervisor.forget(home, KEEPER_WINDOW)
-        edge_secret.discard(home.root)  # a keeper killed outright leaves its secret; the next makes a new one
+        supervisor.release(tmux, KEEPER_WINDOW)  # stopped on purpose: not to be restarted
+        if on_stopping is not None:
+            on_stopping()
+        procs.terminate(pid, KEEPER_STOP_TIMEOUT)
+    state = tunnel_state.read(home)
+    if state is not None and state.agent_pid and is_our_agent(state.agent_pid, home.ngrok_config):
+        procs.terminate(state.agent_pid, 5)  # its keeper was killed outright: it would hold the account's session
+    edge_secret.discard(home.root)  # the next keeper makes a new one
+    tunnel_state.mark_stopped(home)
+    supervisor.forget(home, KEEPER_WINDOW)
     return pid is not None
 
 
@@ -104,7 +118,7 @@ def wait_for_tunnel(home: Home, keeper_pid: int, console: Console, started: floa
     deadline = time.monotonic() + TUNNEL_START_TIMEOUT
     said_waiting = False
     while True:
-        state = home.read_tunnel()
+        state = tunnel_state.read(home)
         if state is not None and state.keeper_pid == keeper_pid:
             if not said_waiting and "release the old session" in (state.last_error or ""):
                 console.end_progress()
