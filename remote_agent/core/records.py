@@ -21,6 +21,7 @@ from typing import Any, ClassVar, TypeVar
 from remote_agent.core.store import read_json, write_json
 
 R = TypeVar("R", bound="Record")
+T = TypeVar("T")
 Migration = Callable[[dict[str, Any]], dict[str, Any]]
 
 
@@ -56,7 +57,7 @@ class Record:
             values = migrate(values)
             version += 1
         values["version"] = cls.VERSION
-        return typing.cast(R, _build(cls, values))
+        return build(cls, values)
 
     @classmethod
     def parse(cls: type[R], data: object) -> R | None:
@@ -78,11 +79,12 @@ class Record:
         write_json(path, self.to_dict())
 
 
-def _build(cls: type, data: Mapping[str, Any]) -> object:
-    """An instance of the dataclass `cls` from `data`, field by field (see the module's rules)."""
+def build(cls: type[T], data: Mapping[str, Any]) -> T:
+    """An instance of the dataclass `cls` from `data`, field by field (see the module's rules); for a
+    part of a record, or an item of a list in one, that has no version of its own."""
     hints = typing.get_type_hints(cls)
     values: dict[str, Any] = {}
-    for f in dataclasses.fields(cls):
+    for f in dataclasses.fields(typing.cast(Any, cls)):
         required = f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
         if f.name not in data:
             if required:
@@ -126,7 +128,7 @@ def _convert(tp: Any, value: object) -> Any:
     elif origin is dict and isinstance(value, dict) and all(isinstance(k, str) for k in value):
         return {k: _convert(args[1] if len(args) == 2 else Any, v) for k, v in value.items()}
     elif dataclasses.is_dataclass(tp) and isinstance(value, dict):
-        return _build(typing.cast(type, tp), value)
+        return build(typing.cast(type, tp), value)
     raise BadRecord(f"is not {_name(tp)}: {value!r:.40}")
 
 

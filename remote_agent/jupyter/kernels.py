@@ -77,7 +77,7 @@ def discover(
     """The environments found now (one per prefix), the user's own Python among them, and those not run."""
     home_dir = Path(environ.get("HOME") or Path.home())
     pythons, skipped = split_trusted(candidates(environ, home_dir, _root_dir(settings)))
-    cache = ProbeCache(settings.home / "kernel-probes.json")
+    cache = ProbeCache(Home(settings.home).kernel_probes)
     answers = ask(pythons, cache)
     cache.save()
     own_path = own_python(environ)
@@ -94,7 +94,7 @@ def sync(settings: Settings, environ: Mapping[str, str]) -> Outcome:
     home = settings.home
     Home(home).ensure()
     with exclusive_lock(home / "kernels.lock", "kernels"):
-        record = KernelRecord.load(home)
+        record = KernelRecord.read(home)
         if settings.kernels == "off":
             write_specs(home, KernelRecord())  # only Jupyter's own python3 remains
             return Outcome(record)
@@ -116,7 +116,7 @@ def sync(settings: Settings, environ: Mapping[str, str]) -> Outcome:
                 record.kernels[name] = Offered.from_interpreter(interpreter)
                 outcome.added.append(name)
         if outcome.added:
-            record.save(home)
+            record.write(home)
         write_specs(home, record)
         return outcome
 
@@ -312,7 +312,7 @@ def add(settings: Settings, console: Console, python: str, name: str | None, ins
         raise BadInput(f"{name!r} cannot be a kernel name.", "Use lower-case letters, digits, '.', '-' and '_'.")
     home = settings.home
     Home(home).ensure()
-    cache = ProbeCache(home / "kernel-probes.json")
+    cache = ProbeCache(Home(home).kernel_probes)
     doubt = why_not_run(path)
     if doubt:
         console.note(f"Running {path} because you asked, although {doubt}.")
@@ -333,7 +333,7 @@ def add(settings: Settings, console: Console, python: str, name: str | None, ins
             f'Jupyter offers it as "{OWN_DISPLAY_NAME}" already (when no environment of yours is the default).',
         )
     with exclusive_lock(home / "kernels.lock", "kernels"):
-        record = KernelRecord.load(home)
+        record = KernelRecord.read(home)
         current = record.name_of(interpreter.prefix)
         chosen = name or current or stable_name(interpreter)
         taken = record.kernels.get(chosen)
@@ -344,7 +344,7 @@ def add(settings: Settings, console: Console, python: str, name: str | None, ins
         entry = Offered.from_interpreter(interpreter, added=True)
         record.kernels[chosen] = entry
         record.hidden = [p for p in record.hidden if p != interpreter.prefix]
-        record.save(home)
+        record.write(home)
         write_specs(home, record if settings.kernels != "off" else KernelRecord())
     console.line(f"Added {chosen}: {entry.display_name}, {entry.python}")
     if settings.kernels == "off":
@@ -358,7 +358,7 @@ def remove(settings: Settings, console: Console, name: str) -> int:
     outcome = sync(settings, os.environ)
     home = settings.home
     with exclusive_lock(home / "kernels.lock", "kernels"):
-        record = KernelRecord.load(home)
+        record = KernelRecord.read(home)
         entry = record.kernels.pop(name, None)
         if entry is not None:
             prefix, display = entry.prefix, entry.display_name
@@ -370,7 +370,7 @@ def remove(settings: Settings, console: Console, name: str) -> int:
             prefix, display = seen.prefix, Offered.from_interpreter(seen).display_name
         if prefix not in record.hidden:
             record.hidden.append(prefix)
-        record.save(home)
+        record.write(home)
         write_specs(home, record if settings.kernels != "off" else KernelRecord())
     console.line(f"Removed {name}: {display}. It stays hidden; `remote-agent kernels add {prefix}` offers it again.")
     if name == DEFAULT_NAME:

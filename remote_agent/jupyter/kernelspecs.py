@@ -17,14 +17,15 @@ import json
 import re
 import shlex
 import shutil
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from remote_agent.core.store import ensure_private_dir, read_json, write_json, write_private
+from remote_agent.core.home import Home
+from remote_agent.core.records import Record
+from remote_agent.core.store import ensure_private_dir, write_private
 from remote_agent.jupyter.python_envs import Interpreter
 
-RECORD_VERSION = 1
 DEFAULT_NAME = "python3"  # the name Jupyter gives its default kernel and notebooks usually carry
 NAME_PATTERN = re.compile(r"^[a-z0-9._-]+$")  # what Jupyter accepts as a kernel name
 LAUNCHER = "launch.sh"
@@ -77,35 +78,22 @@ class Offered:
 
 
 @dataclass
-class KernelRecord:
-    """kernels.json: what is offered under which name, and what the user removed."""
+class KernelRecord(Record):
+    """kernels.json: what is offered under which name, and what the user removed. This module writes it."""
+
+    VERSION = 1
 
     kernels: dict[str, Offered] = field(default_factory=dict)
     hidden: list[str] = field(default_factory=list)  # prefixes of removed environments
     default_removed: bool = False  # the user removed the default: do not choose another
+    version: int = VERSION
 
     @classmethod
-    def load(cls, home: Path) -> KernelRecord:
-        data = read_json(home / "kernels.json") or {}
-        if data.get("version") != RECORD_VERSION:
-            return cls()
-        kernels = {}
-        for name, entry in (data.get("kernels") or {}).items():
-            with contextlib.suppress(TypeError):
-                kernels[str(name)] = Offered(**entry)
-        hidden = [str(p) for p in data.get("hidden") or []]
-        return cls(kernels, hidden, bool(data.get("default_removed")))
+    def read(cls, home: Path) -> KernelRecord:
+        return cls.load(Home(home).kernels) or cls()
 
-    def save(self, home: Path) -> None:
-        write_json(
-            home / "kernels.json",
-            {
-                "version": RECORD_VERSION,
-                "kernels": {name: asdict(entry) for name, entry in self.kernels.items()},
-                "hidden": self.hidden,
-                "default_removed": self.default_removed,
-            },
-        )
+    def write(self, home: Path) -> None:
+        self.save(Home(home).kernels)
 
     def name_of(self, prefix: str) -> str | None:
         return next((name for name, entry in self.kernels.items() if entry.prefix == prefix), None)

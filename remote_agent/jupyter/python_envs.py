@@ -16,15 +16,14 @@ import os
 import shutil
 import subprocess
 from collections.abc import Iterable, Mapping
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 from remote_agent.core.file_trust import untrusted
-from remote_agent.core.store import read_json, write_json
+from remote_agent.core.records import Record
 
 PROBE_TIMEOUT = 20.0
-CACHE_VERSION = 1
 CONDA_BASES = ("miniconda3", "anaconda3", "miniforge3", "mambaforge", "miniconda", "anaconda")
 
 # Run by each interpreter: it prints what the kernel will need to know about it.
@@ -225,14 +224,22 @@ def probe(python: Path) -> Interpreter | None:
     return Interpreter.from_dict(data) if isinstance(data, dict) else None
 
 
+@dataclass
+class ProbeFile(Record):
+    """kernel-probes.json: each interpreter's answer, with the file times it was given at."""
+
+    VERSION = 1
+
+    interpreters: dict[str, Any] = field(default_factory=dict)
+    version: int = VERSION
+
+
 class ProbeCache:
-    """The interpreters' answers, in REMOTE_AGENT_HOME/kernel-probes.json."""
+    """The interpreters' answers, in REMOTE_AGENT_HOME/kernel-probes.json (this module writes it)."""
 
     def __init__(self, path: Path) -> None:
         self.path = path
-        data = read_json(path) or {}
-        entries = data.get("interpreters") if data.get("version") == CACHE_VERSION else None
-        self.entries: dict[str, Any] = dict(entries) if isinstance(entries, dict) else {}
+        self.entries: dict[str, Any] = (ProbeFile.load(path) or ProbeFile()).interpreters
         self.changed = False
 
     def get(self, python: Path) -> Interpreter | None:
@@ -254,7 +261,7 @@ class ProbeCache:
 
     def save(self) -> None:
         if self.changed:
-            write_json(self.path, {"version": CACHE_VERSION, "interpreters": self.entries})
+            ProbeFile(self.entries).save(self.path)
             self.changed = False
 
 

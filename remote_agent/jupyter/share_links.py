@@ -17,21 +17,20 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import json
 import re
 import secrets
 import time
 import uuid
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
 from remote_agent.core.errors import BadInput
-from remote_agent.core.store import ensure_private_dir, exclusive_lock, read_json, write_private
+from remote_agent.core.home import Home
+from remote_agent.core.records import BadRecord, Record, build
+from remote_agent.core.store import ensure_private_dir, exclusive_lock
 
-VERSION = 1
-FILE = "shares.json"
 LOCK = "shares.lock"
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.@-]{0,39}$")
 # Records of links that ended this long ago are dropped at the next write.
@@ -97,46 +96,41 @@ class Share:
 
     @classmethod
     def from_dict(cls, data: Any) -> Share | None:
+        """A link of the file; None for one that is damaged (it then logs no one in)."""
         if not isinstance(data, dict):
             return None
         try:
-            share = cls(
-                id=str(data["id"]),
-                name=str(data["name"]),
-                secret_sha256=str(data["secret_sha256"]),
-                created_at=str(data["created_at"]),
-                expires_at=str(data["expires_at"]),
-                revoked_at=str(data["revoked_at"]) if data.get("revoked_at") else None,
-                # A record from before uses were counted may log in once more.
-                max_uses=int(data.get("max_uses", 1)),
-                uses=int(data.get("uses", 0)),
-                last_used_at=str(data["last_used_at"]) if data.get("last_used_at") else None,
-                last_used_from=str(data["last_used_from"]) if data.get("last_used_from") else None,
-                ended_cleanup=data["ended_cleanup"] if isinstance(data.get("ended_cleanup"), dict) else None,
-            )
+            share = build(cls, data)  # a link from before uses were counted may log in once more
             _parse_time(share.created_at)
             _parse_time(share.expires_at)
-        except (KeyError, ValueError, TypeError):
+        except (BadRecord, ValueError):
             return None
         return share
 
 
+@dataclass
+class ShareFile(Record):
+    """shares.json: every link on record. This module is its only writer."""
+
+    VERSION = 1
+
+    shares: list[Any] = field(default_factory=list)
+    version: int = VERSION
+
+
 def path(home: Path) -> Path:
-    return home / FILE
+    return Home(home).share_links
 
 
 def load(home: Path) -> list[Share]:
     """Every link on record; an unreadable or corrupt file reads as none (so no link logs in)."""
-    data = read_json(path(home)) or {}
-    if data.get("version") != VERSION or not isinstance(data.get("shares"), list):
-        return []
-    return [s for s in (Share.from_dict(item) for item in data["shares"]) if s is not None]
+    record = ShareFile.load(path(home))
+    return [s for s in (Share.from_dict(item) for item in record.shares) if s is not None] if record else []
 
 
 def _save(home: Path, shares: list[Share]) -> None:
     ensure_private_dir(home)
-    body = {"version": VERSION, "shares": [asdict(s) for s in shares]}
-    write_private(path(home), json.dumps(body, indent=2) + "\n")
+    ShareFile([asdict(s) for s in shares]).save(path(home))
 
 
 def find_by_secret(shares: list[Share], secret: str) -> Share | None:
