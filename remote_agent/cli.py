@@ -10,6 +10,7 @@ from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING
 
 from remote_agent import __version__
+from remote_agent.config import keys
 from remote_agent.core.console import Console
 from remote_agent.core.errors import BadInput, MissingPrerequisite, NotRunning, RemoteAgentError
 
@@ -31,23 +32,25 @@ class _Parser(argparse.ArgumentParser):
         raise BadInput(f"{message}.", f"See `{self.prog} --help`.")
 
 
+def _help(flag: str) -> str | None:
+    """A settings flag's help, from the table of settings."""
+    return keys.flag(flag).flag_help
+
+
 def _add_serve_parser(sub: argparse._SubParsersAction[_Parser]) -> None:
     serve = sub.add_parser("serve", help="start (or reuse) Jupyter and the tunnel, print the URL, follow it")
-    serve.add_argument("--port", type=str, help="Jupyter's local port (JUPYTER_PORT; default 8888)")
-    serve.add_argument("--root-dir", help="notebook directory (JUPYTER_ROOT_DIR; default: where serve first ran)")
-    serve.add_argument("--tunnel", choices=["ngrok", "ssh"], help="ngrok (needs NGROK_AUTHTOKEN) or ssh only")
-    serve.add_argument("--domain", help="reserved ngrok domain for a URL that never changes (NGROK_DOMAIN)")
-    serve.add_argument("--oauth", metavar="PROVIDER", help="visitors log in with google, github, ... at ngrok's edge")
-    serve.add_argument(
-        "--allow-email", action="append", dest="allow_emails", metavar="ADDRESS", help="with --oauth: who may pass"
-    )
-    serve.add_argument("--app", choices=["notebook", "lab"], help="Jupyter Notebook or JupyterLab (JUPYTER_APP)")
+    serve.add_argument("--port", type=str, help=_help("--port"))
+    serve.add_argument("--root-dir", help=_help("--root-dir"))
+    serve.add_argument("--tunnel", choices=["ngrok", "ssh"], help=_help("--tunnel"))
+    serve.add_argument("--domain", help=_help("--domain"))
+    serve.add_argument("--oauth", metavar="PROVIDER", help=_help("--oauth"))
+    allow = keys.flag("--allow-email")
+    serve.add_argument("--allow-email", action="append", dest=allow.dest, metavar="ADDRESS", help=allow.flag_help)
+    serve.add_argument("--app", choices=["notebook", "lab"], help=_help("--app"))
     serve.add_argument("--qr", action="store_true", help="also draw the public URL as a QR code, for a phone")
     serve.add_argument("--detach", action="store_true", help="print the URL and return instead of following")
     serve.add_argument("--json", action="store_true", help="one JSON object per event")
-    serve.add_argument(
-        "--env-file", metavar="PATH", help="read this .env instead of the session's (REMOTE_AGENT_ENV_FILE)"
-    )
+    serve.add_argument("--env-file", metavar="PATH", help=_help("--env-file"))
     serve.add_argument(
         "--reconfigure", action="store_true", help="apply a change that weakens or closes the public endpoint"
     )
@@ -215,16 +218,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             return run_connect(args, console)
         with _server_side():
             from remote_agent.config.settings import remove_secrets_from_environ, resolve
-        flags = {
-            "port": getattr(args, "port", None),
-            "root_dir": getattr(args, "root_dir", None),
-            "tunnel": getattr(args, "tunnel", None),
-            "domain": getattr(args, "domain", None),
-            "app": getattr(args, "app", None),
-            "oauth": getattr(args, "oauth", None),
-            "allow_emails": getattr(args, "allow_emails", None),
-            "env_file": getattr(args, "env_file", None),
-        }
+        flags = {key.dest: getattr(args, key.dest, None) for key in keys.TABLE if key.dest}
         settings = resolve(flags, os.environ)
         remove_secrets_from_environ()
         with _server_side():

@@ -10,7 +10,7 @@ import pytest
 from conftest import Sandbox
 
 from remote_agent.cli import build_parser
-from remote_agent.config.settings import KEYS
+from remote_agent.config.keys import KEYS
 
 REPO = Path(__file__).resolve().parent.parent
 README = (REPO / "README.md").read_text()

@@ -160,3 +160,72 @@ def test_a_damaged_session_record_reads_as_no_session(tmp_path: Path) -> None:
     assert settings.session_record is not None
     assert settings.session_record.given == {}
     assert settings.session_record.env_file is None
+
+
+def test_env_example_is_the_settings_table() -> None:
+    """`.env.example` documents every setting a .env may hold, as config/keys.py describes it."""
+    from remote_agent.config.keys import KEYS, env_example
+
+    example = (Path(__file__).resolve().parent.parent / ".env.example").read_text()
+    assert example == env_example(), "regenerate it: python -m remote_agent.config.keys > .env.example"
+    assert [line.partition("=")[0] for line in example.splitlines() if line[:1].isalpha()] == list(KEYS)
+
+
+def test_the_secret_settings_are_the_ones_kept_out_of_every_child() -> None:
+    """A setting marked secret is scrubbed from child environments, and one scrubbed is marked secret."""
+    from remote_agent.commands.service import carried_environment
+    from remote_agent.config.keys import TABLE
+    from remote_agent.core.redaction import SECRET_ENV_KEYS, scrubbed
+
+    marked = {key.name for key in TABLE if key.secret}
+    assert marked == {key.name for key in TABLE} & set(SECRET_ENV_KEYS)
+    every = {key.name: "a-value-1234" for key in TABLE if key.variable}
+    assert set(every) - set(scrubbed(every)) == marked
+    assert not marked & set(carried_environment(every)), "the unit file is readable by every user"
+
+
+# A valid text for each setting's variable, and another: the first in .env, the second in the environment.
+TWO_VALUES = {
+    "NGROK_AUTHTOKEN": ("tok-from-file-1", "tok-from-env-2"),
+    "JUPYTER_PASSWORD": ("file-password", "env-password"),
+    "JUPYTER_PORT": ("9001", "9002"),
+    "JUPYTER_APP": ("lab", "notebook"),
+    "NGROK_DOMAIN": ("a.example.com", "b.example.com"),
+    "NGROK_BASIC_AUTH": ("ana:long-password-1", "ana:long-password-2"),
+    "REMOTE_AGENT_SESSION": ("from-file", "from-env"),
+    "REMOTE_AGENT_KERNELS": ("off", "auto"),
+    "REMOTE_AGENT_COLLABORATION": ("off", "on"),
+    "PYNGROK_NGROK_PATH": ("/opt/ngrok-a", "/opt/ngrok-b"),
+    "REMOTE_AGENT_SSH_HOST": ("host-a.example", "host-b.example"),
+    "REMOTE_AGENT_SSH_KEY": ("~/a.pem", "~/b.pem"),
+    "REMOTE_AGENT_ON_URL_CHANGE": ("notify-a", "notify-b"),
+    "REMOTE_AGENT_WEBHOOK": ("https://a.example/hook", "https://b.example/hook"),
+    "REMOTE_AGENT_LAPTOP_PORT": ("12001", "12002"),
+    "NGROK_LOGIN_RATE_LIMIT": ("20", "30"),
+    "NGROK_OAUTH": ("google", "github"),
+    "NGROK_OAUTH_ALLOW_EMAILS": ("a@example.com", "b@example.com"),
+}
+
+
+def test_every_setting_resolves_flag_over_environment_over_file_over_default(tmp_path: Path) -> None:
+    """Each variable of the table reaches Settings, with the precedence of the contract."""
+    from remote_agent.config.keys import TABLE
+
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    with_dirs = {**TWO_VALUES, "JUPYTER_ROOT_DIR": (str(tmp_path / "a"), str(tmp_path / "b"))}
+    keys = [key for key in TABLE if key.variable and not key.location]
+    assert {key.name for key in keys} == set(with_dirs), "give the new setting two values above"
+    base = {"HOME": str(tmp_path), "NGROK_OAUTH": "google"}
+    default = resolve({}, {"HOME": str(tmp_path)}, cwd=tmp_path)
+    write_env(tmp_path, "".join(f"{name}={first}\n" for name, (first, _) in with_dirs.items()))
+    from_file = resolve({}, base | {"NGROK_OAUTH": ""}, cwd=tmp_path)
+    from_env = resolve({}, base | {name: second for name, (_, second) in with_dirs.items()}, cwd=tmp_path)
+    for key in keys:
+        assert getattr(default, key.attr) == key.default, key.name
+        assert getattr(from_file, key.attr) != getattr(from_env, key.attr), key.name
+        assert getattr(from_file, key.attr) != getattr(default, key.attr), key.name
+        if key.dest is not None:
+            flag_text = str(tmp_path / "a") if key.name == "JUPYTER_ROOT_DIR" else with_dirs[key.name][0]
+            flagged = resolve({key.dest: flag_text}, base | {key.name: with_dirs[key.name][1]}, cwd=tmp_path)
+            assert getattr(flagged, key.attr) == getattr(from_file, key.attr), key.flag

@@ -28,27 +28,25 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from remote_agent.config.settings import KEYS, Settings, read_env_file
+from remote_agent.config.keys import SERVICE_UNIT_KEYS
+from remote_agent.config.settings import Settings, read_env_file
 from remote_agent.core.console import Console
 from remote_agent.core.errors import BadInput, MissingPrerequisite, RemoteAgentError, StartFailed
 from remote_agent.core.file_trust import untrusted
-from remote_agent.core.redaction import SECRET_ENV_KEYS
 from remote_agent.jupyter import server_config as jupyter_config
 
 UNIT_NAME = "remote-agent.service"
 UNIT_DIR_ENV = "REMOTE_AGENT_SYSTEMD_DIR"
 SYSTEM_UNIT_DIR = Path("/etc/systemd/system")
 SYSTEMCTL_TIMEOUT = 60.0
-# Settings that may hold secrets: never written into a unit file that every user can read.
-PRIVATE_KEYS = SECRET_ENV_KEYS
-# Besides the settings: what serve and its children need to find the same files and tmux server.
+# Besides the settings (those keys.TABLE carries into the unit: never a secret, since every
+# user can read the unit file): what serve and its children need to find the same files and tmux server.
 CARRIED_ENV = (
     "PATH",
     "HOME",
     "LANG",
     "TZ",
     "TMUX_TMPDIR",
-    "REMOTE_AGENT_ENV_FILE",
     "XDG_CONFIG_HOME",
     "XDG_DATA_HOME",
     "XDG_STATE_HOME",
@@ -127,7 +125,7 @@ def environment_line(key: str, value: str) -> str:
 
 def carried_environment(environ: dict[str, str]) -> dict[str, str]:
     """The installing shell's non-secret settings and paths, so the boot start sees the same."""
-    wanted = [*CARRIED_ENV, *(k for k in KEYS if k not in PRIVATE_KEYS)]
+    wanted = [*CARRIED_ENV, *SERVICE_UNIT_KEYS]
     return {k: environ[k] for k in dict.fromkeys(wanted) if environ.get(k) and "\n" not in environ[k]}
 
 

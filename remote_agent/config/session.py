@@ -9,32 +9,16 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from remote_agent.config.settings import TUNNEL_KEY, provider_of
+from remote_agent.config.keys import BY_NAME, TABLE, TUNNEL_KEY
+from remote_agent.config.settings import provider_of
 from remote_agent.core.redaction import SECRET_ENV_KEYS
 
 # Settings the tunnel keeper works with: a change is applied by restarting the keeper.
-TUNNEL_KEYS = (
-    "NGROK_AUTHTOKEN",
-    "NGROK_DOMAIN",
-    "NGROK_BASIC_AUTH",
-    "NGROK_OAUTH",
-    "NGROK_OAUTH_ALLOW_EMAILS",
-    "NGROK_LOGIN_RATE_LIMIT",
-    "PYNGROK_NGROK_PATH",
-    TUNNEL_KEY,
-    "REMOTE_AGENT_ON_URL_CHANGE",
-    "REMOTE_AGENT_WEBHOOK",
-)
+TUNNEL_KEYS = tuple(key.name for key in TABLE if key.level == "tunnel")
 # Settings Jupyter started with: applying a change means restarting it, which ends the kernels.
-JUPYTER_KEYS = (
-    "JUPYTER_PORT",
-    "JUPYTER_ROOT_DIR",
-    "JUPYTER_APP",
-    "REMOTE_AGENT_SESSION",
-    "REMOTE_AGENT_COLLABORATION",
-)
+JUPYTER_KEYS = tuple(key.name for key in TABLE if key.level == "jupyter")
 # Settings whose change may move the public URL.
-URL_KEYS = ("NGROK_AUTHTOKEN", "NGROK_DOMAIN", TUNNEL_KEY)
+URL_KEYS = tuple(key.name for key in TABLE if key.moves_url)
 
 
 @dataclass(frozen=True)
@@ -44,7 +28,8 @@ class Change:
     after: str | None
 
     def describe(self) -> str:
-        name = "--tunnel" if self.key == TUNNEL_KEY else self.key
+        key = BY_NAME.get(self.key)
+        name = key.flag if key is not None and not key.variable and key.flag else self.key
         if self.key in SECRET_ENV_KEYS:
             what = "is now set" if self.before is None else "is no longer set" if self.after is None else "changed"
             return f"{name} {what}"
@@ -63,13 +48,6 @@ class Plan:
         return any(c.key in URL_KEYS for c in self.tunnel)
 
 
-def _rate(value: str | None) -> int:
-    try:
-        return int(value or 0)
-    except ValueError:
-        return 0
-
-
 def weakenings(before: Mapping[str, str], after: Mapping[str, str]) -> list[str]:
     """What the change takes away from a public endpoint; empty when it adds or keeps protection."""
     if provider_of(before) != "ngrok":
@@ -81,14 +59,9 @@ def weakenings(before: Mapping[str, str], after: Mapping[str, str]) -> list[str]
         else:
             found.append("NGROK_AUTHTOKEN is no longer set, which closes the public URL")
         return found
-    if before.get("NGROK_BASIC_AUTH") and not after.get("NGROK_BASIC_AUTH"):
-        found.append("NGROK_BASIC_AUTH is no longer set: the edge would stop asking for user:password")
-    if before.get("NGROK_OAUTH") and not after.get("NGROK_OAUTH"):
-        found.append("NGROK_OAUTH is no longer set: the edge would stop asking for an OAuth login")
-    if before.get("NGROK_OAUTH_ALLOW_EMAILS") and not after.get("NGROK_OAUTH_ALLOW_EMAILS"):
-        found.append("NGROK_OAUTH_ALLOW_EMAILS is no longer set: any OAuth account would pass")
-    if _rate(before.get("NGROK_LOGIN_RATE_LIMIT")) > 0 and _rate(after.get("NGROK_LOGIN_RATE_LIMIT")) <= 0:
-        found.append("NGROK_LOGIN_RATE_LIMIT is no longer set: the edge would stop limiting login attempts")
+    for key in TABLE:
+        if key.weakening and key.protects(before.get(key.name)) and not key.protects(after.get(key.name)):
+            found.append(f"{key.name} is no longer set: {key.weakening}")
     return found
 
 

@@ -8,10 +8,13 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     import logging
 
-# The one list of variables that hold secrets. They are removed from every environment a
-# child process (tmux, Jupyter, kernels, the keeper, the ngrok agent) inherits, never shown,
-# and kept apart from the session's other settings. A hook command or webhook URL may carry
-# a token (a Slack URL is one), so they count as secrets too.
+# The variables that hold secrets. They are removed from every environment a child process
+# (tmux, Jupyter, kernels, the keeper, the ngrok agent) inherits, never shown, and kept apart
+# from the session's other settings. The settings among them are the rows of config/keys.py
+# marked secret (a hook command or webhook URL may carry a token: a Slack URL is one); the
+# others are other programs' own. The list lives here, not in config, because processes that
+# read no settings (the supervisor, the keeper) scrub with it too; tests/test_settings.py
+# checks that it and the table agree.
 SECRET_ENV_KEYS = (
     "NGROK_AUTHTOKEN",
     "NGROK_API_KEY",
