@@ -186,19 +186,32 @@ def attach(settings: Settings) -> int:
     return 0  # not reached: exec replaced this process
 
 
+def _laptop_only(missing: str) -> MissingPrerequisite:
+    return MissingPrerequisite(
+        f"This install of remote-agent has only the laptop side (`connect`): {missing} is missing.",
+        "On the server, run scripts/setup.sh in a clone "
+        "(or: pip install 'remote-agent[server]' with Python 3.10 or newer).",
+    )
+
+
 @contextlib.contextmanager
 def _server_side() -> Iterator[None]:
-    """A laptop install (without the [server] extra) asked for a server command: say what to install."""
+    """A laptop install (without the [server] extra) asked for a server command: say what to install.
+
+    The packages are looked for before anything runs (the quick commands load none of them), and
+    a package that goes missing later is reported the same way.
+    """
+    from importlib.util import find_spec
+
+    missing = sorted(name for name in SERVER_PACKAGES if find_spec(name) is None)
+    if missing:
+        raise _laptop_only(missing[0])
     try:
         yield
     except ModuleNotFoundError as e:
         if (e.name or "").split(".")[0] not in SERVER_PACKAGES:
             raise
-        raise MissingPrerequisite(
-            f"This install of remote-agent has only the laptop side (`connect`): {e.name} is missing.",
-            "On the server, run scripts/setup.sh in a clone "
-            "(or: pip install 'remote-agent[server]' with Python 3.10 or newer).",
-        ) from e
+        raise _laptop_only(str(e.name)) from e
 
 
 def main(argv: Sequence[str] | None = None) -> int:
