@@ -158,7 +158,7 @@ def run(args: argparse.Namespace, settings: Settings, console: Console) -> int: 
 
         return doctor(settings, console, update_agent=args.update_agent)
     if command == "kernels":
-        from remote_agent.jupyter import kernels
+        from remote_agent.commands import kernels
 
         if args.kernels_action == "add":
             return kernels.add(settings, console, args.python, args.name, args.install_ipykernel)

@@ -12,7 +12,8 @@ from remote_agent.config.settings import Settings
 from remote_agent.core import procs
 from remote_agent.core.console import Console
 from remote_agent.core.ssh_hint import host_is_private, laptop_url, ssh_command
-from remote_agent.core.state import Home, TunnelState, now_iso, read_json, write_json
+from remote_agent.core.state import Home, TunnelState, read_json, write_json
+from remote_agent.core.times import now_iso
 from remote_agent.supervision import supervisor
 from remote_agent.supervision.tmux import JUPYTER_WINDOW
 from remote_agent.tunnel.keeper_config import KeeperConfig

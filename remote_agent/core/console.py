@@ -27,7 +27,7 @@ class Console:
 
     def event(self, name: str, **fields: Any) -> None:
         if self.json_mode:
-            from remote_agent.core.state import now_iso  # not at the top: the quick commands print no events
+            from remote_agent.core.times import now_iso  # not at the top: the quick commands print no events
 
             self._write(self.out, json.dumps({"event": name, **fields, "at": now_iso()}))
 

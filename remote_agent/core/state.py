@@ -17,15 +17,11 @@ import stat
 import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import MISSING, asdict, dataclass, field, fields
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Literal, get_args
 
 from remote_agent.core.errors import BadInput, RemoteAgentError
-
-
-def now_iso() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+from remote_agent.core.times import now_iso
 
 
 class StateDirError(RemoteAgentError):
@@ -477,3 +473,14 @@ class Home:
     def end_session(self) -> None:
         for path in (self.session_record, self.session_secrets, self.remembered):
             path.unlink(missing_ok=True)
+
+
+def tail(path: Path, lines: int, after: str | None = None) -> list[str]:
+    """The last `lines` lines of a log, only from after the last `after` marker when given."""
+    try:
+        text = path.read_text(errors="replace")
+    except OSError:
+        return []
+    if after and after in text:
+        text = text.rsplit(after, 1)[1]
+    return text.splitlines()[-lines:] if lines > 0 else []

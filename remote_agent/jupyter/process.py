@@ -13,7 +13,9 @@ from remote_agent.core import procs
 from remote_agent.core.console import Console
 from remote_agent.core.errors import MissingPrerequisite, StartFailed
 from remote_agent.core.redaction import SECRET_ENV_KEYS
-from remote_agent.core.state import Home, JupyterRecord, append_private, now_iso, process_start, read_json
+from remote_agent.core.state import Home, JupyterRecord, append_private, process_start, read_json
+from remote_agent.core.state import tail as state_tail
+from remote_agent.core.times import now_iso
 from remote_agent.jupyter import collaboration
 from remote_agent.supervision.ownership import live_window_pid, running_jupyter, started_window_pid
 from remote_agent.supervision.tmux import JUPYTER_WINDOW, TmuxSession
@@ -382,9 +384,7 @@ def supervise(home: Home, tmux: TmuxSession, running: RunningJupyter | None) -> 
 
 
 def log_hint(home: Home, marker: str | None = None) -> tuple[str]:
-    from remote_agent.commands.logs import tail
-
-    lines = tail(home.jupyter_log, LOG_TAIL_LINES, marker)
+    lines = state_tail(home.jupyter_log, LOG_TAIL_LINES, marker)
     shown = "\n".join("  " + line for line in lines) if lines else "  (its log is empty)"
     return (f"The last lines of {home.jupyter_log}:\n{shown}",)
 

@@ -33,12 +33,12 @@ from remote_agent.core.state import (
     Home,
     append_private,
     exclusive_lock,
-    now_iso,
     process_start,
     read_json,
     write_json,
     write_private,
 )
+from remote_agent.core.times import now_iso
 from remote_agent.supervision.restart_policy import RestartPolicy
 from remote_agent.supervision.tmux import JUPYTER_WINDOW, KEEPER_WINDOW, WATCH_WINDOW, TmuxSession
 

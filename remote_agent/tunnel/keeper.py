@@ -27,7 +27,8 @@ from urllib.parse import urlsplit
 
 from remote_agent.core import edge_secret, procs
 from remote_agent.core.redaction import RedactingFilter
-from remote_agent.core.state import Home, TunnelState, append_private, code_build, now_iso
+from remote_agent.core.state import Home, TunnelState, append_private, code_build
+from remote_agent.core.times import now_iso
 from remote_agent.tunnel.agent import (
     Agent,
     AgentError,

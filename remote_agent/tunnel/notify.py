@@ -40,7 +40,7 @@ from urllib.parse import urljoin
 
 from remote_agent import __version__
 from remote_agent.core.redaction import redact, scrubbed
-from remote_agent.core.state import now_iso
+from remote_agent.core.times import now_iso
 from remote_agent.tunnel import webhook_url
 
 log = logging.getLogger("remote_agent.tunnel.notify")
