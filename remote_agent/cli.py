@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 from remote_agent import __version__
 from remote_agent.config import keys
 from remote_agent.core.console import Console
-from remote_agent.core.errors import BadInput, MissingPrerequisite, NotRunning, RemoteAgentError
+from remote_agent.core.errors import BadInput, ExitCode, MissingPrerequisite, NotRunning, RemoteAgentError
 
 if TYPE_CHECKING:
     from remote_agent.config.settings import Settings
@@ -21,8 +21,6 @@ if TYPE_CHECKING:
 SERVER_PACKAGES = frozenset(
     {"dotenv", "pyngrok", "libtmux", "jupyter_server", "jupyter_core", "notebook", "argon2", "segno"}
 )
-
-INTERRUPTED = 130
 
 
 class _Parser(argparse.ArgumentParser):
@@ -252,7 +250,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             "\nInterrupted. Whatever was already started keeps running; `remote-agent status` shows it.",
             file=sys.stderr,
         )
-        return INTERRUPTED
+        return ExitCode.INTERRUPTED
     except Exception as e:
         if debug:
             import traceback

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import shlex
 from pathlib import Path
@@ -29,7 +28,7 @@ def show(settings: Settings, console: Console, as_json: bool) -> int:
     outcome = sync(settings, os.environ)
     listed = rows(settings, outcome)
     if as_json:
-        print(json.dumps({"kernels": listed}))
+        console.json({"kernels": listed})
         return 0
     offered = [r for r in listed if r["offered"]]
     width = max(len(r["name"]) for r in listed) + 2

@@ -20,7 +20,7 @@ from dataclasses import MISSING, asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any, Literal, get_args
 
-from remote_agent.core.errors import BadInput, RemoteAgentError
+from remote_agent.core.errors import BadInput, ExitCode, RemoteAgentError
 from remote_agent.core.times import now_iso
 
 
@@ -119,7 +119,7 @@ def read_json(path: Path) -> dict[str, Any] | None:
 class Busy(RemoteAgentError):
     """Another remote-agent command holds the session's lock for too long."""
 
-    exit_code = 5
+    exit_code = ExitCode.START_FAILED
 
 
 def _lock_holder(fd: int) -> str:
