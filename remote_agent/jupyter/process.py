@@ -380,7 +380,17 @@ def supervise(home: Home, tmux: TmuxSession, running: RunningJupyter | None) -> 
     else:
         command = window_command(record.port, root, home.jupyter_log, record.app, home.root, record.collaboration)
         environment = passed_environment(home.root, record.collaboration)
-    supervisor.watch(home, tmux, JUPYTER_WINDOW, supervisor.Launch(command, environment, str(root)))
+    launch = supervisor.Launch(command, environment, str(root), on_restart=f"{__name__}:{record_restart.__name__}")
+    supervisor.watch(home, tmux, JUPYTER_WINDOW, launch)
+
+
+def record_restart(home_root: Path, pid: int) -> None:
+    """Called by the supervisor when it restarted Jupyter (registered in its launch): the new pid."""
+    home = Home(home_root)
+    record = home.read_jupyter()
+    if record is not None:
+        record.pid, record.started_at, record.proc_start = pid, now_iso(), process_start(pid)
+        home.write_jupyter(record)
 
 
 def log_hint(home: Home, marker: str | None = None) -> tuple[str]:

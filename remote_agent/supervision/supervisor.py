@@ -33,7 +33,6 @@ from remote_agent.core.state import (
     Home,
     append_private,
     exclusive_lock,
-    process_start,
     read_json,
     write_json,
     write_private,
@@ -84,11 +83,17 @@ class WindowHistory:
 
 @dataclass
 class Launch:
-    """How serve started Jupyter, so that a restart is the same Jupyter."""
+    """How serve started Jupyter, so that a restart is the same Jupyter.
+
+    `on_restart` names the function ("module:function", called with the home's path and the new
+    pid) that records a restarted program in its own record: the program registers it, so the
+    supervisor never writes another part's record nor imports it.
+    """
 
     command: str
     environment: dict[str, str]
     start_dir: str
+    on_restart: str | None = None
 
     @classmethod
     def from_dict(cls, data: Any) -> Launch | None:
@@ -97,7 +102,22 @@ class Launch:
         command, env, start_dir = data.get("command"), data.get("environment"), data.get("start_dir")
         if not isinstance(command, str) or not isinstance(start_dir, str) or not isinstance(env, dict):
             return None
-        return cls(command, {str(k): str(v) for k, v in env.items()}, start_dir)
+        # A launch recorded before programs registered themselves was Jupyter's, which recorded its pid so.
+        on_restart = data.get("on_restart", LEGACY_JUPYTER_ON_RESTART)
+        return cls(command, {str(k): str(v) for k, v in env.items()}, start_dir, on_restart)
+
+
+LEGACY_JUPYTER_ON_RESTART = "remote_agent.jupyter.process:record_restart"
+
+
+def _registered(home: Home, launch: Launch, pid: int) -> None:
+    """Tell the restarted program's own part its new pid, first: whoever sees the restart reads it."""
+    if not launch.on_restart:
+        return
+    import importlib
+
+    module, _, function = launch.on_restart.partition(":")
+    getattr(importlib.import_module(module), function)(home.root, pid)
 
 
 @dataclass
@@ -289,8 +309,8 @@ def on_death(home: Home, tmux: TmuxSession, pane: str, status: str, signum: str,
             pid = tmux.respawn(pane, None, {}, None)  # the keeper's command carries all it needs
         if pid is None:
             return "the pane is gone"
-        if window == JUPYTER_WINDOW:
-            _record_jupyter_pid(home, pid)  # first: whoever sees the restart reads the new pid
+        if launch is not None:
+            _registered(home, launch, pid)
         entry = record.window(window)
         entry.started, entry.total, entry.last_restart = time.time(), entry.total + 1, now_iso()
         record.save(home)
@@ -300,13 +320,6 @@ def on_death(home: Home, tmux: TmuxSession, pane: str, status: str, signum: str,
 def _replaced(home: Home, tmux: TmuxSession, window: str) -> bool:
     """True when a live program already runs in a window of this name (serve started one)."""
     return tmux.window_pid(window) is not None
-
-
-def _record_jupyter_pid(home: Home, pid: int) -> None:
-    record = home.read_jupyter()
-    if record is not None:
-        record.pid, record.started_at, record.proc_start = pid, now_iso(), process_start(pid)
-        home.write_jupyter(record)
 
 
 def _say(home: Home, window: str, message: str) -> None:

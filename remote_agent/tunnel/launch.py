@@ -75,14 +75,32 @@ def _write_if_changed(path: Path, token: str, write: Callable[[Path, str], None]
     return path.read_bytes() != before
 
 
-def stop_keeper(home: Home, tmux: TmuxSession) -> bool:
-    """Stop this home's keeper, if one runs; True if it did."""
-    pid = running_keeper(home, home.read_tunnel())
+KEEPER_STOP_TIMEOUT = 10.0
+
+
+def stop_keeper(home: Home, tmux: TmuxSession, note: Callable[[str], None] | None = None, unhook: bool = True) -> bool:
+    """Close this home's tunnel: stop its keeper (and an agent a killed keeper left), record it stopped.
+
+    The one way the tunnel is ended on purpose, by `stop` and by a serve that switches to SSH;
+    True if a keeper was running. `unhook` False leaves a tmux session of another home alone.
+    """
+    from remote_agent.tunnel.agent import is_our_agent
+
+    if unhook:
+        supervisor.release(tmux, KEEPER_WINDOW)  # first: what is stopped on purpose is not restarted
+    pid = running_keeper(home, home.read_tunnel()) or live_window_pid(tmux, KEEPER_WINDOW, home)
     if pid is not None:
-        supervisor.release(tmux, KEEPER_WINDOW)
-        procs.terminate(pid, 10)
-        supervisor.forget(home, KEEPER_WINDOW)
-        edge_secret.discard(home.root)  # a keeper killed outright leaves its secret; the next makes a new one
+        if note is not None:
+            note("Stopping the tunnel keeper ...")
+        procs.terminate(pid, KEEPER_STOP_TIMEOUT)
+    state = home.read_tunnel()
+    if state is not None and state.agent_pid and is_our_agent(state.agent_pid, home.ngrok_config):
+        procs.terminate(state.agent_pid, 5)  # its keeper was killed outright: the agent would live on
+    edge_secret.discard(home.root)  # a keeper killed outright leaves its secret; the next makes a new one
+    if state is not None and state.status not in ("stopped", "fatal"):
+        state.status, state.public_url, state.agent_pid = "stopped", None, None
+        home.write_tunnel(state)
+    supervisor.forget(home, KEEPER_WINDOW)
     return pid is not None
 
 
