@@ -98,7 +98,7 @@ def add(settings: Settings, console: Console, python: str, name: str | None, ins
         raise BadInput(f"{name!r} cannot be a kernel name.", "Use lower-case letters, digits, '.', '-' and '_'.")
     home = settings.home
     Home(home).ensure()
-    cache = ProbeCache(home / "kernel-probes.json")
+    cache = ProbeCache(Home(home).kernel_probes)
     doubt = why_not_run(path)
     if doubt:
         console.note(f"Running {path} because you asked, although {doubt}.")
@@ -118,7 +118,7 @@ def add(settings: Settings, console: Console, python: str, name: str | None, ins
             f"{interpreter.executable} is remote-agent's own Python.",
             f'Jupyter offers it as "{OWN_DISPLAY_NAME}" already (when no environment of yours is the default).',
         )
-    with exclusive_lock(home / "kernels.lock", "kernels"):
+    with exclusive_lock(Home(home).kernels_lock, "kernels"):
         record = KernelRecord.load(home)
         current = record.name_of(interpreter.prefix)
         chosen = name or current or stable_name(interpreter)
@@ -143,7 +143,7 @@ def add(settings: Settings, console: Console, python: str, name: str | None, ins
 def remove(settings: Settings, console: Console, name: str) -> int:
     outcome = sync(settings, os.environ)
     home = settings.home
-    with exclusive_lock(home / "kernels.lock", "kernels"):
+    with exclusive_lock(Home(home).kernels_lock, "kernels"):
         record = KernelRecord.load(home)
         entry = record.kernels.pop(name, None)
         if entry is not None:

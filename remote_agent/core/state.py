@@ -361,50 +361,110 @@ class Home:
         ensure_private_dir(self.root)
         return self
 
+    # Every file under REMOTE_AGENT_HOME, each beside the one module that writes it.
+
     @property
     def tunnel_state(self) -> Path:
+        """Written by the tunnel part only: tunnel/keeper.py, and tunnel/launch.py's stop_keeper."""
         return self.root / "tunnel.json"
 
     @property
     def jupyter_record(self) -> Path:
+        """Written by jupyter/process.py (a start, an adoption, a restart the supervisor reports)."""
         return self.root / "jupyter.json"
 
     @property
     def session_record(self) -> Path:
+        """Written by commands/serve.py (the settings applied), ended by commands/stop.py."""
         return self.root / "session.json"
 
     @property
     def session_secrets(self) -> Path:
+        """The session's secret settings (0600), written with session.json."""
         return self.root / "session-secrets.json"
 
     @property
     def keeper_config(self) -> Path:
+        """Written by tunnel/keeper_config.py; read by the keeper."""
         return self.root / "keeper.json"
 
     @property
     def ngrok_config(self) -> Path:
+        """The agent's own config file (the authtoken, 0600), written by tunnel/agent.py."""
         return self.root / "ngrok.yml"
 
     @property
+    def supervision(self) -> Path:
+        """Written by supervision/supervisor.py: the supervised windows, their restarts, Jupyter's launch."""
+        return self.root / "supervision.json"
+
+    @property
+    def pane_death_hook(self) -> Path:
+        """The script tmux runs when a supervised pane dies, written by supervision/supervisor.py."""
+        return self.root / "on-pane-death"
+
+    @property
+    def kernels(self) -> Path:
+        """The kernels the session offers, written by jupyter/kernelspecs.py (KernelRecord)."""
+        return self.root / "kernels.json"
+
+    @property
+    def kernels_lock(self) -> Path:
+        return self.root / "kernels.lock"
+
+    @property
+    def kernel_probes(self) -> Path:
+        """What each of the user's interpreters answered, written by jupyter/python_envs.py (ProbeCache)."""
+        return self.root / "kernel-probes.json"
+
+    @property
+    def kernelspecs(self) -> Path:
+        """The folder on Jupyter's JUPYTER_PATH, written by jupyter/kernelspecs.py."""
+        return self.root / "jupyter"
+
+    @property
+    def shares(self) -> Path:
+        """Share links (their secrets hashed), written by jupyter/share_links.py."""
+        return self.root / "shares.json"
+
+    @property
+    def login_unlock(self) -> Path:
+        """`password --unlock`'s word to a running Jupyter, written by jupyter/throttle.py."""
+        return self.root / "login-unlock"
+
+    @property
+    def edge_secret(self) -> Path:
+        """The tunnel's proof header (0600), written by core/edge_secret.py for the keeper."""
+        return self.root / "edge-secret"
+
+    @property
+    def collaboration(self) -> Path:
+        """Collaboration's sessions, document history and file ids (0700), made by jupyter/collaboration.py."""
+        return self.root / "collaboration"
+
+    @property
     def remembered(self) -> Path:
-        """Written by remote-agent 0.1 (the notebook directory); read once to migrate a session."""
+        """Written by the first release (the notebook directory); read once to migrate a session."""
         return self.root / "remembered.json"
 
     @property
     def hints(self) -> Path:
-        """Tips already given once (e.g. NGROK_DOMAIN after the URL changed)."""
+        """Tips already given once (e.g. NGROK_DOMAIN after the URL changed), written by commands/follow.py."""
         return self.root / "hints.json"
 
     @property
     def password_checked(self) -> Path:
+        """Which .env password was last checked against the stored hash, written by commands/password.py."""
         return self.root / "password-checked.json"
 
     @property
     def lock(self) -> Path:
+        """Held by serve, stop and the supervisor while they change the session."""
         return self.root / "serve.lock"
 
     @property
     def jupyter_log(self) -> Path:
+        """Jupyter's output; remote-agent adds its start and restart lines."""
         return self.root / "jupyter.log"
 
     @property

@@ -81,7 +81,7 @@ def discover(
     """The environments found now (one per prefix), the user's own Python among them, and those not run."""
     home_dir = Path(environ.get("HOME") or Path.home())
     pythons, skipped = split_trusted(candidates(environ, home_dir, _root_dir(settings)))
-    cache = ProbeCache(settings.home / "kernel-probes.json")
+    cache = ProbeCache(Home(settings.home).kernel_probes)
     answers = ask(pythons, cache)
     cache.save()
     own_path = own_python(environ)
@@ -97,7 +97,7 @@ def sync(settings: KernelOptions, environ: Mapping[str, str]) -> Outcome:
     """Add newly found environments to the record and make the kernelspecs folder match it."""
     home = settings.home
     Home(home).ensure()
-    with exclusive_lock(home / "kernels.lock", "kernels"):
+    with exclusive_lock(Home(home).kernels_lock, "kernels"):
         record = KernelRecord.load(home)
         if settings.kernels == "off":
             write_specs(home, KernelRecord())  # only Jupyter's own python3 remains

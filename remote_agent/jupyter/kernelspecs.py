@@ -21,7 +21,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from remote_agent.core.state import ensure_private_dir, read_json, write_json, write_private
+from remote_agent.core.state import Home, ensure_private_dir, read_json, write_json, write_private
 from remote_agent.jupyter.python_envs import Interpreter
 
 RECORD_VERSION = 1
@@ -32,7 +32,7 @@ LAUNCHER = "launch.sh"
 
 def data_dir(home: Path) -> Path:
     """The folder serve puts on Jupyter's JUPYTER_PATH."""
-    return home / "jupyter"
+    return Home(home).kernelspecs
 
 
 def specs_dir(home: Path) -> Path:
@@ -86,7 +86,7 @@ class KernelRecord:
 
     @classmethod
     def load(cls, home: Path) -> KernelRecord:
-        data = read_json(home / "kernels.json") or {}
+        data = read_json(Home(home).kernels) or {}
         if data.get("version") != RECORD_VERSION:
             return cls()
         kernels = {}
@@ -98,7 +98,7 @@ class KernelRecord:
 
     def save(self, home: Path) -> None:
         write_json(
-            home / "kernels.json",
+            Home(home).kernels,
             {
                 "version": RECORD_VERSION,
                 "kernels": {name: asdict(entry) for name, entry in self.kernels.items()},

@@ -28,10 +28,9 @@ from pathlib import Path
 from typing import Any
 
 from remote_agent.core.errors import BadInput
-from remote_agent.core.state import ensure_private_dir, exclusive_lock, read_json, write_private
+from remote_agent.core.state import Home, ensure_private_dir, exclusive_lock, read_json, write_private
 
 VERSION = 1
-FILE = "shares.json"
 LOCK = "shares.lock"
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.@-]{0,39}$")
 # Records of links that ended this long ago are dropped at the next write.
@@ -122,7 +121,7 @@ class Share:
 
 
 def path(home: Path) -> Path:
-    return home / FILE
+    return Home(home).shares
 
 
 def load(home: Path) -> list[Share]:

@@ -153,11 +153,11 @@ class Record:
 
 
 def record_path(home: Home) -> Path:
-    return home.root / "supervision.json"
+    return home.supervision
 
 
 def hook_script(home: Home) -> Path:
-    return home.root / "on-pane-death"
+    return home.pane_death_hook
 
 
 # -- for serve, stop and status -------------------------------------------------
