@@ -29,7 +29,7 @@ def url_command(
 ) -> tuple[subprocess.CompletedProcess[str], bool]:
     """`remote-agent url` run as a user runs it; and whether the full CLI was loaded to answer."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("REMOTE_AGENT_", "XDG_"))}
-    env.update(HOME=str(home.parent), REMOTE_AGENT_HOME=str(home))
+    env.update(HOME=str(home.parents[2]), REMOTE_AGENT_HOME=str(home))
     if env_file is not None:
         env["REMOTE_AGENT_ENV_FILE"] = str(env_file)
     result = subprocess.run(
@@ -46,7 +46,7 @@ def url_command(
 
 @pytest.fixture
 def home(tmp_path: Path) -> Path:
-    path = tmp_path / "state" / "remote-agent"
+    path = tmp_path / "user" / ".local" / "state" / "remote-agent"  # the default home of HOME=user
     path.mkdir(parents=True, mode=0o700)
     return path
 
@@ -97,6 +97,36 @@ def test_url_of_a_tunnel_up_is_printed_without_loading_the_cli(
     timed, loaded_cli = url_command(home, tmp_path / "plain", "-X", "importtime")
     assert timed.stdout == URL + "\n"
     assert not loaded_cli, "url loaded the whole CLI for an answer on record"
+    # From the project, whose .env holds the token and password (as the README sets it up).
+    project = tmp_path / "project"
+    project.mkdir()
+    (project / ".env").write_text("NGROK_AUTHTOKEN=2abc_def\nJUPYTER_PASSWORD=a long password\n")
+    timed, loaded_cli = url_command(home, project, "-X", "importtime")
+    assert timed.stdout == URL + "\n"
+    assert not loaded_cli, "a project's .env that names no other home sent url through the settings"
+
+
+def test_a_project_env_file_that_names_another_home_is_read_by_the_settings(
+    home: Path, keeper_stand_in: subprocess.Popen[bytes], tmp_path: Path
+) -> None:
+    write_tunnel(home, keeper_stand_in.pid)
+    project = tmp_path / "project"
+    project.mkdir()
+    elsewhere = tmp_path / "elsewhere"
+    (project / ".env").write_text(f"REMOTE_AGENT_HOME={elsewhere}\n")
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("REMOTE_AGENT_", "XDG_"))}
+    env["HOME"] = str(home.parents[2])  # the home with the tunnel is this user's default one
+    shown = subprocess.run(
+        [sys.executable, "-m", "remote_agent", "url"],
+        capture_output=True,
+        text=True,
+        cwd=project,
+        env=env,
+        timeout=60,
+        check=False,
+    )
+    assert shown.returncode == 3, shown.stdout
+    assert URL not in shown.stdout
 
 
 @pytest.mark.parametrize("state", ["keeper died", "pid reused", "other home", "tunnel down", "ssh tunnel"])

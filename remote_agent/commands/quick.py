@@ -3,9 +3,9 @@
 Scripts and users run `remote-agent url` often, and the answer is one line the keeper keeps
 on record. Loading the CLI, the settings table and the records' types costs several times
 what reading that record does, so the common case is answered here with the standard
-library and `core.procs`. Whenever this module is not sure (flags, a `.env` that could name
-another home, no tunnel up, a keeper that is not ours), it answers None and the full command
-runs, which also says what is wrong. tests/test_quick.py holds the two paths to the same answer.
+library and `core.procs`. Whenever this module is not sure (flags, a `.env` that mentions
+REMOTE_AGENT_HOME, no tunnel up, a keeper that is not ours), it answers None and the full
+command runs, which also says what is wrong. tests/test_quick.py holds the two paths to the same answer.
 """
 
 from __future__ import annotations
@@ -28,8 +28,14 @@ def _home(environ: dict[str, str], cwd: str) -> str | None:
         return None
     if environ.get("REMOTE_AGENT_HOME"):
         return os.path.expanduser(environ["REMOTE_AGENT_HOME"])
-    if os.path.exists(os.path.join(cwd, ".env")):
-        return None  # it may set REMOTE_AGENT_HOME: the settings read it
+    try:
+        with open(os.path.join(cwd, ".env"), "rb") as f:
+            if b"REMOTE_AGENT_HOME" in f.read():
+                return None  # it may name another home: the settings read it as they read .env files
+    except FileNotFoundError:
+        pass
+    except OSError:
+        return None
     state = environ.get("XDG_STATE_HOME") or os.path.join(environ.get("HOME", "~"), ".local", "state")
     return os.path.join(os.path.expanduser(state), "remote-agent")
 
