@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 from remote_agent import __version__
 from remote_agent.config import keys
 from remote_agent.core.console import Console
-from remote_agent.core.errors import BadInput, MissingPrerequisite, NotRunning, RemoteAgentError
+from remote_agent.core.errors import BadInput, ExitCode, MissingPrerequisite, NotRunning, RemoteAgentError
 
 if TYPE_CHECKING:
     from remote_agent.config.settings import Settings
@@ -21,8 +21,6 @@ if TYPE_CHECKING:
 SERVER_PACKAGES = frozenset(
     {"dotenv", "pyngrok", "libtmux", "jupyter_server", "jupyter_core", "notebook", "argon2", "segno"}
 )
-
-INTERRUPTED = 130
 
 
 class _Parser(argparse.ArgumentParser):
@@ -158,7 +156,7 @@ def run(args: argparse.Namespace, settings: Settings, console: Console) -> int: 
 
         return doctor(settings, console, update_agent=args.update_agent)
     if command == "kernels":
-        from remote_agent.jupyter import kernels
+        from remote_agent.commands import kernels
 
         if args.kernels_action == "add":
             return kernels.add(settings, console, args.python, args.name, args.install_ipykernel)
@@ -186,19 +184,32 @@ def attach(settings: Settings) -> int:
     return 0  # not reached: exec replaced this process
 
 
+def _laptop_only(missing: str) -> MissingPrerequisite:
+    return MissingPrerequisite(
+        f"This install of remote-agent has only the laptop side (`connect`): {missing} is missing.",
+        "On the server, run scripts/setup.sh in a clone "
+        "(or: pip install 'remote-agent[server]' with Python 3.10 or newer).",
+    )
+
+
 @contextlib.contextmanager
 def _server_side() -> Iterator[None]:
-    """A laptop install (without the [server] extra) asked for a server command: say what to install."""
+    """A laptop install (without the [server] extra) asked for a server command: say what to install.
+
+    The packages are looked for before anything runs (the quick commands load none of them), and
+    a package that goes missing later is reported the same way.
+    """
+    from importlib.util import find_spec
+
+    missing = sorted(name for name in SERVER_PACKAGES if find_spec(name) is None)
+    if missing:
+        raise _laptop_only(missing[0])
     try:
         yield
     except ModuleNotFoundError as e:
         if (e.name or "").split(".")[0] not in SERVER_PACKAGES:
             raise
-        raise MissingPrerequisite(
-            f"This install of remote-agent has only the laptop side (`connect`): {e.name} is missing.",
-            "On the server, run scripts/setup.sh in a clone "
-            "(or: pip install 'remote-agent[server]' with Python 3.10 or newer).",
-        ) from e
+        raise _laptop_only(str(e.name)) from e
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -239,7 +250,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             "\nInterrupted. Whatever was already started keeps running; `remote-agent status` shows it.",
             file=sys.stderr,
         )
-        return INTERRUPTED
+        return ExitCode.INTERRUPTED
     except Exception as e:
         if debug:
             import traceback

@@ -25,6 +25,8 @@ echo "== ruff"
 .venv/bin/ruff format --check .
 echo "== mypy --strict"
 .venv/bin/mypy
+echo "== import rules between the parts"
+.venv/bin/lint-imports --no-cache
 echo "== pytest"
 # Two test files at a time: most of a test is spent waiting on Jupyter, tmux or a browser, and
 # each test has its own HOME, tmux server, ports and agent. A module's tests stay in one worker.

@@ -68,7 +68,7 @@ def test_jupyter_record_of_0_1_migrates_to_the_current_version() -> None:
 
 def test_supervision_record_of_version_1_names_who_records_a_jupyter_restart() -> None:
     record = supervisor.Record.from_dict(SUPERVISION_V1)
-    assert record.jupyter_launch == supervisor.Launch(**LAUNCH_V1, on_start=ON_RESTART)
+    assert record.jupyter_launch == supervisor.Launch(**LAUNCH_V1, on_restart=ON_RESTART)
     assert record.windows["jupyter"] == supervisor.WindowHistory(total=2, restarts=[1.5])
 
 

@@ -11,6 +11,7 @@ from types import FrameType
 from remote_agent.config.settings import Settings
 from remote_agent.core import procs
 from remote_agent.core.console import Console
+from remote_agent.core.errors import ExitCode
 from remote_agent.core.home import Home
 from remote_agent.core.ssh_hint import host_is_private, laptop_url, ssh_command
 from remote_agent.core.store import read_json, write_json
@@ -110,7 +111,7 @@ def follow(home: Home, console: Console, last: TunnelState, qr: bool = False) ->
             keeper_gone_since = _keeper_gone_since(keeper_pid, keeper_gone_since)
             if keeper_gone_since is not None and time.monotonic() - keeper_gone_since > KEEPER_BACK_WITHIN:
                 console.note("The tunnel keeper is gone; run `remote-agent serve` again to restart it.")
-                return 3
+                return ExitCode.NOT_RUNNING
             continue
         last_stat = current
         state = tunnel_state.read(home)
@@ -154,7 +155,7 @@ def _keeper_ended(state: TunnelState, last_status: str, console: Console) -> int
         console.note(f"{state.last_error or 'The tunnel keeper crashed'}; it is restarted by itself.")
     if state.status == "fatal":
         console.note(state.last_error or "ngrok refused the tunnel; the keeper stopped.")
-        return 5
+        return ExitCode.START_FAILED
     if state.status == "stopped":
         console.line("The tunnel was stopped.")
         return 0
@@ -233,4 +234,4 @@ def follow_until_hangup(home: Home, console: Console, last: TunnelState, qr: boo
         return follow(home, console, last, qr)
     except (Hangup, OSError):
         # OSError (BrokenPipeError among them): writing to a terminal that has gone away.
-        return 130
+        return ExitCode.INTERRUPTED

@@ -35,7 +35,7 @@ from urllib.parse import urlsplit
 
 from remote_agent.commands.status import agent_status, region_and_latency
 from remote_agent.config.settings import resolve
-from remote_agent.core.errors import RemoteAgentError
+from remote_agent.core.errors import ExitCode, RemoteAgentError
 from remote_agent.tunnel.agent import (
     MIN_AGENT_VERSION,
     Agent,
@@ -240,4 +240,4 @@ if __name__ == "__main__":
     try:
         sys.exit(main())
     except KeyboardInterrupt:
-        sys.exit(130)
+        sys.exit(ExitCode.INTERRUPTED)

@@ -3,22 +3,11 @@
 from __future__ import annotations
 
 import time
-from pathlib import Path
 
 from remote_agent.config.settings import Settings
 from remote_agent.core.console import Console
 from remote_agent.core.home import Home
-
-
-def tail(path: Path, lines: int, after: str | None = None) -> list[str]:
-    """The last `lines` lines of a log, only from after the last `after` marker when given."""
-    try:
-        text = path.read_text(errors="replace")
-    except OSError:
-        return []
-    if after and after in text:
-        text = text.rsplit(after, 1)[1]
-    return text.splitlines()[-lines:] if lines > 0 else []
+from remote_agent.core.store import tail
 
 
 def logs(settings: Settings, console: Console, lines: int, follow: bool) -> int:

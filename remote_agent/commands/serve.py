@@ -40,6 +40,7 @@ from remote_agent.supervision.ownership import running_keeper, session_owner_pro
 from remote_agent.supervision.tmux import TmuxSession, require_tmux
 from remote_agent.tunnel import state as tunnel_state
 from remote_agent.tunnel import webhook_url
+from remote_agent.tunnel.keeper_config import KeeperConfig
 from remote_agent.tunnel.launch import ensure_agent_binary, ensure_keeper, stop_keeper, wait_for_tunnel
 
 
@@ -194,7 +195,9 @@ def bring_up(
         applied = applied_values(settings, running)
     if provider == "ngrok":
         # The tunnel opens while Jupyter boots; ngrok shows its 502 page until Jupyter answers.
-        keeper_pid = ensure_keeper(settings, home, tmux, up.port, console, plan)
+        keeper_pid = ensure_keeper(
+            home, tmux, keeper_config(settings, up.port), settings.ngrok_authtoken or "", console, tunnel_change(plan)
+        )
         up = Up(up.jupyter_pid, up.port, up.started_now, keeper_pid)
     elif stop_keeper(home, tmux):
         console.note("The ngrok tunnel is closed: its public URL no longer reaches Jupyter.")
@@ -203,6 +206,27 @@ def bring_up(
     supervisor.ensure_watcher(home, tmux)
     record_session(settings, home, applied)
     return up
+
+
+def keeper_config(settings: Settings, port: int) -> KeeperConfig:
+    """What the keeper is told of the settings (its token goes to the agent's own config file)."""
+    return KeeperConfig(
+        port=port,
+        ngrok_path=settings.ngrok_path,
+        domain=settings.domain,
+        basic_auth=settings.basic_auth,
+        oauth_provider=settings.oauth_provider,
+        allow_emails=settings.allow_emails,
+        login_rate=settings.login_rate,
+        on_url_change=settings.on_url_change,
+        webhook=settings.webhook,
+    )
+
+
+def tunnel_change(plan: Plan) -> str:
+    what = "; ".join(c.describe() for c in plan.tunnel) or "The tunnel settings changed"
+    effect = "its public URL may change" if plan.url_may_change else "it keeps its public URL"
+    return f"{what}: the tunnel keeper restarts and reopens the tunnel; {effect}."
 
 
 def serve(settings: Settings, console: Console, detach: bool, qr: bool = False, reconfigure: bool = False) -> int:
@@ -216,7 +240,7 @@ def serve(settings: Settings, console: Console, detach: bool, qr: bool = False, 
     # What may prompt or download happens before the lock, so that another serve or a stop never waits on it.
     finish_password = prepare_password(settings, console, home)
     if settings.provider == "ngrok" and running_keeper(home, tunnel_state.read(home)) is None:
-        ensure_agent_binary(settings, console)
+        ensure_agent_binary(settings.ngrok_path, console.note)
     kernels = BackgroundSync(settings)  # finds the user's environments while Jupyter and the tunnel come up
     with exclusive_lock(home.lock, "serve", console.note):
         up = bring_up(settings, home, tmux, console, plan, finish_password)

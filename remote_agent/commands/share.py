@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import getpass
-import json
 import os
 import re
 import time
@@ -134,7 +133,7 @@ def create(settings: Settings, console: Console, name: str | None, expires: str 
     say = console.note if console.json_mode else console.line
     if console.json_mode:
         body = {"name": share.name, "url": url, "expires_at": share.expires_at, "max_uses": share.max_uses}
-        console.out.write(json.dumps(body) + "\n")
+        console.json(body)
         console.out.flush()
     else:
         console.line(
@@ -184,7 +183,7 @@ def list_shares(settings: Settings, console: Console) -> int:
             }
             for s in records
         ]
-        console.out.write(json.dumps({"shares": rows}) + "\n")
+        console.json({"shares": rows})
         console.out.flush()
         return 0
     if not records:

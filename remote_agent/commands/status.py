@@ -12,7 +12,7 @@ from remote_agent.commands.runtime import Snapshot, snapshot
 from remote_agent.config.settings import Settings
 from remote_agent.core import loopback
 from remote_agent.core.console import Console
-from remote_agent.core.errors import NotRunning
+from remote_agent.core.errors import ExitCode, NotRunning
 from remote_agent.core.home import Home
 from remote_agent.supervision import supervisor
 from remote_agent.supervision.tmux import JUPYTER_WINDOW, KEEPER_WINDOW
@@ -129,13 +129,13 @@ def status(settings: Settings, console: Console) -> int:
     found = problems(snap)
     notebooks = running_notebooks(snap)
     if console.json_mode:
-        console.out.write(json.dumps(as_json(snap, notebooks)) + "\n")
-        return 3 if found else 0
+        console.json(as_json(snap, notebooks))
+        return ExitCode.NOT_RUNNING if found else ExitCode.OK
     for line in table(snap, notebooks=notebooks):
         console.line(line)
     for problem in found:
         console.line(f"! {problem}")
-    return 3 if found else 0
+    return ExitCode.NOT_RUNNING if found else ExitCode.OK
 
 
 # -- the table for people -------------------------------------------------------

@@ -12,7 +12,7 @@ from remote_agent.jupyter import record as jupyter_record
 from remote_agent.jupyter.process import notebook_processes, remove_runtime_files
 from remote_agent.supervision import supervisor
 from remote_agent.supervision.ownership import live_window_pid, running_jupyter, session_owner_problem
-from remote_agent.supervision.tmux import JUPYTER_WINDOW, KEEPER_WINDOW, WATCH_WINDOW, TmuxSession
+from remote_agent.supervision.tmux import JUPYTER_WINDOW, WATCH_WINDOW, TmuxSession
 from remote_agent.tunnel.launch import stop_keeper
 
 # Jupyter shuts its kernels down on SIGTERM; give them time.
@@ -25,13 +25,11 @@ def stop(settings: Settings, console: Console, tunnel_only: bool) -> int:
     stopped = []
     with exclusive_lock(home.lock, "stop", console.note):
         ours = session_owner_problem(tmux, home) is None  # never another home's session of the same name
-        if ours:
+        if ours and not tunnel_only:
             # Unhooked first: what is stopped on purpose must not be restarted.
-            supervisor.release(tmux, KEEPER_WINDOW)
-            if not tunnel_only:
-                supervisor.release(tmux, JUPYTER_WINDOW)
-                supervisor.release(tmux, WATCH_WINDOW)
-        if stop_keeper(home, tmux, lambda: console.note("Stopping the tunnel keeper ...")):
+            supervisor.release(tmux, JUPYTER_WINDOW)
+            supervisor.release(tmux, WATCH_WINDOW)
+        if stop_keeper(home, tmux, console.note, unhook=ours):
             stopped.append("the tunnel")
         if not tunnel_only:
             jupyter = running_jupyter(home, jupyter_record.read(home)) or live_window_pid(tmux, JUPYTER_WINDOW, home)

@@ -26,10 +26,15 @@ class Console:
             self._write(self.out, text)
 
     def event(self, name: str, **fields: Any) -> None:
+        """One JSON line of a stream of events (`serve --json`, `connect --json`), in JSON mode only."""
         if self.json_mode:
             from remote_agent.core.times import now_iso  # not at the top: the quick commands print no events
 
-            self._write(self.out, json.dumps({"event": name, **fields, "at": now_iso()}))
+            self.json({"event": name, **fields, "at": now_iso()})
+
+    def json(self, document: dict[str, Any]) -> None:
+        """The one writer of JSON on stdout: a command's object, or one event of a stream."""
+        self._write(self.out, json.dumps(document))
 
     def note(self, text: str) -> None:
         """Progress and explanations, on stderr so stdout stays clean for scripts."""

@@ -22,14 +22,14 @@ import hmac
 import secrets
 from pathlib import Path
 
+from remote_agent.core.home import Home
 from remote_agent.core.store import write_private
 
 HEADER = "X-Remote-Agent-Edge"
-FILE = "edge-secret"
 
 
 def path(home: Path) -> Path:
-    return home / FILE
+    return Home(home).edge_secret
 
 
 def create(home: Path) -> str:

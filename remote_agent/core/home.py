@@ -67,8 +67,8 @@ class Home:
         return self._file("jupyter.log")
 
     @property
-    def share_links(self) -> Path:
-        """jupyter/share_links.py."""
+    def shares(self) -> Path:
+        """jupyter/share_links.py: share links (their secrets hashed)."""
         return self._file("shares.json")
 
     @property
@@ -80,6 +80,21 @@ class Home:
     def kernels(self) -> Path:
         """jupyter/kernelspecs.py: the kernels offered and those the user removed."""
         return self._file("kernels.json")
+
+    @property
+    def kernels_lock(self) -> Path:
+        """Held by jupyter/kernels.py while it changes the kernels offered."""
+        return self._file("kernels.lock")
+
+    @property
+    def kernelspecs(self) -> Path:
+        """jupyter/kernelspecs.py: the folder on Jupyter's JUPYTER_PATH."""
+        return self._file("jupyter")
+
+    @property
+    def collaboration(self) -> Path:
+        """jupyter/collaboration.py: collaboration's sessions, document history and file ids (0700)."""
+        return self._file("collaboration")
 
     @property
     def kernel_probes(self) -> Path:

@@ -17,7 +17,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-from remote_agent.core.errors import BadInput, RemoteAgentError
+from remote_agent.core.errors import BadInput, ExitCode, RemoteAgentError
 
 
 class StateDirError(RemoteAgentError):
@@ -115,7 +115,7 @@ def read_json(path: Path) -> dict[str, Any] | None:
 class Busy(RemoteAgentError):
     """Another remote-agent command holds the session's lock for too long."""
 
-    exit_code = 5
+    exit_code = ExitCode.START_FAILED
 
 
 def _lock_holder(fd: int) -> str:
@@ -164,3 +164,14 @@ def exclusive_lock(
         yield
     finally:
         os.close(fd)  # closing the descriptor releases the lock
+
+
+def tail(path: Path, lines: int, after: str | None = None) -> list[str]:
+    """The last `lines` lines of a log, only from after the last `after` marker when given."""
+    try:
+        text = path.read_text(errors="replace")
+    except OSError:
+        return []
+    if after and after in text:
+        text = text.rsplit(after, 1)[1]
+    return text.splitlines()[-lines:] if lines > 0 else []

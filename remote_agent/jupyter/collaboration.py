@@ -14,6 +14,7 @@ import json
 import os
 from pathlib import Path
 
+from remote_agent.core.home import Home
 from remote_agent.core.store import ensure_private_dir, write_private
 
 # The Jupyter server extensions of this machinery, and our own one that tells `status` what runs.
@@ -36,7 +37,7 @@ STATE_FILES = ("sessions.json", "documents.db", "file_ids.db")
 
 def state_dir(home: Path) -> Path:
     """Where the collaboration machinery keeps its state (0700): sessions, document history, file ids."""
-    return home / "collaboration"
+    return Home(home).collaboration
 
 
 def status_token_file(home: Path) -> Path:

@@ -1,4 +1,4 @@
-"""The user's Python environments as Jupyter kernels: what `serve` offers and the `kernels` command.
+"""The user's Python environments as Jupyter kernels: what `serve` offers and `kernels` lists.
 
 At each serve (and each `kernels`), the environments found on this server are asked once
 (cached) whether they have ipykernel; each one that has it and is new gets a kernelspec. The
@@ -9,27 +9,23 @@ default. `kernels remove` hides an environment for good; `kernels add` brings on
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import re
 import shlex
-import subprocess
 import sys
 import threading
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
-from remote_agent.config.settings import Settings
 from remote_agent.core import procs
 from remote_agent.core.console import Console
-from remote_agent.core.errors import BadInput, RemoteAgentError
+from remote_agent.core.errors import RemoteAgentError
 from remote_agent.core.home import Home
 from remote_agent.core.store import exclusive_lock
 from remote_agent.jupyter.kernelspecs import (
     DEFAULT_NAME,
-    NAME_PATTERN,
     KernelRecord,
     Offered,
     on_jupyter_path,
@@ -44,12 +40,21 @@ from remote_agent.jupyter.python_envs import (
     install_command,
     layout,
     own_python,
-    probe,
     split_trusted,
-    why_not_run,
 )
 
 OWN_DISPLAY_NAME = "Python 3 (ipykernel)"  # Jupyter's name for the kernel of its own Python
+
+
+class KernelOptions(Protocol):
+    """What kernel discovery needs to know of the user's settings (the command passes its Settings)."""
+
+    @property
+    def home(self) -> Path: ...
+    @property
+    def kernels(self) -> str: ...  # "off": only remote-agent's own Python
+    @property
+    def root_dir(self) -> Path | None: ...
 
 
 @dataclass
@@ -62,17 +67,17 @@ class Outcome:
     skipped: list[tuple[Path, str]] = field(default_factory=list)  # never run: another user could change them
 
 
-def _is_own_prefix(prefix: str) -> bool:
+def is_own_prefix(prefix: str) -> bool:
     """remote-agent's own environment: Jupyter already offers it as its python3."""
     return os.path.realpath(prefix) == os.path.realpath(sys.prefix)
 
 
-def _root_dir(settings: Settings) -> Path | None:
+def _root_dir(settings: KernelOptions) -> Path | None:
     return settings.root_dir or Path.cwd()  # the session's notebook directory, once serve recorded it
 
 
 def discover(
-    settings: Settings, environ: Mapping[str, str]
+    settings: KernelOptions, environ: Mapping[str, str]
 ) -> tuple[list[Interpreter], Interpreter | None, list[tuple[Path, str]]]:
     """The environments found now (one per prefix), the user's own Python among them, and those not run."""
     home_dir = Path(environ.get("HOME") or Path.home())
@@ -84,16 +89,16 @@ def discover(
     own = answers.get(own_path.absolute()) if own_path else None
     by_prefix: dict[str, Interpreter] = {}
     for answer in answers.values():
-        if not _is_own_prefix(answer.prefix):
+        if not is_own_prefix(answer.prefix):
             by_prefix.setdefault(answer.prefix, answer)
     return list(by_prefix.values()), own, skipped
 
 
-def sync(settings: Settings, environ: Mapping[str, str]) -> Outcome:
+def sync(settings: KernelOptions, environ: Mapping[str, str]) -> Outcome:
     """Add newly found environments to the record and make the kernelspecs folder match it."""
     home = settings.home
     Home(home).ensure()
-    with exclusive_lock(home / "kernels.lock", "kernels"):
+    with exclusive_lock(Home(home).kernels_lock, "kernels"):
         record = KernelRecord.read(home)
         if settings.kernels == "off":
             write_specs(home, KernelRecord())  # only Jupyter's own python3 remains
@@ -127,7 +132,7 @@ def sync(settings: Settings, environ: Mapping[str, str]) -> Outcome:
 class BackgroundSync:
     """serve's sync, on a thread, so that a warm serve prints its URL without waiting for it."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: KernelOptions) -> None:
         self.settings = settings
         self.outcome: Outcome | None = None
         self.error: BaseException | None = None
@@ -156,7 +161,7 @@ class BackgroundSync:
         console.line("            A page reload shows it; `remote-agent kernels` lists them all.")
 
 
-def check_running_jupyter(settings: Settings, pid: int, console: Console) -> None:
+def check_running_jupyter(settings: KernelOptions, pid: int, console: Console) -> None:
     """A Jupyter started by an earlier version does not read our kernels folder: say when it will."""
     if settings.kernels == "off":
         return
@@ -169,10 +174,7 @@ def check_running_jupyter(settings: Settings, pid: int, console: Console) -> Non
         )
 
 
-# -- the `kernels` command --------------------------------------------------------------------
-
-
-def rows(settings: Settings, outcome: Outcome) -> list[dict[str, Any]]:
+def rows(settings: KernelOptions, outcome: Outcome) -> list[dict[str, Any]]:
     """The `kernels --json` entries: offered kernels first (the default on top), then the rest."""
     record = outcome.record
     listed: list[dict[str, Any]] = []
@@ -236,143 +238,3 @@ def rows(settings: Settings, outcome: Outcome) -> list[dict[str, Any]]:
             f"{shape}-{slug}-{digest}", f"not run ({shape}: {env_name})", str(python), shape, False, False, None, reason
         )
     return listed
-
-
-def show(settings: Settings, console: Console, as_json: bool) -> int:
-    outcome = sync(settings, os.environ)
-    listed = rows(settings, outcome)
-    if as_json:
-        print(json.dumps({"kernels": listed}))
-        return 0
-    offered = [r for r in listed if r["offered"]]
-    width = max(len(r["name"]) for r in listed) + 2
-    shown = max(len(r["display_name"]) for r in listed) + 2
-
-    def line(r: dict[str, Any], tail: str = "") -> None:
-        console.line(f"  {r['name']:<{width}}{r['display_name']:<{shown}}{r['python']}{tail}")
-
-    console.line("Jupyter offers these kernels (a page reload shows changes):")
-    for r in offered:
-        line(r, "   (default)" if r["name"] == DEFAULT_NAME else "")
-    missing = [r for r in listed if not r["offered"] and r["fix"] and not r["skipped"]]
-    if missing:
-        console.line("Found without ipykernel, so not offered:")
-        for r in missing:
-            line(r)
-            console.line(f"  {'':<{width}}make it a kernel: {r['fix']}")
-            console.line(f"  {'':<{width}}then run `remote-agent kernels` again.")
-    skipped = [r for r in listed if r["skipped"]]
-    if skipped:
-        console.line("Found but never run, because another user could have changed them:")
-        for r in skipped:
-            line(r)
-            console.line(f"  {'':<{width}}not run: {r['skipped']}")
-            console.line(f"  {'':<{width}}if you trust it: remote-agent kernels add {shlex.quote(r['python'])}")
-    hidden = [r for r in listed if not r["offered"] and not r["fix"] and not r["skipped"]]
-    if hidden:
-        console.line("Hidden by `kernels remove` (`remote-agent kernels add PYTHON` offers one again):")
-        for r in hidden:
-            line(r)
-    if settings.kernels == "off":
-        console.line("REMOTE_AGENT_KERNELS=off: only remote-agent's own Python is offered.")
-    return 0
-
-
-def _interpreter_at(given: str) -> Path:
-    path = Path(given).expanduser().absolute()
-    if path.is_dir():
-        python = next((path / "bin" / n for n in ("python", "python3") if (path / "bin" / n).exists()), None)
-        if python is None:
-            raise BadInput(f"{path} holds no bin/python.", "Give the environment's folder or its Python.")
-        return python
-    if not path.exists():
-        raise BadInput(f"There is no Python at {path}.", "Give the interpreter (e.g. /opt/pytorch/bin/python).")
-    return path
-
-
-def _install_ipykernel(interpreter: Interpreter, console: Console) -> Interpreter:
-    command = install_command(interpreter)
-    console.note(f"Installing ipykernel: {shlex.join(command)}")
-    try:
-        result = subprocess.run(command, stdout=sys.stderr, stderr=sys.stderr, check=False, stdin=subprocess.DEVNULL)
-    except OSError as e:
-        raise BadInput(f"Could not run {command[0]}: {e.strerror or e}.", "Install ipykernel there yourself.") from e
-    after = probe(Path(interpreter.executable))
-    if result.returncode != 0 or after is None or not after.ipykernel:
-        raise BadInput(
-            f"Installing ipykernel into {interpreter.prefix} failed (exit {result.returncode}).",
-            "Its output is above; fix that, or install ipykernel there yourself.",
-        )
-    return after
-
-
-def add(settings: Settings, console: Console, python: str, name: str | None, install: bool) -> int:
-    path = _interpreter_at(python)
-    if name is not None and not NAME_PATTERN.match(name):
-        raise BadInput(f"{name!r} cannot be a kernel name.", "Use lower-case letters, digits, '.', '-' and '_'.")
-    home = settings.home
-    Home(home).ensure()
-    cache = ProbeCache(Home(home).kernel_probes)
-    doubt = why_not_run(path)
-    if doubt:
-        console.note(f"Running {path} because you asked, although {doubt}.")
-    interpreter = ask([path], cache).get(path)
-    if interpreter is None:
-        raise BadInput(f"{path} does not run as Python.", "Give a working interpreter, e.g. /opt/pytorch/bin/python.")
-    if not interpreter.ipykernel:
-        if not install:
-            raise BadInput(
-                f"{interpreter.executable} has no ipykernel, so Jupyter cannot run it as a kernel. Install it:",
-                f"  {shlex.join(install_command(interpreter))}\n"
-                "or run this again with --install-ipykernel, which does that for you.",
-            )
-        interpreter = _install_ipykernel(interpreter, console)
-    if _is_own_prefix(interpreter.prefix):
-        raise BadInput(
-            f"{interpreter.executable} is remote-agent's own Python.",
-            f'Jupyter offers it as "{OWN_DISPLAY_NAME}" already (when no environment of yours is the default).',
-        )
-    with exclusive_lock(home / "kernels.lock", "kernels"):
-        record = KernelRecord.read(home)
-        current = record.name_of(interpreter.prefix)
-        chosen = name or current or stable_name(interpreter)
-        taken = record.kernels.get(chosen)
-        if taken is not None and taken.prefix != interpreter.prefix:
-            raise BadInput(f"The name {chosen!r} is taken by {taken.python}.", "Choose another with --name.")
-        if current is not None and current != chosen:
-            del record.kernels[current]
-        entry = Offered.from_interpreter(interpreter, added=True)
-        record.kernels[chosen] = entry
-        record.hidden = [p for p in record.hidden if p != interpreter.prefix]
-        record.write(home)
-        write_specs(home, record if settings.kernels != "off" else KernelRecord())
-    console.line(f"Added {chosen}: {entry.display_name}, {entry.python}")
-    if settings.kernels == "off":
-        console.line("REMOTE_AGENT_KERNELS=off: it is offered once that setting is auto again.")
-    else:
-        console.line("Reload the Jupyter page to see it; Jupyter and its running kernels are untouched.")
-    return 0
-
-
-def remove(settings: Settings, console: Console, name: str) -> int:
-    outcome = sync(settings, os.environ)
-    home = settings.home
-    with exclusive_lock(home / "kernels.lock", "kernels"):
-        record = KernelRecord.read(home)
-        entry = record.kernels.pop(name, None)
-        if entry is not None:
-            prefix, display = entry.prefix, entry.display_name
-            record.default_removed = record.default_removed or name == DEFAULT_NAME
-        else:
-            seen = next((i for i in outcome.found if stable_name(i) == name), None)
-            if seen is None:
-                raise BadInput(f"There is no kernel named {name!r}.", "`remote-agent kernels` lists them.")
-            prefix, display = seen.prefix, Offered.from_interpreter(seen).display_name
-        if prefix not in record.hidden:
-            record.hidden.append(prefix)
-        record.write(home)
-        write_specs(home, record if settings.kernels != "off" else KernelRecord())
-    console.line(f"Removed {name}: {display}. It stays hidden; `remote-agent kernels add {prefix}` offers it again.")
-    if name == DEFAULT_NAME:
-        console.line(f'Notebooks that use "{DEFAULT_NAME}" now run remote-agent\'s own Python.')
-    return 0

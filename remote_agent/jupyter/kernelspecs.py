@@ -33,7 +33,7 @@ LAUNCHER = "launch.sh"
 
 def data_dir(home: Path) -> Path:
     """The folder serve puts on Jupyter's JUPYTER_PATH."""
-    return home / "jupyter"
+    return Home(home).kernelspecs
 
 
 def specs_dir(home: Path) -> Path:

@@ -48,9 +48,11 @@ def defer_iri_grammar() -> None:
         return
     import importlib.util
 
-    if importlib.util.find_spec(IRI_GRAMMAR_MODULE) is None:
+    spec = importlib.util.find_spec(IRI_GRAMMAR_MODULE)
+    if spec is None:
         return  # not installed: jsonschema does without it, as it would anyway
     stand_in = _BuiltOnFirstUse(IRI_GRAMMAR_MODULE)
+    stand_in.__spec__ = spec  # what importlib.util.find_spec answers about it meanwhile
 
     def is_valid_syntax(term: str, value: str) -> bool:
         return bool(stand_in.real().is_valid_syntax(term, value))

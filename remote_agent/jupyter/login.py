@@ -57,12 +57,12 @@ from remote_agent.core.edge_secret import HEADER as EDGE_HEADER
 from remote_agent.core.edge_secret import EdgeSecret
 from remote_agent.core.errors import RemoteAgentError
 from remote_agent.core.home import Home
+from remote_agent.core.store import read_json
 from remote_agent.jupyter import login_client, share_cleanup, share_join
 from remote_agent.jupyter import server_config as jupyter_config
 from remote_agent.jupyter import share_links as shares
 from remote_agent.jupyter.login_client import LOCAL, TUNNEL, Client
 from remote_agent.jupyter.throttle import LINK, PASSWORD, LoginThrottle, Unlocks
-from remote_agent.tunnel import state as tunnel_state
 
 WATCH_INTERVAL_MS = 1000  # how soon an ended link (or an old password) loses its open websockets
 POLICY_VIOLATION = 1008  # the websocket close code for "no longer allowed"
@@ -365,8 +365,9 @@ class RemoteAgentIdentityProvider(PasswordIdentityProvider):
         key = self._file_key(home.tunnel_state)
         seen, host = self._public_host
         if key != seen:
-            state = tunnel_state.read(home)
-            url = (state.public_url or state.last_url) if state else None
+            # Two fields of tunnel/state.py's record, read as JSON: Jupyter's part never imports the tunnel's.
+            state = read_json(home.tunnel_state) or {}
+            url = next((u for u in (state.get("public_url"), state.get("last_url")) if isinstance(u, str) and u), None)
             host = login_client.host_name(url.split("://", 1)[-1].split("/", 1)[0]) if url else None
             self._public_host = (key, host)
         return host

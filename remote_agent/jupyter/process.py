@@ -14,7 +14,7 @@ from remote_agent.core.console import Console
 from remote_agent.core.errors import MissingPrerequisite, StartFailed
 from remote_agent.core.home import Home
 from remote_agent.core.redaction import SECRET_ENV_KEYS
-from remote_agent.core.store import append_private, read_json
+from remote_agent.core.store import append_private, read_json, tail
 from remote_agent.core.times import now_iso
 from remote_agent.jupyter import collaboration
 from remote_agent.jupyter import record as jupyter_record
@@ -385,14 +385,11 @@ def supervise(home: Home, tmux: TmuxSession, running: RunningJupyter | None) -> 
     else:
         command = window_command(record.port, root, home.jupyter_log, record.app, home.root, record.collaboration)
         environment = passed_environment(home.root, record.collaboration)
-    supervisor.watch(
-        home, tmux, JUPYTER_WINDOW, supervisor.Launch(command, environment, str(root), jupyter_record.ON_RESTART)
-    )
+    launch = supervisor.Launch(command, environment, str(root), on_restart=jupyter_record.ON_RESTART)
+    supervisor.watch(home, tmux, JUPYTER_WINDOW, launch)
 
 
 def log_hint(home: Home, marker: str | None = None) -> tuple[str]:
-    from remote_agent.commands.logs import tail
-
     lines = tail(home.jupyter_log, LOG_TAIL_LINES, marker)
     shown = "\n".join("  " + line for line in lines) if lines else "  (its log is empty)"
     return (f"The last lines of {home.jupyter_log}:\n{shown}",)

@@ -298,6 +298,15 @@ def install_command(interpreter: Interpreter) -> list[str]:
     return [interpreter.executable, "-m", "pip", "install", "ipykernel"]
 
 
+def install_ipykernel(interpreter: Interpreter) -> int:
+    """Run install_command, its output on stderr for the user to follow; its exit code."""
+    import sys
+
+    command = install_command(interpreter)
+    done = subprocess.run(command, stdout=sys.stderr, stderr=sys.stderr, check=False, stdin=subprocess.DEVNULL)
+    return done.returncode
+
+
 def conda_executable(prefix: Path) -> Path | None:
     """conda for a conda environment: its base's (prefix/../../bin/conda), its own, or the one on PATH."""
     for path in (prefix.parent.parent / "bin" / "conda", prefix / "bin" / "conda", prefix / "condabin" / "conda"):

@@ -119,7 +119,7 @@ class ShareFile(Record):
 
 
 def path(home: Path) -> Path:
-    return Home(home).share_links
+    return Home(home).shares
 
 
 def load(home: Path) -> list[Share]:

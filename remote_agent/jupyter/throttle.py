@@ -27,6 +27,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from remote_agent.core.home import Home
 from remote_agent.core.store import write_private
 
 FREE_FAILURES = 4  # failures in a row that cost no wait
@@ -40,8 +41,6 @@ GLOBAL_WINDOW = 60.0  # ... within this many seconds; beyond it, every login att
 # The two kinds of failure, counted apart.
 PASSWORD = "password"  # noqa: S105 (a kind of failure, not a password)
 LINK = "link"
-
-UNLOCK_FILE = "login-unlock"
 
 
 def client_key(address: str) -> str:
@@ -138,7 +137,7 @@ class LoginThrottle:
 
 def request_unlock(home: Path) -> Path:
     """Ask the running Jupyter of this home to clear its login brake (at its next login attempt)."""
-    path = home / UNLOCK_FILE
+    path = Home(home).login_unlock
     write_private(path, f"{time.time_ns()}\n")
     return path
 
@@ -147,7 +146,7 @@ class Unlocks:
     """Notices a new unlock request: the file's identity changes with each one."""
 
     def __init__(self, home: Path | None) -> None:
-        self._path = home / UNLOCK_FILE if home else None
+        self._path = Home(home).login_unlock if home else None
         self._seen = self._key()
 
     def _key(self) -> tuple[int, int, int] | None:

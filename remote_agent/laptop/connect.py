@@ -15,13 +15,12 @@ from dataclasses import dataclass
 from types import FrameType
 
 from remote_agent.core.console import Console
-from remote_agent.core.errors import BadInput
+from remote_agent.core.errors import BadInput, ExitCode
 from remote_agent.laptop import remote_serve
 from remote_agent.laptop.forward import Events, Holder, require_local_port
 from remote_agent.laptop.ssh_client import SshTarget, require_ssh
 
 DEFAULT_LOCAL_PORT = 12345
-INTERRUPTED = 130
 
 
 @dataclass(frozen=True)
@@ -77,7 +76,7 @@ class Connection:
             holder.hold()
         except KeyboardInterrupt:
             self.console.note(f"Forward closed. Jupyter keeps running on {self.host}; connect again to reach it.")
-            return INTERRUPTED
+            return ExitCode.INTERRUPTED
         return 0  # not reached: holding ends with Ctrl-C or an error
 
     def up(self, first: bool, jupyter: remote_serve.RemoteJupyter) -> None:

@@ -60,21 +60,24 @@ class WindowHistory:
 
 @dataclass
 class Launch:
-    """How serve started Jupyter, so that a restart is the same Jupyter."""
+    """How serve started Jupyter, so that a restart is the same Jupyter.
+
+    `on_restart` names the function ("module:function", called with the home's path and the new
+    pid) that records a restarted program in its own record: the program registers it, so the
+    supervisor never writes another part's record nor imports it.
+    """
 
     command: str
     environment: dict[str, str]
     start_dir: str
-    # "module:function" to call with (home root, new pid) after a restart: the program's own part
-    # records it (supervision knows windows, not programs).
-    on_start: str | None = None
+    on_restart: str | None = None
 
 
 def _v1_to_v2(old: dict[str, Any]) -> dict[str, Any]:
-    """Version 1 had no on_start: Jupyter's record was written by the supervisor itself."""
+    """Version 1 had no on_restart: Jupyter's record was written by the supervisor itself."""
     launch = old.get("jupyter_launch")
     if isinstance(launch, dict):
-        launch = {"on_start": "remote_agent.jupyter.record:restarted", **launch}
+        launch = {**launch, "on_restart": "remote_agent.jupyter.record:restarted"}
     return {**old, "jupyter_launch": launch}
 
 
@@ -251,8 +254,8 @@ def on_death(home: Home, tmux: TmuxSession, pane: str, status: str, signum: str,
             pid = tmux.respawn(pane, None, {}, None)  # the keeper's command carries all it needs
         if pid is None:
             return "the pane is gone"
-        if launch is not None and launch.on_start:
-            _tell_started(home, launch.on_start, pid)  # first: whoever sees the restart reads the new pid
+        if launch is not None and launch.on_restart:
+            _tell_started(home, launch.on_restart, pid)  # first: whoever sees the restart reads the new pid
         entry = record.window(window)
         entry.started, entry.total, entry.last_restart = time.time(), entry.total + 1, now_iso()
         record.write(home)

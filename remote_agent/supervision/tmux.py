@@ -8,7 +8,7 @@ import shutil
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple
 
-from remote_agent.core.errors import MissingPrerequisite, RemoteAgentError
+from remote_agent.core.errors import ExitCode, MissingPrerequisite, RemoteAgentError
 
 if TYPE_CHECKING:
     import subprocess
@@ -22,7 +22,7 @@ WATCH_WINDOW = "watch"
 
 
 class TmuxError(RemoteAgentError):
-    exit_code = 5
+    exit_code = ExitCode.START_FAILED
 
 
 def require_tmux() -> str:

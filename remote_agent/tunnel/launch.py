@@ -6,8 +6,6 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from remote_agent.config.session import Plan
-from remote_agent.config.settings import Settings
 from remote_agent.core import edge_secret, procs
 from remote_agent.core.build import code_build
 from remote_agent.core.console import Console
@@ -24,38 +22,29 @@ TUNNEL_START_TIMEOUT = 45.0
 KEEPER_STOP_TIMEOUT = 10.0
 
 
-def keeper_command(settings: Settings) -> str:
-    return supervisor.own_program_command(Home(settings.home), "remote_agent.tunnel.keeper")
+def keeper_command(home: Home) -> str:
+    return supervisor.own_program_command(home, "remote_agent.tunnel.keeper")
 
 
-def ensure_agent_binary(settings: Settings, console: Console) -> None:
+def ensure_agent_binary(ngrok_path: str | None, note: Callable[[str], None]) -> None:
     """Before serve takes its lock: the agent binary must be there (pyngrok may download it, slowly)."""
     from remote_agent.tunnel.agent import default_binary, ensure_binary
 
     # Its version is checked by the keeper, while Jupyter boots: too old ends serve with exit 5 and the fix.
-    ensure_binary(settings.ngrok_path or default_binary(), settings.ngrok_path is not None, console.note)
+    ensure_binary(ngrok_path or default_binary(), ngrok_path is not None, note)
 
 
-def ensure_keeper(settings: Settings, home: Home, tmux: TmuxSession, port: int, console: Console, plan: Plan) -> int:
+def ensure_keeper(
+    home: Home, tmux: TmuxSession, config: KeeperConfig, token: str, console: Console, restart_note: str
+) -> int:
     """The keeper's pid: the running one if its config and code are unchanged, else a fresh one.
 
-    `plan` says which tunnel settings changed since they were last applied, for the message.
+    `restart_note` is what the user is told when changed settings restart the keeper: which
+    ones changed since they were last applied, and what that does to the public URL.
     """
     from remote_agent.tunnel.agent import write_agent_config
 
-    token = settings.ngrok_authtoken or ""
     agent_config_changed = _write_if_changed(home.ngrok_config, token, write_agent_config)
-    config = KeeperConfig(
-        port=port,
-        ngrok_path=settings.ngrok_path,
-        domain=settings.domain,
-        basic_auth=settings.basic_auth,
-        oauth_provider=settings.oauth_provider,
-        allow_emails=settings.allow_emails,
-        login_rate=settings.login_rate,
-        on_url_change=settings.on_url_change,
-        webhook=settings.webhook,
-    )
     changed = write_keeper_config(home, config) or agent_config_changed
     tunnel = tunnel_state.read(home)
     # The keeper of this home in our window counts even before it recorded itself: another
@@ -69,16 +58,14 @@ def ensure_keeper(settings: Settings, home: Home, tmux: TmuxSession, port: int, 
         return pid
     if pid is not None:
         if changed:
-            what = "; ".join(c.describe() for c in plan.tunnel) or "The tunnel settings changed"
-            effect = "its public URL may change" if plan.url_may_change else "it keeps its public URL"
-            console.note(f"{what}: the tunnel keeper restarts and reopens the tunnel; {effect}.")
+            console.note(restart_note)
         else:
             console.note(
                 "remote-agent was updated: restarting the tunnel keeper (Jupyter and its kernels keep running)."
             )
         supervisor.release(tmux, KEEPER_WINDOW)  # stopped on purpose: not to be restarted
         procs.terminate(pid, 10)
-    tmux.start_window(KEEPER_WINDOW, keeper_command(settings), {}, home.root)
+    tmux.start_window(KEEPER_WINDOW, keeper_command(home), {}, home.root)
     supervisor.watch(home, tmux, KEEPER_WINDOW)
     new_pid = started_window_pid(tmux, KEEPER_WINDOW, home)
     if new_pid is None:
@@ -92,23 +79,26 @@ def _write_if_changed(path: Path, token: str, write: Callable[[Path, str], None]
     return path.read_bytes() != before
 
 
-def stop_keeper(home: Home, tmux: TmuxSession, on_stopping: Callable[[], None] | None = None) -> bool:
-    """Stop this home's keeper, if one runs, and what a keeper killed outright leaves: its agent, its
-    edge secret, a record that still says "up". True if a keeper ran (`on_stopping` is called first)."""
+def stop_keeper(home: Home, tmux: TmuxSession, note: Callable[[str], None] | None = None, unhook: bool = True) -> bool:
+    """Close this home's tunnel: stop its keeper (and an agent a killed keeper left), record it stopped.
+
+    The one way the tunnel is ended on purpose, by `stop` and by a serve that switches to SSH;
+    True if a keeper was running. `unhook` False leaves a tmux session of another home alone.
+    """
     from remote_agent.tunnel.agent import is_our_agent
 
-    # The keeper of this home in our window counts even if its record went.
+    if unhook:
+        supervisor.release(tmux, KEEPER_WINDOW)  # first: what is stopped on purpose is not restarted
     pid = running_keeper(home, tunnel_state.read(home)) or live_window_pid(tmux, KEEPER_WINDOW, home)
     if pid is not None:
-        supervisor.release(tmux, KEEPER_WINDOW)  # stopped on purpose: not to be restarted
-        if on_stopping is not None:
-            on_stopping()
+        if note is not None:
+            note("Stopping the tunnel keeper ...")
         procs.terminate(pid, KEEPER_STOP_TIMEOUT)
     state = tunnel_state.read(home)
     if state is not None and state.agent_pid and is_our_agent(state.agent_pid, home.ngrok_config):
-        procs.terminate(state.agent_pid, 5)  # its keeper was killed outright: it would hold the account's session
-    edge_secret.discard(home.root)  # the next keeper makes a new one
-    tunnel_state.mark_stopped(home)
+        procs.terminate(state.agent_pid, 5)  # its keeper was killed outright: the agent would live on
+    edge_secret.discard(home.root)  # a keeper killed outright leaves its secret; the next makes a new one
+    tunnel_state.mark_stopped(home)  # the one writer of tunnel.json besides the keeper: tunnel/state.py
     supervisor.forget(home, KEEPER_WINDOW)
     return pid is not None
 
