@@ -10,7 +10,7 @@ from typing import Any
 
 from remote_agent.commands.runtime import Snapshot, snapshot
 from remote_agent.config.settings import Settings
-from remote_agent.core import loopback
+from remote_agent.core import loopback, times
 from remote_agent.core.console import Console
 from remote_agent.core.errors import ExitCode, NotRunning
 from remote_agent.core.home import Home
@@ -155,15 +155,8 @@ def duration(seconds: float) -> str:
 
 def _since(iso: str | None) -> tuple[float | None, str]:
     """(epoch seconds, 'since 2025-11-22 13:40 UTC') for a state file's ISO time."""
-    if not iso:
-        return None, ""
-    try:
-        at = datetime.fromisoformat(iso)
-    except ValueError:
-        return None, ""
-    if at.tzinfo is None:
-        at = at.replace(tzinfo=timezone.utc)
-    return at.timestamp(), "since " + at.astimezone(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    at = times.parse_iso(iso)
+    return (at.timestamp(), times.since_text(at)) if at is not None else (None, "")
 
 
 def agent_status(api_url: str | None, timeout: float = 0.5) -> dict[str, Any]:
@@ -263,7 +256,7 @@ def table(snap: Snapshot, now: float | None = None, notebooks: list[dict[str, An
         app = APP_NAMES.get(snap.record.app if snap.record else "notebook", "Jupyter")
         rows.append(f"Jupyter   running, pid {snap.jupyter_pid} ({app}), http://127.0.0.1:{snap.jupyter_port}/")
         started = started_at(snap.jupyter_pid)
-        since = _since(datetime.fromtimestamp(started, timezone.utc).isoformat()) if started else _since(None)
+        since = _since(times.iso(datetime.fromtimestamp(started, timezone.utc))) if started else _since(None)
         if since[0] is None and snap.record is not None:
             since = _since(snap.record.started_at)
         if since[0] is not None:

@@ -39,15 +39,18 @@ def environ(pid: int) -> dict[str, str]:
     return {key: value for key, _, value in pairs}
 
 
+def pids() -> list[int]:
+    """Every process id in /proc now."""
+    return [int(entry.name) for entry in Path("/proc").iterdir() if entry.name.isdigit()]
+
+
 def children(pid: int) -> list[int]:
     """Direct children of `pid`."""
     found = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        fields = _stat_fields(int(entry.name))
+    for child in pids():
+        fields = _stat_fields(child)
         if fields and len(fields) > 1 and int(fields[1]) == pid and fields[0] not in ("Z", "X"):
-            found.append(int(entry.name))
+            found.append(child)
     return found
 
 
@@ -78,14 +81,24 @@ def terminate(pid: int, timeout: float) -> bool:
     return False
 
 
-def _stat_fields(pid: int) -> list[str] | None:
-    """The fields of /proc/PID/stat after the command name (fields[0] is the state letter).
+def _stat_fields(pid: int, thread: int | None = None) -> list[str] | None:
+    """The fields of /proc/PID/stat (or of one thread's) after the command name (fields[0] is the state letter).
 
     The one reader of that file: the command name is in parentheses and may hold spaces."""
+    path = f"/proc/{pid}/task/{thread}/stat" if thread is not None else f"/proc/{pid}/stat"
     try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return Path(path).read_text().rsplit(")", 1)[1].split()
     except (OSError, IndexError):
         return None
+
+
+def on_cpu(pid: int) -> bool:
+    """True when any thread of `pid` is on a CPU or waiting for one (state R)."""
+    try:
+        threads = [int(t.name) for t in Path(f"/proc/{pid}/task").iterdir() if t.name.isdigit()]
+    except OSError:
+        return False
+    return any((_stat_fields(pid, t) or ["?"])[0] == "R" for t in threads)
 
 
 def start_time(pid: int) -> int | None:
@@ -114,11 +127,10 @@ def started_at(pid: int) -> float | None:
 def descendants(pid: int) -> list[int]:
     """Children, grandchildren ... of `pid`, from one pass over /proc."""
     parents: dict[int, list[int]] = {}
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            fields = _stat_fields(int(entry.name))
-            if fields and len(fields) > 1:
-                parents.setdefault(int(fields[1]), []).append(int(entry.name))
+    for child in pids():
+        fields = _stat_fields(child)
+        if fields and len(fields) > 1:
+            parents.setdefault(int(fields[1]), []).append(child)
     found, todo = [], [pid]
     while todo:
         for child in parents.get(todo.pop(), []):

@@ -6,7 +6,11 @@ from datetime import datetime, timezone
 
 
 def now_iso() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+    return iso(datetime.now(timezone.utc))
+
+
+def iso(moment: datetime) -> str:
+    return moment.astimezone(timezone.utc).isoformat(timespec="seconds")
 
 
 def parse_iso(text: str | None) -> datetime | None:
@@ -24,3 +28,8 @@ def age_seconds(text: str | None) -> float | None:
     """Seconds since a recorded time; None when there is none."""
     moment = parse_iso(text)
     return None if moment is None else (datetime.now(timezone.utc) - moment).total_seconds()
+
+
+def since_text(moment: datetime) -> str:
+    """'since 2025-11-22 13:40 UTC', as status shows when something started."""
+    return "since " + moment.astimezone(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")

@@ -19,7 +19,6 @@ import json
 import os
 import secrets
 import time
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +27,7 @@ from jupyter_server.utils import url_path_join
 from tornado import web
 from tornado.ioloop import PeriodicCallback
 
+from remote_agent.core import times
 from remote_agent.core.store import ensure_private_dir, write_private
 from remote_agent.jupyter.collaboration import STATUS_ROUTE, state_dir, status_token_file
 
@@ -41,7 +41,7 @@ def _jupyter_server_extension_points() -> list[dict[str, str]]:
 
 
 def _now() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+    return times.now_iso()
 
 
 def last_line(text: str) -> str:

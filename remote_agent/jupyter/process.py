@@ -132,21 +132,6 @@ LOOKS = 4
 LOOK_INTERVAL = 0.008
 
 
-def _running(pid: int) -> bool:
-    """True when any thread of `pid` is on a CPU or waiting for one (state R)."""
-    try:
-        tasks = list(Path(f"/proc/{pid}/task").iterdir())
-    except OSError:
-        return False
-    for task in tasks:
-        try:
-            if (task / "stat").read_text().rsplit(")", 1)[1].split()[0] == "R":
-                return True
-        except (OSError, IndexError):
-            continue
-    return False
-
-
 def kernel_activity(jupyter_pid: int) -> tuple[int, int]:
     """(busy, idle) kernels, by a few looks at their process trees' run states."""
     import time
@@ -157,7 +142,7 @@ def kernel_activity(jupyter_pid: int) -> tuple[int, int]:
     busy: set[int] = set()
     for look in range(LOOKS if kernels else 0):
         for kernel, tree in trees.items():
-            if kernel not in busy and any(_running(p) for p in tree):
+            if kernel not in busy and any(procs.on_cpu(p) for p in tree):
                 busy.add(kernel)
         if len(busy) == len(kernels):
             break
@@ -175,10 +160,9 @@ def notebook_processes(home: Path) -> list[tuple[int, str]]:
     """
     found = []
     me = os.getpid()
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit() or int(entry.name) == me:
+    for pid in procs.pids():
+        if pid == me:
             continue
-        pid = int(entry.name)
         env = procs.environ(pid)
         if env.get("REMOTE_AGENT_HOME") != str(home) or not ({"JPY_PARENT_PID", "JUPYTER_SERVER_URL"} & env.keys()):
             continue

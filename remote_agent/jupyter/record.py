@@ -1,7 +1,7 @@
 """jupyter.json: the Jupyter serve started (pid, port, how). This module is its only writer.
 
 The supervisor, which must not know Jupyter, learns of `restarted` by name from the launch
-that jupyter/process.py hands it (supervisor.Launch.on_start), and calls it after a respawn.
+that jupyter/process.py hands it (supervisor.Launch.on_restart), and calls it after a respawn.
 """
 
 from __future__ import annotations

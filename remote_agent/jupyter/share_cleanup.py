@@ -20,13 +20,12 @@ import json
 import re
 import shlex
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
 from tornado import web
 
-from remote_agent.core import procs
+from remote_agent.core import procs, times
 from remote_agent.jupyter import share_links as shares
 
 # Requests that start something: a kernel, a notebook's session (which may start one, or change it), a terminal.
@@ -135,7 +134,7 @@ class Registry:
             if procs.is_alive(p) and procs.start_time(p) == start and p not in roots
         ]
         report = {
-            "at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            "at": times.now_iso(),
             "kernels": live_kernels,
             "terminals": live_terminals,
             "still_running": still,

@@ -22,10 +22,11 @@ import secrets
 import time
 import uuid
 from dataclasses import asdict, dataclass, field, replace
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+from remote_agent.core import times
 from remote_agent.core.errors import BadInput
 from remote_agent.core.home import Home
 from remote_agent.core.records import BadRecord, Record, build
@@ -48,7 +49,7 @@ def _parse_time(value: str) -> datetime:
 
 
 def _iso(moment: datetime) -> str:
-    return moment.astimezone(timezone.utc).isoformat(timespec="seconds")
+    return times.iso(moment)
 
 
 @dataclass(frozen=True)

@@ -19,13 +19,12 @@ import sys
 import threading
 import time
 from collections.abc import Callable
-from datetime import datetime, timezone
 from pathlib import Path
 from types import FrameType
 from typing import Any
 from urllib.parse import urlsplit
 
-from remote_agent.core import edge_secret, procs
+from remote_agent.core import edge_secret, procs, times
 from remote_agent.core.build import code_build
 from remote_agent.core.home import Home
 from remote_agent.core.redaction import RedactingFilter
@@ -445,13 +444,8 @@ def same_host(a: str, b: str) -> bool:
 
 def previous_age(updated_at: str | None) -> float:
     """Seconds since a state file's `updated_at`; infinite when unknown."""
-    try:
-        at = datetime.fromisoformat(updated_at or "")
-    except ValueError:
-        return float("inf")
-    if at.tzinfo is None:
-        at = at.replace(tzinfo=timezone.utc)
-    return time.time() - at.timestamp()
+    age = times.age_seconds(updated_at)
+    return float("inf") if age is None else age
 
 
 def count_reason(reasons: dict[str, int], reason: str | None, keep: int = 8) -> dict[str, int]:
