@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -12,6 +13,7 @@ from remote_agent.config.session_record import SessionRecord
 from remote_agent.core.records import BadRecord, Record
 from remote_agent.jupyter.record import ON_RESTART, JupyterRecord
 from remote_agent.supervision import supervisor
+from remote_agent.tunnel.keeper_config import KeeperConfig
 from remote_agent.tunnel.state import TunnelState
 
 # What remote-agent 0.1.0 wrote for Jupyter (no version field) and for supervision (version 1).
@@ -86,3 +88,16 @@ def test_a_missing_corrupt_or_newer_file_loads_as_no_record(tmp_path: Path, cont
     assert TunnelState.load(path) is None
     path.write_text(content)
     assert TunnelState.load(path) is None
+
+
+def test_keeper_config_of_the_current_release_loads_and_never_takes_a_secret_from_its_file(tmp_path: Path) -> None:
+    path = tmp_path / "keeper.json"
+    written_before_versions = {"port": 8888, "ngrok_path": None, "allow_emails": ["a@x.org"], "edge_secret": "planted"}
+    path.write_text(json.dumps(written_before_versions))
+    config = KeeperConfig.load(path)
+    assert config is not None
+    assert (config.port, config.allow_emails, config.version) == (8888, ("a@x.org",), 1)
+    assert config.edge_secret is None, "the keeper makes its secret itself; a file cannot set it"
+    stored = replace(config, edge_secret="made-by-the-keeper").to_dict()
+    assert "edge_secret" not in stored
+    assert stored["allow_emails"] == ["a@x.org"], "written as JSON holds it, so an unchanged config compares equal"

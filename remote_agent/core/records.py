@@ -6,6 +6,7 @@ default, is refused with a `BadRecord` that says which; an optional field of the
 falls back to its default (whoever writes the record next writes it whole again); a record
 of an older version is brought up to date by the class's `MIGRATIONS`, one version at a time.
 `load` treats a refused record like a missing one: a damaged file must not stop a session.
+A field with `metadata={"stored": False}` is never written to the file nor read from it.
 """
 
 from __future__ import annotations
@@ -73,7 +74,12 @@ class Record:
         return cls.parse(read_json(path))
 
     def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(typing.cast(Any, self))
+        """The record as JSON holds it: tuples as lists, without the fields kept out of the file."""
+        data = dataclasses.asdict(typing.cast(Any, self))
+        for f in dataclasses.fields(typing.cast(Any, self)):
+            if not f.metadata.get("stored", True):
+                del data[f.name]
+        return typing.cast(dict[str, Any], _as_json(data))
 
     def save(self, path: Path) -> None:
         write_json(path, self.to_dict())
@@ -85,6 +91,8 @@ def build(cls: type[T], data: Mapping[str, Any]) -> T:
     hints = typing.get_type_hints(cls)
     values: dict[str, Any] = {}
     for f in dataclasses.fields(typing.cast(Any, cls)):
+        if not f.metadata.get("stored", True):
+            continue  # never read from a file (e.g. a secret the program makes itself)
         required = f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
         if f.name not in data:
             if required:
@@ -130,6 +138,14 @@ def _convert(tp: Any, value: object) -> Any:
     elif dataclasses.is_dataclass(tp) and isinstance(value, dict):
         return build(typing.cast(type, tp), value)
     raise BadRecord(f"is not {_name(tp)}: {value!r:.40}")
+
+
+def _as_json(value: object) -> object:
+    if isinstance(value, dict):
+        return {k: _as_json(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_as_json(v) for v in value]
+    return value
 
 
 def _name(tp: Any) -> str:

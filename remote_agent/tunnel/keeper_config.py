@@ -6,18 +6,23 @@ the keeper's machinery (pyngrok, the HTTP clients).
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field, fields
-from pathlib import Path
+from dataclasses import dataclass, field
 from typing import Any
 
 from remote_agent.core.home import Home
+from remote_agent.core.records import Record
 from remote_agent.core.store import read_json, write_json
 from remote_agent.tunnel import edge_policy
 
 
 @dataclass(frozen=True)
-class KeeperConfig:
-    """What serve tells the keeper, through a 0600 file rather than argv or environment."""
+class KeeperConfig(Record):
+    """What serve tells the keeper, through a 0600 file rather than argv or environment.
+
+    The current release wrote it without a version: that reads as version 1."""
+
+    VERSION = 1
+    UNVERSIONED = 1
 
     port: int
     ngrok_path: str | None  # None: pyngrok's default place
@@ -29,26 +34,8 @@ class KeeperConfig:
     on_url_change: str | None = None  # a command run with each new public URL (notify.py)
     webhook: str | None = None  # a URL that gets a POST with each new public URL
     # Made by the keeper when it starts (edge_secret.py); never written to the keeper's config file.
-    edge_secret: str | None = field(default=None, repr=False)
-
-    def to_dict(self) -> dict[str, Any]:
-        data = asdict(self)
-        data.pop("edge_secret")
-        data["allow_emails"] = list(self.allow_emails)
-        return data
-
-    @classmethod
-    def load(cls, path: Path) -> KeeperConfig | None:
-        data = read_json(path)
-        if not data or not isinstance(data.get("port"), int):
-            return None
-        known = {f.name for f in fields(cls)} - {"edge_secret"}
-        values = {k: v for k, v in data.items() if k in known}
-        values["allow_emails"] = tuple(values.get("allow_emails") or ())
-        try:
-            return cls(**values)
-        except TypeError:
-            return None
+    edge_secret: str | None = field(default=None, repr=False, metadata={"stored": False})
+    version: int = VERSION
 
     def traffic_policy(self) -> dict[str, Any] | None:
         return edge_policy.build(
