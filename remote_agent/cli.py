@@ -16,6 +16,7 @@ from remote_agent.core.errors import BadInput, ExitCode, MissingPrerequisite, No
 
 if TYPE_CHECKING:
     from remote_agent.config.settings import Settings
+    from remote_agent.core.results import Result
 
 # What the server side imports and a laptop install (`connect` only) lacks: the [server] extra.
 SERVER_PACKAGES = frozenset(
@@ -117,6 +118,16 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def show(result: Result, console: Console) -> int:
+    """The one place a command's result is written: its lines, or its JSON object with --json."""
+    if console.json_mode:
+        console.json(result.document())
+    else:
+        for line in result.lines():
+            console.line(line)
+    return result.exit_code
+
+
 def run(args: argparse.Namespace, settings: Settings, console: Console) -> int:  # noqa: PLR0912 (one branch per command)
     command = args.command
     if command == "serve":
@@ -126,7 +137,7 @@ def run(args: argparse.Namespace, settings: Settings, console: Console) -> int: 
     if command == "status":
         from remote_agent.commands.status import status
 
-        return status(settings, console)
+        return show(status(settings), console)
     if command == "url":
         from remote_agent.commands.status import url
 
@@ -134,15 +145,18 @@ def run(args: argparse.Namespace, settings: Settings, console: Console) -> int: 
     if command == "stop":
         from remote_agent.commands.stop import stop
 
-        return stop(settings, console, tunnel_only=args.tunnel_only)
+        return show(stop(settings, console, tunnel_only=args.tunnel_only), console)
     if command == "logs":
         from remote_agent.commands.logs import logs
 
         return logs(settings, console, lines=args.n, follow=args.follow)
     if command == "share":
-        from remote_agent.commands.share import share
+        from remote_agent.commands.share import check_flags, list_shares, share
 
-        return share(settings, console, args.name, args.expires, args.list_shares, args.revoke, args.uses)
+        check_flags(args.name, args.expires, args.list_shares, args.revoke, args.uses)
+        if args.list_shares:
+            return show(list_shares(settings), console)
+        return share(settings, console, args.name, args.expires, args.revoke, args.uses)
     if command == "attach":
         return attach(settings)
     if command == "password":
@@ -162,7 +176,7 @@ def run(args: argparse.Namespace, settings: Settings, console: Console) -> int: 
             return kernels.add(settings, console, args.python, args.name, args.install_ipykernel)
         if args.kernels_action == "remove":
             return kernels.remove(settings, console, args.name)
-        return kernels.show(settings, console, as_json=args.json)
+        return show(kernels.show(settings), console)
     if command in ("install-service", "uninstall-service"):
         from remote_agent.commands.service import install_service, uninstall_service
 

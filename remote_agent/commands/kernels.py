@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import os
 import shlex
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from remote_agent.config.settings import Settings
 from remote_agent.core.console import Console
-from remote_agent.core.errors import BadInput
+from remote_agent.core.errors import BadInput, ExitCode
 from remote_agent.core.home import Home
 from remote_agent.core.store import exclusive_lock
 from remote_agent.jupyter.kernels import OWN_DISPLAY_NAME, is_own_prefix, rows, sync
@@ -25,44 +26,57 @@ from remote_agent.jupyter.python_envs import (
 )
 
 
-def show(settings: Settings, console: Console, as_json: bool) -> int:
-    outcome = sync(settings, os.environ)
-    listed = rows(settings, outcome)
-    if as_json:
-        console.json({"kernels": listed})
-        return 0
-    offered = [r for r in listed if r["offered"]]
-    width = max(len(r["name"]) for r in listed) + 2
-    shown = max(len(r["display_name"]) for r in listed) + 2
+@dataclass
+class KernelList:
+    """`kernels`: what Jupyter offers, what was found without ipykernel, never run, or hidden."""
 
-    def line(r: dict[str, Any], tail: str = "") -> None:
-        console.line(f"  {r['name']:<{width}}{r['display_name']:<{shown}}{r['python']}{tail}")
+    listed: list[dict[str, Any]]
+    kernels_off: bool
 
-    console.line("Jupyter offers these kernels (a page reload shows changes):")
-    for r in offered:
-        line(r, "   (default)" if r["name"] == DEFAULT_NAME else "")
-    missing = [r for r in listed if not r["offered"] and r["fix"] and not r["skipped"]]
-    if missing:
-        console.line("Found without ipykernel, so not offered:")
-        for r in missing:
-            line(r)
-            console.line(f"  {'':<{width}}make it a kernel: {r['fix']}")
-            console.line(f"  {'':<{width}}then run `remote-agent kernels` again.")
-    skipped = [r for r in listed if r["skipped"]]
-    if skipped:
-        console.line("Found but never run, because another user could have changed them:")
-        for r in skipped:
-            line(r)
-            console.line(f"  {'':<{width}}not run: {r['skipped']}")
-            console.line(f"  {'':<{width}}if you trust it: remote-agent kernels add {shlex.quote(r['python'])}")
-    hidden = [r for r in listed if not r["offered"] and not r["fix"] and not r["skipped"]]
-    if hidden:
-        console.line("Hidden by `kernels remove` (`remote-agent kernels add PYTHON` offers one again):")
-        for r in hidden:
-            line(r)
-    if settings.kernels == "off":
-        console.line("REMOTE_AGENT_KERNELS=off: only remote-agent's own Python is offered.")
-    return 0
+    exit_code = ExitCode.OK
+
+    def document(self) -> dict[str, Any]:
+        return {"kernels": self.listed}
+
+    def lines(self) -> list[str]:
+        listed = self.listed
+        width = max(len(r["name"]) for r in listed) + 2
+        shown = max(len(r["display_name"]) for r in listed) + 2
+        out: list[str] = []
+
+        def line(r: dict[str, Any], tail: str = "") -> None:
+            out.append(f"  {r['name']:<{width}}{r['display_name']:<{shown}}{r['python']}{tail}")
+
+        out.append("Jupyter offers these kernels (a page reload shows changes):")
+        for r in listed:
+            if r["offered"]:
+                line(r, "   (default)" if r["name"] == DEFAULT_NAME else "")
+        missing = [r for r in listed if not r["offered"] and r["fix"] and not r["skipped"]]
+        if missing:
+            out.append("Found without ipykernel, so not offered:")
+            for r in missing:
+                line(r)
+                out.append(f"  {'':<{width}}make it a kernel: {r['fix']}")
+                out.append(f"  {'':<{width}}then run `remote-agent kernels` again.")
+        skipped = [r for r in listed if r["skipped"]]
+        if skipped:
+            out.append("Found but never run, because another user could have changed them:")
+            for r in skipped:
+                line(r)
+                out.append(f"  {'':<{width}}not run: {r['skipped']}")
+                out.append(f"  {'':<{width}}if you trust it: remote-agent kernels add {shlex.quote(r['python'])}")
+        hidden = [r for r in listed if not r["offered"] and not r["fix"] and not r["skipped"]]
+        if hidden:
+            out.append("Hidden by `kernels remove` (`remote-agent kernels add PYTHON` offers one again):")
+            for r in hidden:
+                line(r)
+        if self.kernels_off:
+            out.append("REMOTE_AGENT_KERNELS=off: only remote-agent's own Python is offered.")
+        return out
+
+
+def show(settings: Settings) -> KernelList:
+    return KernelList(rows(settings, sync(settings, os.environ)), settings.kernels == "off")
 
 
 def _interpreter_at(given: str) -> Path:

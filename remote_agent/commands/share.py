@@ -14,7 +14,7 @@ from urllib.parse import urlencode
 from remote_agent.commands.runtime import Snapshot, snapshot
 from remote_agent.config.settings import Settings
 from remote_agent.core.console import Console
-from remote_agent.core.errors import BadInput
+from remote_agent.core.errors import BadInput, ExitCode
 from remote_agent.core.home import Home
 from remote_agent.core.ssh_hint import laptop_url, ssh_command
 from remote_agent.jupyter import share_links as shares
@@ -166,39 +166,36 @@ def _state(share: shares.Share, now: datetime) -> str:
     return "used up" if share.used_up else "active"
 
 
-def list_shares(settings: Settings, console: Console) -> int:
-    now = datetime.now(timezone.utc)
-    records = shares.load(settings.home)
-    if console.json_mode:
-        rows = [
-            {
-                "name": s.name,
-                "created_at": s.created_at,
-                "expires_at": s.expires_at,
-                "revoked": s.revoked,
-                "uses": s.uses,
-                "max_uses": s.max_uses,
-                "last_used_at": s.last_used_at,
-                "last_used_from": s.last_used_from,
-            }
-            for s in records
-        ]
-        console.json({"shares": rows})
-        console.out.flush()
-        return 0
-    if not records:
-        console.line("No share links. Make one: remote-agent share --name NAME")
-        return 0
-    width = max(4, *(len(s.name) for s in records))
-    console.line(f"{'NAME':<{width}}  {'CREATED':<20}  {'EXPIRES':<20}  {'USES':<5}  {'LAST USED':<37}  STATE")
-    for s in records:
-        last = f"{_when(s.last_used_at)} from {s.last_used_from or '?'}" if s.last_used_at else "never"
-        uses = f"{s.uses}/{s.max_uses}"
-        console.line(
-            f"{s.name:<{width}}  {_when(s.created_at):<20}  {_when(s.expires_at):<20}  {uses:<5}  {last:<37}"
-            f"  {_state(s, now)}"
-        )
-    return 0
+@dataclass
+class ShareList:
+    """`share --list`: every link on record, with its state now."""
+
+    records: list[shares.Share]
+    now: datetime
+
+    exit_code = ExitCode.OK
+
+    def document(self) -> dict[str, Any]:
+        fields = ("name", "created_at", "expires_at", "revoked", "uses", "max_uses", "last_used_at", "last_used_from")
+        return {"shares": [{k: getattr(s, k) for k in fields} for s in self.records]}
+
+    def lines(self) -> list[str]:
+        if not self.records:
+            return ["No share links. Make one: remote-agent share --name NAME"]
+        width = max(4, *(len(s.name) for s in self.records))
+        lines = [f"{'NAME':<{width}}  {'CREATED':<20}  {'EXPIRES':<20}  {'USES':<5}  {'LAST USED':<37}  STATE"]
+        for s in self.records:
+            last = f"{_when(s.last_used_at)} from {s.last_used_from or '?'}" if s.last_used_at else "never"
+            uses = f"{s.uses}/{s.max_uses}"
+            lines.append(
+                f"{s.name:<{width}}  {_when(s.created_at):<20}  {_when(s.expires_at):<20}  {uses:<5}  {last:<37}"
+                f"  {_state(s, self.now)}"
+            )
+        return lines
+
+
+def list_shares(settings: Settings) -> ShareList:
+    return ShareList(shares.load(settings.home), datetime.now(timezone.utc))
 
 
 CLEANUP_WAIT = 20.0  # seconds for Jupyter to shut down what the link started and say so
@@ -256,21 +253,24 @@ def revoke(settings: Settings, console: Console, name: str) -> int:
     return 0
 
 
+def check_flags(
+    name: str | None, expires: str | None, list_them: bool, revoke_name: str | None, uses: int | None
+) -> None:
+    if list_them and revoke_name is not None:
+        raise BadInput("--list and --revoke go separately.", "Run one, then the other.")
+    if (list_them or revoke_name is not None) and (name is not None or expires is not None or uses is not None):
+        raise BadInput("--name, --expires and --uses are for making a link.", "Drop them, or drop --list/--revoke.")
+
+
 def share(
     settings: Settings,
     console: Console,
     name: str | None,
     expires: str | None,
-    list_them: bool,
     revoke_name: str | None,
     uses: int | None = None,
 ) -> int:
-    if list_them and revoke_name is not None:
-        raise BadInput("--list and --revoke go separately.", "Run one, then the other.")
-    if (list_them or revoke_name is not None) and (name is not None or expires is not None or uses is not None):
-        raise BadInput("--name, --expires and --uses are for making a link.", "Drop them, or drop --list/--revoke.")
-    if list_them:
-        return list_shares(settings, console)
+    """Make a link, or revoke one (`share --list` is list_shares)."""
     if revoke_name is not None:
         return revoke(settings, console, revoke_name)
     return create(settings, console, name, expires, uses)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import re
 import time
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any
 
@@ -124,18 +125,28 @@ def problems(snap: Snapshot) -> list[str]:
     return found
 
 
-def status(settings: Settings, console: Console) -> int:
+@dataclass
+class StatusReport:
+    """What `status` found: every part of the session, and what is wrong with it (exit 3 then)."""
+
+    snap: Snapshot
+    notebooks: list[dict[str, Any]]
+    found: list[str]
+
+    @property
+    def exit_code(self) -> int:
+        return ExitCode.NOT_RUNNING if self.found else ExitCode.OK
+
+    def lines(self) -> list[str]:
+        return [*table(self.snap, notebooks=self.notebooks), *(f"! {problem}" for problem in self.found)]
+
+    def document(self) -> dict[str, Any]:
+        return as_json(self.snap, self.notebooks)
+
+
+def status(settings: Settings) -> StatusReport:
     snap = take(settings)
-    found = problems(snap)
-    notebooks = running_notebooks(snap)
-    if console.json_mode:
-        console.json(as_json(snap, notebooks))
-        return ExitCode.NOT_RUNNING if found else ExitCode.OK
-    for line in table(snap, notebooks=notebooks):
-        console.line(line)
-    for problem in found:
-        console.line(f"! {problem}")
-    return ExitCode.NOT_RUNNING if found else ExitCode.OK
+    return StatusReport(snap, running_notebooks(snap), problems(snap))
 
 
 # -- the table for people -------------------------------------------------------

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import Any
+
 from remote_agent.config import session_record
 from remote_agent.config.settings import Settings
 from remote_agent.core import procs
 from remote_agent.core.console import Console
+from remote_agent.core.errors import ExitCode
 from remote_agent.core.home import Home
 from remote_agent.core.store import exclusive_lock
 from remote_agent.jupyter import record as jupyter_record
@@ -19,7 +23,7 @@ from remote_agent.tunnel.launch import stop_keeper
 JUPYTER_STOP_TIMEOUT = 30.0
 
 
-def stop(settings: Settings, console: Console, tunnel_only: bool) -> int:
+def stop(settings: Settings, console: Console, tunnel_only: bool) -> Stopped:
     home = Home(settings.home).ensure()
     tmux = TmuxSession(settings.session, home.root)
     stopped = []
@@ -48,11 +52,26 @@ def stop(settings: Settings, console: Console, tunnel_only: bool) -> int:
             survivors = notebook_processes(home.root) if jupyter is not None else []
         else:
             survivors = []
-    console.line(f"Stopped {' and '.join(stopped)}." if stopped else "Nothing was running.")
-    if survivors:
-        # A job started from a notebook (`nohup python train.py &`) may be meant to outlive Jupyter.
-        console.line("Still running, started from a notebook (not stopped):")
-        for pid, command in survivors:
-            console.line(f"  pid {pid}: {command}")
-        console.line("Stop one with `kill PID` if it is not meant to go on.")
-    return 0
+    return Stopped(stopped, survivors)
+
+
+@dataclass
+class Stopped:
+    """What `stop` ended, and the processes started from a notebook that it left running."""
+
+    programs: list[str]
+    survivors: list[tuple[int, str]]
+
+    exit_code = ExitCode.OK
+
+    def lines(self) -> list[str]:
+        lines = [f"Stopped {' and '.join(self.programs)}." if self.programs else "Nothing was running."]
+        if self.survivors:
+            # A job started from a notebook (`nohup python train.py &`) may be meant to outlive Jupyter.
+            lines.append("Still running, started from a notebook (not stopped):")
+            lines += [f"  pid {pid}: {command}" for pid, command in self.survivors]
+            lines.append("Stop one with `kill PID` if it is not meant to go on.")
+        return lines
+
+    def document(self) -> dict[str, Any]:
+        return {"stopped": self.programs, "survivors": [{"pid": p, "command": c} for p, c in self.survivors]}
