@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from remote_agent.core.file_trust import untrusted
-from remote_agent.core.records import Record
+from remote_agent.core.records import BadRecord, Record, build
 
 PROBE_TIMEOUT = 20.0
 CONDA_BASES = ("miniconda3", "anaconda3", "miniforge3", "mambaforge", "miniconda", "anaconda")
@@ -80,16 +80,10 @@ class Interpreter:
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> Interpreter | None:
+        """An interpreter's answer (from the probe or the cache); None when it is not one."""
         try:
-            return cls(
-                executable=str(data["executable"]),
-                prefix=str(data["prefix"]),
-                version=str(data["version"]),
-                ipykernel=bool(data["ipykernel"]),
-                purelib=str(data["purelib"]),
-                externally_managed=bool(data["externally_managed"]),
-            )
-        except (KeyError, TypeError):
+            return build(cls, data)
+        except BadRecord:
             return None
 
 
