@@ -196,7 +196,7 @@ def test_two_homes_with_one_session_name_never_touch_each_other(tmp_path: Path) 
 def test_records_written_by_the_previous_version_are_migrated(sandbox: Sandbox) -> None:
     first = ready(sandbox.run("serve", "--detach", "--json", "--tunnel", "ssh"))
     pid = int(str(first["jupyter_pid"]))
-    # What remote-agent 0.1 left: a Jupyter record without version, start time or launch digest, the
+    # What the first release left: a Jupyter record without version, start time or launch digest, the
     # notebook directory in remembered.json, no session record, an unmarked tmux session.
     record = sandbox.jupyter_record()
     old = {k: record[k] for k in ("pid", "port", "root_dir", "provider", "started_at", "app")}

@@ -1,9 +1,11 @@
 """`serve`: make sure this home's Jupyter and tunnel keeper run in its tmux session, print the URL, then follow it.
 
-Orchestration only. The settings and what changed since the session's last serve come
-from settings.py and session.py; Jupyter is started and found by jupyter_process, the
-keeper by keeper_launch, the password by password.py; records live in state.py; what is
-printed, and following the tunnel, in follow.py.
+Orchestration only, and the one place where Jupyter and the tunnel meet. The settings and
+what changed since the session's last serve come from config/ (settings.py, session.py);
+Jupyter is started and found by jupyter/process.py, the keeper by tunnel/launch.py (told
+plain values: a KeeperConfig, a port), the password by commands/password.py; each record
+has its writer in its own part (core/home.py names them); what is printed, and following
+the tunnel, in commands/follow.py.
 """
 
 from __future__ import annotations
@@ -56,7 +58,7 @@ def plan_changes(settings: Settings, reconfigure: bool) -> Plan:
     """What this serve changes in a session that has applied settings before; refuse to weaken it unasked."""
     previous = settings.session_record
     if previous is None or previous.started_at is None:
-        return Plan()  # a new session, or one migrated from remote-agent 0.1 that recorded no settings
+        return Plan()  # a new session, or one migrated from the first release, which recorded no settings
     plan = compare(previous.applied, settings.values)
     tunnel = tunnel_state.read(Home(settings.home))
     refused = tunnel is not None and tunnel.status == "fatal"  # ngrok refused it: there is no endpoint to weaken

@@ -1,7 +1,7 @@
 """session.json and session-secrets.json: the settings a session was started with. This module is their only writer.
 
 Secret values are kept apart, in the second 0600 file, so that the first can be shown and
-compared freely. remote-agent 0.1 kept no session record, only the notebook directory in
+compared freely. the first release kept no session record, only the notebook directory in
 remembered.json: that is read once, as the session, and removed when the record is written.
 """
 
@@ -56,7 +56,7 @@ def read(home: Home, secret_keys: tuple[str, ...]) -> SessionRecord | None:
 
 
 def _from_remembered(home: Home) -> SessionRecord | None:
-    """remote-agent 0.1 kept no session record: rebuild what it knew (the notebook directory)."""
+    """The first release kept no session record: rebuild what it knew (the notebook directory)."""
     old = read_json(home.remembered)
     root = old.get("root_dir") if old else None
     if not isinstance(root, str):

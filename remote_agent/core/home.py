@@ -130,7 +130,7 @@ class Home:
 
     @property
     def remembered(self) -> Path:
-        """Written by remote-agent 0.1 (the notebook directory); config/session.py reads it once and removes it."""
+        """Written by the first release (the notebook directory); config/session.py reads it once and removes it."""
         return self._file("remembered.json")
 
     # -- held by every command that starts or stops things

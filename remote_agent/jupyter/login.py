@@ -1,7 +1,7 @@
 """Jupyter's login as remote-agent runs it: the owner's password, share links, and a brake on guessing.
 
 Jupyter loads this class through `--ServerApp.identity_provider_class` (see
-jupyter_process.server_args) and runs it in its own process, so nothing here may print
+process.server_args) and runs it in its own process, so nothing here may print
 or import much. On top of Jupyter's password login it:
 - reads the owner's password hash again whenever its file changes, so `password`
   takes effect at once, without a restart; browsers logged in with the old password
@@ -15,7 +15,7 @@ or import much. On top of Jupyter's password login it:
 - signs session cookies with a key that only this process holds (mixed into Jupyter's
   cookie secret, whose file any kernel can read), so no one forges a login from files;
   a link's cookie ends with the link, and every login cookie is `SameSite=Lax`;
-- slows down repeated failed logins per client (login_throttle.py), for the password and
+- slows down repeated failed logins per client (throttle.py), for the password and
   for links alike, counted apart; a client is the visitor's address only where the
   tunnel proves it, else the local user behind the connection (login_client.py), and
   `password --unlock` clears the brake without a restart;

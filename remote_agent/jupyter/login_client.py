@@ -5,7 +5,7 @@ sshd's forward of an `ssh -L`, or anyone logged in to this server. Two kinds of 
 - **tunnel**: the request carries the session's edge secret (edge_secret.py), so ngrok's
   edge added it, and the visitor is the address ngrok appended last to X-Forwarded-For;
   the scheme the visitor used is the last X-Forwarded-Proto. The login brake counts these
-  visitors by address, plus a budget for all of them together (login_throttle.py). Since
+  visitors by address, plus a budget for all of them together (throttle.py). Since
   any local user can read the secret from the agent's unauthenticated local API, the brake
   also wants the connection to come from a process of Jupyter's own user (the agent's).
 - **local**: anything else. Forwarded headers are not believed; the client is the socket

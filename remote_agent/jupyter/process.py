@@ -22,7 +22,7 @@ from remote_agent.jupyter.record import JupyterRecord
 from remote_agent.supervision.ownership import live_window_pid, running_jupyter, started_window_pid
 from remote_agent.supervision.tmux import JUPYTER_WINDOW, TmuxSession
 
-# remote-agent's login (owner's password read afresh, share links, slowed guessing): jupyter_login.py.
+# remote-agent's login (owner's password read afresh, share links, slowed guessing): login.py.
 IDENTITY_PROVIDER = "remote_agent.jupyter.login.RemoteAgentIdentityProvider"
 LOGIN_HANDLER = "remote_agent.jupyter.login.ThrottledLoginHandler"
 
@@ -41,7 +41,7 @@ def server_args(port: int, root_dir: Path) -> list[str]:
         # loopback only, so only the tunnel and SSH reach it.
         "--ServerApp.allow_remote_access=True",
         # Tornado would believe X-Real-Ip, X-Scheme and X-Forwarded-* from any local process;
-        # the login believes them only from the tunnel (jupyter_login.vet_request), where ngrok
+        # the login believes them only from the tunnel (login.vet_request), where ngrok
         # terminates TLS and says so in X-Forwarded-Proto: cookies become Secure.
         "--ServerApp.trust_xheaders=False",
         "--ServerApp.certfile=",
@@ -274,7 +274,7 @@ def find(home: Home, tmux: TmuxSession, console: Console, provider: str) -> Runn
     if pid is not None and record is not None:
         if record.provider != provider or record.proc_start is None:
             record.provider = "ngrok" if provider == "ngrok" else "ssh"
-            record.proc_start = procs.start_time(pid)  # a record of remote-agent 0.1 lacked it
+            record.proc_start = procs.start_time(pid)  # a record of the first release lacked it
             jupyter_record.write(home, record)
         return RunningJupyter(pid, record)
     if record is not None:

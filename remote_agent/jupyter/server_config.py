@@ -5,7 +5,7 @@ The hash is kept where `jupyter server password` keeps it,
 config directory, so a hash the user already made is reused and either tool can change
 it. Only that key is touched; the rest of the file stays as the user wrote it.
 Everything else remote_agent needs from Jupyter is given on its command line (see
-jupyter_process), which beats any config file, so a tutorial's `ip = '0.0.0.0'`
+process.py), which beats any config file, so a tutorial's `ip = '0.0.0.0'`
 cannot publish Jupyter on all interfaces.
 """
 
@@ -104,7 +104,7 @@ def check_password(hashed: str, password: str) -> bool:
 
 
 # Settings the login's protections depend on. remote-agent fixes each on Jupyter's command
-# line (jupyter_process.server_args), which beats any config file; `doctor` names those a
+# line (process.server_args), which beats any config file; `doctor` names those a
 # user's config sets, since a Jupyter started otherwise would run with them.
 PROTECTION_KEYS = (
     "disable_check_xsrf",

@@ -1,7 +1,7 @@
 """Inside Jupyter: which kernels and terminals each share link started, and ending them when the link ends.
 
 A collaborator's kernels and terminals run as the owner and outlive their browser. The
-login (jupyter_login) hands every request of a link's session to `note_request`; a
+login (login.py) hands every request of a link's session to `note_request`; a
 request that creates a kernel, a notebook session or a terminal is watched until it
 answers, and what it created (and did not exist before) is put down to that link.
 Opening a notebook the owner already runs joins the owner's kernel: that kernel stays

@@ -7,7 +7,7 @@ down of it (`ended_cleanup`). The secret itself is never stored: it is 32
 random bytes, so a fast hash cannot be reversed by guessing, and Jupyter can check a
 link at every request without argon2's tenth of a second.
 
-`share` writes the file; Jupyter's login (jupyter_login, share_join) reads it at each
+`share` writes the file; Jupyter's login (login.py, share_join.py) reads it at each
 request, which is how a new, revoked or expired link takes effect without a restart,
 and writes it when a link is used (under the same lock, so two logins at once cannot
 both take a link's last use) or when it has shut down what a revoked link started.

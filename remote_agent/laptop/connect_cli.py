@@ -1,4 +1,4 @@
-"""The `connect` subcommand's flags; kept apart so the server commands' start-up does not pay for it."""
+"""The `connect` subcommand: its flags, and running it; on the laptop side, so a laptop install needs nothing else."""
 
 from __future__ import annotations
 

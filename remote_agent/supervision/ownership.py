@@ -79,7 +79,7 @@ def session_owner_problem(tmux: TmuxSession, home: Home) -> str | None:
     if not exists or owner == str(home.root):
         return None
     if owner is None:
-        # remote-agent 0.1 did not mark its sessions: it is ours if no process in it belongs elsewhere.
+        # The first release did not mark its sessions: it is ours if no process in it belongs elsewhere.
         homes = {procs.environ(pid).get("REMOTE_AGENT_HOME") for pid in tmux.pane_pids()}
         homes.discard(None)
         if homes <= {str(home.root)}:

@@ -138,7 +138,7 @@ class TmuxSession:
     def owner(self) -> tuple[bool, str | None]:
         """(does the session exist?, the home that started it: None when it does not say).
 
-        A session of remote-agent 0.1, or not ours at all, exists and says nothing.
+        A session of the first release, or not ours at all, exists and says nothing.
         """
         panes = self._panes_now()
         if panes is None:
