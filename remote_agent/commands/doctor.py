@@ -5,7 +5,6 @@ from __future__ import annotations
 import importlib.util
 import os
 import re
-import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -76,8 +75,10 @@ def check_ngrok(settings: Settings) -> Check:
                 MissingPrerequisite.exit_code,
             )
         return Check(True, f"ngrok agent not downloaded yet; serve downloads it to {path}")
+    from remote_agent.tunnel.agent import version_output
+
     try:
-        out = subprocess.run([path, "--version"], capture_output=True, text=True, check=False, timeout=10).stdout
+        out = version_output(path)
     except OSError as e:
         return Check(
             False,

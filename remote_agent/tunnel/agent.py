@@ -166,13 +166,20 @@ def parse_version(text: str) -> tuple[int, ...] | None:
     return tuple(int(n or 0) for n in match.groups()) if match else None
 
 
+def version_output(path: str) -> str:
+    """What `path --version` prints (the one place the agent is asked); OSError when it does not run."""
+    try:
+        return subprocess.run([path, "--version"], capture_output=True, text=True, check=False, timeout=15).stdout
+    except subprocess.SubprocessError as e:
+        raise OSError(f"`{path} --version` did not answer: {e}") from e
+
+
 def agent_version(path: str) -> tuple[int, ...] | None:
     """The version `path --version` reports; None when it does not run or says none."""
     try:
-        out = subprocess.run([path, "--version"], capture_output=True, text=True, check=False, timeout=15).stdout
-    except (OSError, subprocess.SubprocessError):
+        return parse_version(version_output(path))
+    except OSError:
         return None
-    return parse_version(out)
 
 
 def version_text(version: tuple[int, ...]) -> str:
