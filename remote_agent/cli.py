@@ -10,6 +10,7 @@ from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING
 
 from remote_agent import __version__
+from remote_agent.commands.warm_answer import Invocation
 from remote_agent.config import keys
 from remote_agent.core.console import Console
 from remote_agent.core.errors import BadInput, ExitCode, MissingPrerequisite, NotRunning, RemoteAgentError
@@ -133,7 +134,7 @@ def run(args: argparse.Namespace, settings: Settings, console: Console) -> int: 
     if command == "serve":
         from remote_agent.commands.serve import serve
 
-        return serve(settings, console, detach=args.detach, qr=args.qr, reconfigure=args.reconfigure)
+        return serve(settings, console, args.invocation, detach=args.detach, qr=args.qr, reconfigure=args.reconfigure)
     if command == "status":
         from remote_agent.commands.status import status
 
@@ -245,6 +246,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             from remote_agent.config.settings import remove_secrets_from_environ, resolve
         flags = {key.dest: getattr(args, key.dest, None) for key in keys.TABLE if key.dest}
         settings = resolve(flags, os.environ)
+        # As the command was typed, before its secrets leave the environment: what a warm serve is recorded under.
+        args.invocation = Invocation(list(argv if argv is not None else sys.argv[1:]), os.getcwd(), dict(os.environ))
         remove_secrets_from_environ()
         with _server_side():
             return run(args, settings, console)

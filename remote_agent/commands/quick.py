@@ -14,6 +14,7 @@ import json
 import os
 import sys
 
+from remote_agent.commands import warm_answer
 from remote_agent.core import procs
 
 KEEPER_MODULES = ("remote_agent.tunnel.keeper", "remote_agent.keeper")  # as supervision.ownership knows the keeper
@@ -67,11 +68,15 @@ def public_url(home: str) -> str | None:
 
 def answer(argv: list[str]) -> int | None:
     """The exit code of a command answered here, or None for the full CLI to run it."""
-    if argv != ["url"]:
+    if argv != ["url"] and argv not in warm_answer.ANSWERED:
         return None
-    home = _home(dict(os.environ), os.getcwd())
-    url = public_url(home) if home else None
-    if url is None:
+    environ = dict(os.environ)
+    cwd = os.getcwd()
+    home = _home(environ, cwd)
+    if home is None:
         return None
-    sys.stdout.write(url + "\n")
+    text = public_url(home) if argv == ["url"] else warm_answer.answer(home, argv, cwd, environ)
+    if text is None:
+        return None
+    sys.stdout.write(text if text.endswith("\n") else text + "\n")
     return 0

@@ -10,11 +10,14 @@ the tunnel, in commands/follow.py.
 
 from __future__ import annotations
 
+import io
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from remote_agent.commands import warm_answer
 from remote_agent.commands.follow import (
     draw_qr,
     follow_until_hangup,
@@ -24,6 +27,7 @@ from remote_agent.commands.follow import (
     suggest_stable_url,
 )
 from remote_agent.commands.password import prepare_password
+from remote_agent.commands.warm_answer import Invocation
 from remote_agent.config import session_record
 from remote_agent.config.session import JUPYTER_KEYS, Plan, compare
 from remote_agent.config.session_record import SessionRecord
@@ -35,6 +39,7 @@ from remote_agent.core.redaction import SECRET_ENV_KEYS
 from remote_agent.core.store import exclusive_lock
 from remote_agent.core.times import now_iso
 from remote_agent.jupyter import process as jupyter_process
+from remote_agent.jupyter import server_config as jupyter_config
 from remote_agent.jupyter.kernels import BackgroundSync, check_running_jupyter
 from remote_agent.jupyter.process import RunningJupyter, answers
 from remote_agent.supervision import supervisor
@@ -231,7 +236,52 @@ def tunnel_change(plan: Plan) -> str:
     return f"{what}: the tunnel keeper restarts and reopens the tunnel; {effect}."
 
 
-def serve(settings: Settings, console: Console, detach: bool, qr: bool = False, reconfigure: bool = False) -> int:
+def read_by_serve(settings: Settings, looked: set[str]) -> set[str]:
+    """The files outside the home a serve's answer depends on (commands/warm_answer.py stats them)."""
+    package = Path(__file__).resolve().parents[1]
+    config = jupyter_config.config_dir()
+    paths = {str(Path.cwd() / ".env"), str(config), sys.executable, str(package), *looked}
+    # A new version replaces files in these (byte-compiling, in __pycache__, changes nothing).
+    paths.update(str(p) for p in package.iterdir() if p.is_dir() and p.name != "__pycache__")
+    paths.update(str(p) for p in config.glob("*.json"))
+    if settings.env_file is not None:
+        paths.add(str(settings.env_file))
+    if settings.session_record is not None and settings.session_record.env_file:
+        paths.add(settings.session_record.env_file)
+    return paths
+
+
+def remember_answer(
+    settings: Settings,
+    home: Home,
+    tmux: TmuxSession,
+    invocation: Invocation,
+    up: Up,
+    public_url: str | None,
+    looked: set[str] | None,
+) -> None:
+    """After a quiet serve: the lines the next one would print, for commands/quick.py to print at once."""
+    replayable = warm_answer.replayable(invocation, SECRET_ENV_KEYS)
+    if looked is None or not replayable or (settings.provider == "ngrok" and public_url is None):
+        warm_answer.forget(str(home.root))
+        return
+    shown = io.StringIO()
+    quiet = Console(out=shown, err=io.StringIO())
+    print_ready(settings, quiet, up.jupyter_pid, up.port, False, public_url, settings.provider)
+    # The panes as bring_up left them: a listing it changed was forgotten and is asked again.
+    pids = {up.jupyter_pid, *tmux.pane_pids(), *([up.keeper_pid] if up.keeper_pid else [])}
+    paths = read_by_serve(settings, looked)
+    warm_answer.record(str(home.root), invocation, SECRET_ENV_KEYS, shown.getvalue(), paths, sorted(pids), up.port)
+
+
+def serve(
+    settings: Settings,
+    console: Console,
+    invocation: Invocation,
+    detach: bool,
+    qr: bool = False,
+    reconfigure: bool = False,
+) -> int:
     require_tmux()
     home = Home(settings.home).ensure()
     announce_env_files(settings, console)
@@ -252,7 +302,9 @@ def serve(settings: Settings, console: Console, detach: bool, qr: bool = False, 
         jupyter_process.wait_until_answering(up.jupyter_pid, up.port, home, console, started)
     tunnel = wait_for_tunnel(home, up.keeper_pid, console, started) if up.keeper_pid else None
     public_url = tunnel.public_url if tunnel else None
+    said_before = console.said
     print_ready(settings, console, up.jupyter_pid, up.port, up.started_now, public_url, settings.provider)
+    ready_lines = console.said - said_before
     kernels.finish(console)
     if qr and public_url:
         draw_qr(console, public_url)
@@ -261,6 +313,9 @@ def serve(settings: Settings, console: Console, detach: bool, qr: bool = False, 
     if tunnel is not None:
         report_edge(console, tunnel, None)
         suggest_stable_url(home, console, tunnel)
+    if detach:
+        quiet = said_before == 0 and console.said == ready_lines
+        remember_answer(settings, home, tmux, invocation, up, public_url, kernels.looked() if quiet else None)
     if detach or tunnel is None:
         return 0
     return follow_until_hangup(home, console, tunnel, qr)

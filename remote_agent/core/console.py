@@ -14,6 +14,7 @@ class Console:
         self.out = out or sys.stdout
         self.err = err or sys.stderr
         self._progress_shown = False
+        self.said = 0  # lines and notes so far (not progress): a serve that said nothing else may be replayed
 
     @property
     def interactive(self) -> bool:
@@ -23,6 +24,7 @@ class Console:
     def line(self, text: str = "") -> None:
         """A line for the human reader (suppressed in JSON mode)."""
         if not self.json_mode:
+            self.said += 1
             self._write(self.out, text)
 
     def event(self, name: str, **fields: Any) -> None:
@@ -39,6 +41,7 @@ class Console:
     def note(self, text: str) -> None:
         """Progress and explanations, on stderr so stdout stays clean for scripts."""
         self.end_progress()
+        self.said += 1
         self._write(self.err, text)
 
     def warn(self, text: str) -> None:

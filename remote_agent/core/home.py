@@ -133,6 +133,12 @@ class Home:
         """Written by the first release (the notebook directory); config/session.py reads it once and removes it."""
         return self._file("remembered.json")
 
+    # -- written by the commands part
+    @property
+    def warm_serve(self) -> Path:
+        """commands/warm_answer.py: what a quiet serve printed, and the facts it rested on."""
+        return self._file("warm-serve.json")
+
     # -- held by every command that starts or stops things
     @property
     def lock(self) -> Path:

@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
-import contextlib
 import os
-import signal
 import time
-from pathlib import Path
-from typing import TYPE_CHECKING
 
+# os and time only: the quick answers (commands/quick.py) read /proc through this module before
+# anything else loads, so neither pathlib nor typing is imported here.
+TYPE_CHECKING = False
 if TYPE_CHECKING:
     from remote_agent.core.home import Home
+
+
+def _read(path: str) -> bytes:
+    with open(path, "rb") as f:
+        return f.read()
 
 
 def is_alive(pid: int | None) -> bool:
@@ -23,7 +27,7 @@ def is_alive(pid: int | None) -> bool:
 
 def cmdline(pid: int) -> list[str]:
     try:
-        raw = Path(f"/proc/{pid}/cmdline").read_bytes()
+        raw = _read(f"/proc/{pid}/cmdline")
     except OSError:
         return []
     return [part.decode(errors="replace") for part in raw.split(b"\0") if part]
@@ -32,7 +36,7 @@ def cmdline(pid: int) -> list[str]:
 def environ(pid: int) -> dict[str, str]:
     """A process's environment as it was started (readable for our own processes)."""
     try:
-        raw = Path(f"/proc/{pid}/environ").read_bytes()
+        raw = _read(f"/proc/{pid}/environ")
     except OSError:
         return {}
     pairs = (part.decode(errors="replace").partition("=") for part in raw.split(b"\0") if part)
@@ -41,7 +45,7 @@ def environ(pid: int) -> dict[str, str]:
 
 def pids() -> list[int]:
     """Every process id in /proc now."""
-    return [int(entry.name) for entry in Path("/proc").iterdir() if entry.name.isdigit()]
+    return [int(name) for name in os.listdir("/proc") if name.isdigit()]
 
 
 def children(pid: int) -> list[int]:
@@ -65,12 +69,16 @@ def wait_gone(pid: int, timeout: float) -> bool:
 
 
 def signal_pid(pid: int, sig: int) -> None:
-    with contextlib.suppress(ProcessLookupError, PermissionError):
+    try:  # noqa: SIM105 (contextlib is not loaded by the quick answers)
         os.kill(pid, sig)
+    except (ProcessLookupError, PermissionError):
+        pass
 
 
 def terminate(pid: int, timeout: float) -> bool:
     """SIGTERM, then SIGKILL after `timeout`; True if it ended politely."""
+    import signal
+
     if not is_alive(pid):
         return True
     signal_pid(pid, signal.SIGTERM)
@@ -87,7 +95,7 @@ def _stat_fields(pid: int, thread: int | None = None) -> list[str] | None:
     The one reader of that file: the command name is in parentheses and may hold spaces."""
     path = f"/proc/{pid}/task/{thread}/stat" if thread is not None else f"/proc/{pid}/stat"
     try:
-        return Path(path).read_text().rsplit(")", 1)[1].split()
+        return _read(path).decode(errors="replace").rsplit(")", 1)[1].split()
     except (OSError, IndexError):
         return None
 
@@ -95,7 +103,7 @@ def _stat_fields(pid: int, thread: int | None = None) -> list[str] | None:
 def on_cpu(pid: int) -> bool:
     """True when any thread of `pid` is on a CPU or waiting for one (state R)."""
     try:
-        threads = [int(t.name) for t in Path(f"/proc/{pid}/task").iterdir() if t.name.isdigit()]
+        threads = [int(name) for name in os.listdir(f"/proc/{pid}/task") if name.isdigit()]
     except OSError:
         return False
     return any((_stat_fields(pid, t) or ["?"])[0] == "R" for t in threads)
@@ -117,7 +125,7 @@ def started_at(pid: int) -> float | None:
         return None
     try:
         boot = next(
-            int(line.split()[1]) for line in Path("/proc/stat").read_text().splitlines() if line.startswith("btime")
+            int(line.split()[1]) for line in _read("/proc/stat").decode().splitlines() if line.startswith("btime")
         )
     except (OSError, StopIteration, ValueError, IndexError):
         return None

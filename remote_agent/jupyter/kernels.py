@@ -34,6 +34,7 @@ from remote_agent.jupyter.kernelspecs import (
 )
 from remote_agent.jupyter.python_envs import (
     Interpreter,
+    Looked,
     ProbeCache,
     ask,
     candidates,
@@ -65,6 +66,7 @@ class Outcome:
     found: list[Interpreter] = field(default_factory=list)
     added: list[str] = field(default_factory=list)
     skipped: list[tuple[Path, str]] = field(default_factory=list)  # never run: another user could change them
+    looked: Looked = field(default_factory=Looked)  # where discovery looked; empty when it did not
 
 
 def is_own_prefix(prefix: str) -> bool:
@@ -77,14 +79,19 @@ def _root_dir(settings: KernelOptions) -> Path | None:
 
 
 def discover(
-    settings: KernelOptions, environ: Mapping[str, str]
+    settings: KernelOptions, environ: Mapping[str, str], looked: Looked | None = None
 ) -> tuple[list[Interpreter], Interpreter | None, list[tuple[Path, str]]]:
     """The environments found now (one per prefix), the user's own Python among them, and those not run."""
+    looked = looked or Looked()
     home_dir = Path(environ.get("HOME") or Path.home())
-    pythons, skipped = split_trusted(candidates(environ, home_dir, _root_dir(settings)))
+    found = candidates(environ, home_dir, _root_dir(settings), looked=looked)
+    for python in found:
+        looked.interpreter(python)
+    pythons, skipped = split_trusted(found)
     cache = ProbeCache(Home(settings.home).kernel_probes)
     answers = ask(pythons, cache)
     cache.save()
+    looked.add(*(answer.purelib for answer in answers.values() if answer.purelib))  # the probe cache's key
     own_path = own_python(environ)
     own = answers.get(own_path.absolute()) if own_path else None
     by_prefix: dict[str, Interpreter] = {}
@@ -103,8 +110,9 @@ def sync(settings: KernelOptions, environ: Mapping[str, str]) -> Outcome:
         if settings.kernels == "off":
             write_specs(home, KernelRecord())  # only Jupyter's own python3 remains
             return Outcome(record)
-        found, own, skipped = discover(settings, environ)
-        outcome = Outcome(record, found, skipped=skipped)
+        looked = Looked()
+        found, own, skipped = discover(settings, environ, looked)
+        outcome = Outcome(record, found, skipped=skipped, looked=looked)
         offerable = [i for i in found if i.ipykernel and i.prefix not in record.hidden]
         if (
             DEFAULT_NAME not in record.kernels
@@ -144,6 +152,10 @@ class BackgroundSync:
             self.outcome = sync(self.settings, os.environ)
         except BaseException as e:  # reported by finish(); kernels never stop a serve
             self.error = e
+
+    def looked(self) -> set[str]:
+        """Where discovery looked (after finish); empty when kernels are off."""
+        return self.outcome.looked.paths if self.outcome is not None else set()
 
     def finish(self, console: Console) -> None:
         self._thread.join()

@@ -11,6 +11,7 @@ interpreter's path and modification time and by those of its site-packages, so a
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -90,12 +91,39 @@ class Interpreter:
 # -- where to look ---------------------------------------------------------------------
 
 
-def own_python(environ: Mapping[str, str]) -> Path | None:
+class Looked:
+    """Every place discovery looked at: a new environment, or a changed one, changes one of them.
+
+    A serve answered from its record (commands/warm_answer.py) holds their file times, so that
+    what discovery would find now is never skipped.
+    """
+
+    def __init__(self) -> None:
+        self.paths: set[str] = set()
+
+    def add(self, *paths: Path | str) -> None:
+        self.paths.update(str(p) for p in paths)
+
+    def path_dirs(self, environ: Mapping[str, str]) -> None:
+        self.add(*(d for d in environ.get("PATH", os.defpath).split(os.pathsep) if d))
+
+    def interpreter(self, python: Path) -> None:
+        """What the trust check and the probe cache read of one interpreter."""
+        prefix = python.parent.parent
+        site_packages = prefix.glob("lib/python3*/site-packages")
+        self.add(python, python.parent, prefix / "pyvenv.cfg", prefix / "lib", *site_packages)
+
+
+def own_python(environ: Mapping[str, str], looked: Looked | None = None) -> Path | None:
     """The user's own Python: the active environment, else python3 on PATH."""
+    looked = looked or Looked()
     for key in ("VIRTUAL_ENV", "CONDA_PREFIX"):
         prefix = environ.get(key)
+        if prefix:
+            looked.add(Path(prefix) / "bin")
         if prefix and (Path(prefix) / "bin" / "python").exists():
             return Path(prefix) / "bin" / "python"
+    looked.path_dirs(environ)
     found = shutil.which("python3", path=environ.get("PATH", os.defpath))
     return Path(found) if found else None
 
@@ -107,9 +135,10 @@ def _prefix_python(prefix: Path) -> Path | None:
     return None
 
 
-def _conda_prefixes(home: Path, environ: Mapping[str, str]) -> list[Path]:
+def _conda_prefixes(home: Path, environ: Mapping[str, str], looked: Looked) -> list[Path]:
     """Conda environments: those conda has recorded, and every base's envs/."""
     listed: list[Path] = []
+    looked.add(home, home / ".conda", home / ".conda" / "environments.txt")
     try:
         lines = (home / ".conda" / "environments.txt").read_text().splitlines()
     except OSError:
@@ -120,6 +149,7 @@ def _conda_prefixes(home: Path, environ: Mapping[str, str]) -> list[Path]:
         bases.append(Path(environ["CONDA_EXE"]).parent.parent)
     bases += [p for p in listed if (p / "envs").is_dir()]
     for base in bases:
+        looked.add(base, base / "envs")
         if (base / "conda-meta").is_dir():
             listed.append(base)
         envs = base / "envs"
@@ -128,22 +158,36 @@ def _conda_prefixes(home: Path, environ: Mapping[str, str]) -> list[Path]:
     return listed
 
 
-def candidates(environ: Mapping[str, str], home: Path, root_dir: Path | None, opt: Path = Path("/opt")) -> list[Path]:
+def candidates(
+    environ: Mapping[str, str],
+    home: Path,
+    root_dir: Path | None,
+    opt: Path = Path("/opt"),
+    looked: Looked | None = None,
+) -> list[Path]:
     """Interpreters worth asking, the user's own first, each once (by path)."""
+    looked = looked or Looked()
     found: list[Path] = []
-    own = own_python(environ)
+    own = own_python(environ, looked)
     if own is not None:
         found.append(own)
+    looked.path_dirs(environ)
     on_path = shutil.which("python3", path=environ.get("PATH", os.defpath))
     if on_path:
         found.append(Path(on_path))
-    prefixes = _conda_prefixes(home, environ)
+    prefixes = _conda_prefixes(home, environ, looked)
     if root_dir is not None:
         prefixes.append(root_dir / ".venv")
+        looked.add(root_dir)
+        with contextlib.suppress(OSError):
+            looked.add(*(p for p in root_dir.iterdir() if p.is_dir()))  # a new project/.venv changes project/
         prefixes += sorted(root_dir.glob("*/.venv"))
+    looked.add(opt)
     if opt.is_dir():
+        looked.add(*opt.iterdir())
         prefixes += sorted(p for p in opt.iterdir() if (p / "pyvenv.cfg").is_file())
     for prefix in prefixes:
+        looked.add(prefix, prefix / "bin")
         python = _prefix_python(prefix)
         if python is not None:
             found.append(python)

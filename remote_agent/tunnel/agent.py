@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from remote_agent.core import procs
+from remote_agent.core import loopback, procs
 from remote_agent.core.errors import MissingPrerequisite
 from remote_agent.core.redaction import redact
 from remote_agent.core.store import write_private
@@ -245,6 +245,18 @@ def write_agent_config(path: Path, authtoken: str) -> None:
         "",
     ]
     write_private(path, "\n".join(lines))
+
+
+def api_port(api_url: str | None) -> int | None:
+    """The port of the agent's local API, when it is on loopback (the keeper gives it a loopback address)."""
+    from urllib.parse import urlsplit
+
+    try:
+        parts = urlsplit(api_url or "")
+        port = parts.port
+    except ValueError:
+        return None
+    return port if port and parts.hostname in ("127.0.0.1", "localhost") else None
 
 
 def free_loopback_port() -> int:
@@ -520,23 +532,23 @@ class Agent:
             self._proc.wait()
 
     def endpoint_ok(self, timeout: float) -> bool | None:
-        """True: the endpoint is listed. False: the agent answered without it. None: no answer."""
-        import urllib.error
-        import urllib.request  # here, not at the top: serve imports this module on its warm path
+        """True: the endpoint is listed. False: the agent answered without it. None: no answer.
 
-        if not self.api_url:
+        Asked every second while the tunnel is up: one plain loopback request (core/loopback.py),
+        not urllib, whose opener and proxy lookup cost more CPU than the answer.
+        """
+        port = api_port(self.api_url)
+        answer = loopback.get(port, f"/api/endpoints/{TUNNEL_NAME}", timeout) if port else None
+        if answer is None:
             return None
-        try:
-            with urllib.request.urlopen(f"{self.api_url}/api/endpoints/{TUNNEL_NAME}", timeout=timeout) as r:  # noqa: S310 (loopback API URL from the agent's own log)
-                body = r.read()
-                listed = bool(r.status == 200)
-        except urllib.error.HTTPError as e:
-            return False if e.code == 404 else None
-        except (OSError, ValueError):
+        status, body = answer
+        if status == 404 or 200 < status < 300:
+            return False
+        if status != 200:
             return None
         with contextlib.suppress(ValueError, AttributeError):
             self.seen = EndpointSettings.reported(json.loads(body))
-        return listed
+        return True
 
     def changed_by_others(self) -> str | None:
         """How the endpoint last seen differs from the one this agent opened; None when it does not.
