@@ -135,3 +135,16 @@ def test_a_reopened_tunnel_is_read_again(box: Sandbox) -> None:
     assert not quick
     assert f"Public URL  {url}" in result.stdout
     assert f"Public URL  {url}" in settle(box)
+
+
+def test_notebooks_saved_while_the_laptop_slept_keep_the_answer_quick(box: Sandbox) -> None:
+    """Jupyter saves notebooks (and their outputs) in the notebook folder all the time: not a change."""
+    settle(box)
+    (box.notebooks / "train.ipynb").write_text('{"cells": []}')
+    project = box.notebooks / "forecast"
+    project.mkdir(exist_ok=True)
+    settle(box)
+    (project / "model.ipynb").write_text('{"cells": []}')
+    (box.notebooks / "train.ipynb").write_text('{"cells": [], "metadata": {}}')
+    _, quick = serve(box)
+    assert quick

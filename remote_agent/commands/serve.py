@@ -42,6 +42,7 @@ from remote_agent.jupyter import process as jupyter_process
 from remote_agent.jupyter import server_config as jupyter_config
 from remote_agent.jupyter.kernels import BackgroundSync, check_running_jupyter
 from remote_agent.jupyter.process import RunningJupyter, answers
+from remote_agent.jupyter.python_envs import Looked
 from remote_agent.supervision import supervisor
 from remote_agent.supervision.ownership import running_keeper, session_owner_problem
 from remote_agent.supervision.tmux import TmuxSession, require_tmux
@@ -236,11 +237,11 @@ def tunnel_change(plan: Plan) -> str:
     return f"{what}: the tunnel keeper restarts and reopens the tunnel; {effect}."
 
 
-def read_by_serve(settings: Settings, looked: set[str]) -> set[str]:
+def read_by_serve(settings: Settings, looked: Looked) -> set[str]:
     """The files outside the home a serve's answer depends on (commands/warm_answer.py stats them)."""
     package = Path(__file__).resolve().parents[1]
     config = jupyter_config.config_dir()
-    paths = {str(Path.cwd() / ".env"), str(config), sys.executable, str(package), *looked}
+    paths = {str(Path.cwd() / ".env"), str(config), sys.executable, str(package), *looked.paths}
     # A new version replaces files in these (byte-compiling, in __pycache__, changes nothing).
     paths.update(str(p) for p in package.iterdir() if p.is_dir() and p.name != "__pycache__")
     paths.update(str(p) for p in config.glob("*.json"))
@@ -258,7 +259,7 @@ def remember_answer(
     invocation: Invocation,
     up: Up,
     public_url: str | None,
-    looked: set[str] | None,
+    looked: Looked | None,
 ) -> None:
     """After a quiet serve: the lines the next one would print, for commands/quick.py to print at once."""
     replayable = warm_answer.replayable(invocation, SECRET_ENV_KEYS)
@@ -271,7 +272,9 @@ def remember_answer(
     # The panes as bring_up left them: a listing it changed was forgotten and is asked again.
     pids = {up.jupyter_pid, *tmux.pane_pids(), *([up.keeper_pid] if up.keeper_pid else [])}
     paths = read_by_serve(settings, looked)
-    warm_answer.record(str(home.root), invocation, SECRET_ENV_KEYS, shown.getvalue(), paths, sorted(pids), up.port)
+    warm_answer.record(
+        str(home.root), invocation, SECRET_ENV_KEYS, shown.getvalue(), paths, looked.listed, sorted(pids), up.port
+    )
 
 
 def serve(

@@ -75,6 +75,15 @@ def home_files(home: str) -> list[str]:
     return [os.path.join(home, n) for n in names if n not in UNREAD_NAMES and not n.endswith(UNREAD_SUFFIXES)]
 
 
+def subfolders(path: str) -> list[str] | None:
+    """The names of a folder's subfolders (a file saved in it changes its time, not these)."""
+    try:
+        with os.scandir(path) as entries:
+            return sorted(e.name for e in entries if e.is_dir())
+    except OSError:
+        return None
+
+
 def jupyter_answers(port: int) -> bool:
     """As jupyter/process.answers: Jupyter's /api (no login needed) says its version."""
     from remote_agent.core import loopback
@@ -94,6 +103,7 @@ def record(
     secret_names: tuple[str, ...],
     text: str,
     paths: set[str],
+    listed: set[str],
     pids: list[int],
     port: int,
 ) -> bool:
@@ -118,6 +128,7 @@ def record(
             "secret_names": list(secret_names),
             "files": {p: signature(p) for p in watched},
             "home_files": sorted(home_files(home)),
+            "subfolders": {p: subfolders(p) for p in sorted(listed)},
             "processes": starts,
             "port": port,
             "text": text,
@@ -138,12 +149,15 @@ def _holds(kept: dict[str, object], home: str, argv: list[str], cwd: str, enviro
     """Every fact of the record, cheapest first."""
     if kept.get("version") != VERSION or kept.get("argv") != argv or kept.get("cwd") != cwd:
         return False
-    secret_names, files, processes, port = (kept.get(k) for k in ("secret_names", "files", "processes", "port"))
+    secret_names, files, folders = kept.get("secret_names"), kept.get("files"), kept.get("subfolders")
+    processes, port = kept.get("processes"), kept.get("port")
     if not isinstance(secret_names, list) or any(name in environ for name in secret_names):
         return False
     if kept.get("environment") != environment_digest(environ) or sorted(home_files(home)) != kept.get("home_files"):
         return False
     if not isinstance(files, dict) or any(signature(p) != sig for p, sig in files.items()):
+        return False
+    if not isinstance(folders, dict) or any(subfolders(p) != names for p, names in folders.items()):
         return False
     if not isinstance(processes, dict) or any(procs.start_time(int(p)) != t for p, t in processes.items()):
         return False

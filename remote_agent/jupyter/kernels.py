@@ -153,9 +153,9 @@ class BackgroundSync:
         except BaseException as e:  # reported by finish(); kernels never stop a serve
             self.error = e
 
-    def looked(self) -> set[str]:
-        """Where discovery looked (after finish); empty when kernels are off."""
-        return self.outcome.looked.paths if self.outcome is not None else set()
+    def looked(self) -> Looked:
+        """Where discovery looked (after finish); nowhere when kernels are off."""
+        return self.outcome.looked if self.outcome is not None else Looked()
 
     def finish(self, console: Console) -> None:
         self._thread.join()

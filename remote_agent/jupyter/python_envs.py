@@ -99,7 +99,8 @@ class Looked:
     """
 
     def __init__(self) -> None:
-        self.paths: set[str] = set()
+        self.paths: set[str] = set()  # each file or folder whose change could change what is found
+        self.listed: set[str] = set()  # each folder whose set of subfolders could (not its other files)
 
     def add(self, *paths: Path | str) -> None:
         self.paths.update(str(p) for p in paths)
@@ -138,7 +139,7 @@ def _prefix_python(prefix: Path) -> Path | None:
 def _conda_prefixes(home: Path, environ: Mapping[str, str], looked: Looked) -> list[Path]:
     """Conda environments: those conda has recorded, and every base's envs/."""
     listed: list[Path] = []
-    looked.add(home, home / ".conda", home / ".conda" / "environments.txt")
+    looked.add(home / ".conda", home / ".conda" / "environments.txt")
     try:
         lines = (home / ".conda" / "environments.txt").read_text().splitlines()
     except OSError:
@@ -178,9 +179,11 @@ def candidates(
     prefixes = _conda_prefixes(home, environ, looked)
     if root_dir is not None:
         prefixes.append(root_dir / ".venv")
-        looked.add(root_dir)
+        # Not the notebook folder's own time, which each save of a notebook changes: its projects,
+        # and whether each has a .venv.
+        looked.listed.add(str(root_dir))
         with contextlib.suppress(OSError):
-            looked.add(*(p for p in root_dir.iterdir() if p.is_dir()))  # a new project/.venv changes project/
+            looked.add(*(p / ".venv" for p in root_dir.iterdir() if p.is_dir()))
         prefixes += sorted(root_dir.glob("*/.venv"))
     looked.add(opt)
     if opt.is_dir():
