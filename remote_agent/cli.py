@@ -138,7 +138,7 @@ def run(args: argparse.Namespace, settings: Settings, console: Console) -> int: 
     if command == "status":
         from remote_agent.commands.status import status
 
-        return show(status(settings), console)
+        return show(status(settings, args.invocation), console)
     if command == "url":
         from remote_agent.commands.status import url
 

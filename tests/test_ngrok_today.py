@@ -28,7 +28,7 @@ from fakeagent import FakeNgrok, agent
 from jupyter_client import JupyterClient
 
 from remote_agent.commands.follow import follow
-from remote_agent.commands.status import region_and_latency
+from remote_agent.commands.status_live import region_and_latency
 from remote_agent.core.console import Console
 from remote_agent.core.home import Home
 from remote_agent.tunnel import state as tunnel_state

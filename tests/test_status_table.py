@@ -15,7 +15,8 @@ from conftest import PASSWORD, Sandbox
 from jupyter_client import JupyterClient, _execute_request
 from qr_decode import decode, qr_blocks
 
-from remote_agent.commands.status import duration, region_and_latency, reopen_summary
+from remote_agent.commands.status import reopen_summary
+from remote_agent.commands.status_live import duration, region_and_latency
 from remote_agent.tunnel.state import TunnelState
 
 URL_LINE = r"Public URL\s+(http://\S+\.localhost:\d+)"

@@ -33,8 +33,9 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from remote_agent.commands.status import agent_status, region_and_latency
+from remote_agent.commands.status_live import agent_status, region_and_latency
 from remote_agent.config.settings import resolve
+from remote_agent.core import loopback
 from remote_agent.core.errors import ExitCode, RemoteAgentError
 from remote_agent.tunnel.agent import (
     MIN_AGENT_VERSION,
@@ -158,7 +159,7 @@ class Check:
         self.report(answer.refusal is None, f"{url} answers HTTP {answer.status} ({header})")
 
     def check_status(self, agent: Agent) -> None:
-        status = agent_status(agent.api_url, timeout=5)
+        status = agent_status(loopback.port_of(agent.api_url), timeout=5)
         session = status.get("session")
         legs = session.get("legs") if isinstance(session, dict) else None
         leg = legs[0] if isinstance(legs, list) and legs and isinstance(legs[0], dict) else {}

@@ -17,6 +17,10 @@ import sys
 from remote_agent.commands import warm_answer
 from remote_agent.core import procs
 
+TYPE_CHECKING = False  # typing is not loaded here
+if TYPE_CHECKING:
+    from typing import Any
+
 KEEPER_MODULES = ("remote_agent.tunnel.keeper", "remote_agent.keeper")  # as supervision.ownership knows the keeper
 # The tunnel record's version this module reads; another (older, newer) goes to the full command,
 # which migrates or refuses it. tests/test_quick.py checks it against what a real keeper writes.
@@ -68,15 +72,38 @@ def public_url(home: str) -> str | None:
 
 def answer(argv: list[str]) -> int | None:
     """The exit code of a command answered here, or None for the full CLI to run it."""
-    if argv != ["url"] and argv not in warm_answer.ANSWERED:
+    if argv != ["url"] and warm_answer.command_of(argv) is None:
         return None
     environ = dict(os.environ)
     cwd = os.getcwd()
     home = _home(environ, cwd)
     if home is None:
         return None
-    text = public_url(home) if argv == ["url"] else warm_answer.answer(home, argv, cwd, environ)
-    if text is None:
+    if argv == ["url"]:
+        url = public_url(home)
+        if url is None:
+            return None
+        sys.stdout.write(url + "\n")
+        return 0
+    kept = warm_answer.answer(home, argv, cwd, environ)
+    if kept is None:
         return None
-    sys.stdout.write(text if text.endswith("\n") else text + "\n")
+    if argv[0] == "serve":
+        sys.stdout.write(kept["text"])
+    else:
+        status_answer(kept, "--json" in argv)
     return 0
+
+
+def status_answer(kept: dict[str, Any], json_mode: bool) -> None:
+    """A status that found nothing wrong last time, as it is now (what commands/status.py would print)."""
+    import time
+
+    from remote_agent.commands import status_live
+
+    notebooks = status_live.running_notebooks(kept["notebooks_from"])
+    if json_mode:
+        document = status_live.document(json.loads(kept["document"]), kept["jupyter_pid"], notebooks)
+        sys.stdout.write(json.dumps(document) + "\n")
+    else:
+        sys.stdout.write("".join(line + "\n" for line in status_live.render(kept["rows"], time.time(), notebooks)))

@@ -11,7 +11,6 @@ the tunnel, in commands/follow.py.
 from __future__ import annotations
 
 import io
-import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -239,16 +238,9 @@ def tunnel_change(plan: Plan) -> str:
 
 def read_by_serve(settings: Settings, looked: Looked) -> set[str]:
     """The files outside the home a serve's answer depends on (commands/warm_answer.py stats them)."""
-    package = Path(__file__).resolve().parents[1]
     config = jupyter_config.config_dir()
-    paths = {str(Path.cwd() / ".env"), str(config), sys.executable, str(package), *looked.paths}
-    # A new version replaces files in these (byte-compiling, in __pycache__, changes nothing).
-    paths.update(str(p) for p in package.iterdir() if p.is_dir() and p.name != "__pycache__")
-    paths.update(str(p) for p in config.glob("*.json"))
-    if settings.env_file is not None:
-        paths.add(str(settings.env_file))
-    if settings.session_record is not None and settings.session_record.env_file:
-        paths.add(settings.session_record.env_file)
+    paths = warm_answer.files_read(settings) | looked.paths | {str(config)}
+    paths.update(str(p) for p in config.glob("*.json"))  # the password's hash
     return paths
 
 
@@ -262,9 +254,10 @@ def remember_answer(
     looked: Looked | None,
 ) -> None:
     """After a quiet serve: the lines the next one would print, for commands/quick.py to print at once."""
-    replayable = warm_answer.replayable(invocation, SECRET_ENV_KEYS)
+    root = str(home.root)
+    replayable = warm_answer.replayable("serve", invocation, SECRET_ENV_KEYS)
     if looked is None or not replayable or (settings.provider == "ngrok" and public_url is None):
-        warm_answer.forget(str(home.root))
+        warm_answer.forget(root, "serve")
         return
     shown = io.StringIO()
     quiet = Console(out=shown, err=io.StringIO())
@@ -272,9 +265,8 @@ def remember_answer(
     # The panes as bring_up left them: a listing it changed was forgotten and is asked again.
     pids = {up.jupyter_pid, *tmux.pane_pids(), *([up.keeper_pid] if up.keeper_pid else [])}
     paths = read_by_serve(settings, looked)
-    warm_answer.record(
-        str(home.root), invocation, SECRET_ENV_KEYS, shown.getvalue(), paths, looked.listed, sorted(pids), up.port
-    )
+    kept = {"text": shown.getvalue()}
+    warm_answer.record(root, "serve", invocation, SECRET_ENV_KEYS, kept, paths, looked.listed, sorted(pids), up.port)
 
 
 def serve(

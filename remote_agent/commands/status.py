@@ -3,21 +3,26 @@
 from __future__ import annotations
 
 import json
-import re
 import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from remote_agent.commands import status_live, warm_answer
 from remote_agent.commands.runtime import Snapshot, snapshot
+from remote_agent.commands.warm_answer import Invocation
 from remote_agent.config.settings import Settings
 from remote_agent.core import loopback, times
 from remote_agent.core.console import Console
 from remote_agent.core.errors import ExitCode, NotRunning
 from remote_agent.core.home import Home
+from remote_agent.core.redaction import SECRET_ENV_KEYS
 from remote_agent.supervision import supervisor
 from remote_agent.supervision.tmux import JUPYTER_WINDOW, KEEPER_WINDOW
 from remote_agent.tunnel.state import TunnelState
+
+if TYPE_CHECKING:
+    from remote_agent.commands.status_live import NotebookSource, Row
 
 
 def take(settings: Settings) -> Snapshot:
@@ -29,22 +34,18 @@ def collaboration_on(snap: Snapshot) -> bool:
     return bool(snap.record is not None and snap.record.collaboration)
 
 
+def notebook_source(snap: Snapshot) -> NotebookSource | None:
+    """Where the running cells are asked, when Jupyter runs with the notebooks on the server."""
+    if not snap.jupyter_running or snap.home is None or not collaboration_on(snap):
+        return None
+    from remote_agent.jupyter.collaboration import STATUS_ROUTE, status_token_file
+
+    return [snap.jupyter_port, STATUS_ROUTE, str(status_token_file(snap.home.root))]
+
+
 def running_notebooks(snap: Snapshot, timeout: float = 2.0) -> list[dict[str, Any]]:
     """Each running cell Jupyter knows of (path, cell, running_since, last_output), asked with the owner's secret."""
-    if not snap.jupyter_running or snap.home is None or not collaboration_on(snap):
-        return []
-    from remote_agent.jupyter.collaboration import STATUS_ROUTE, read_status_token
-
-    token = read_status_token(snap.home.root)
-    if token is None:
-        return []
-    answer = loopback.get(snap.jupyter_port, STATUS_ROUTE, timeout, {"Authorization": f"token {token}"})
-    try:
-        data = json.loads(answer[1]) if answer is not None and answer[0] == 200 else {}
-    except ValueError:
-        return []
-    found = data.get("notebooks") if isinstance(data, dict) else None
-    return [n for n in found if isinstance(n, dict)] if isinstance(found, list) else []
+    return status_live.running_notebooks(notebook_source(snap), timeout)
 
 
 def as_json(snap: Snapshot, notebooks: list[dict[str, Any]] | None = None) -> dict[str, Any]:
@@ -59,9 +60,7 @@ def as_json(snap: Snapshot, notebooks: list[dict[str, Any]] | None = None) -> di
             "kernels": snap.kernels() if snap.jupyter_running else None,
             **restarts_json(snap),
             "collaboration": collaboration_on(snap),
-            "notebooks": [
-                {key: n.get(key) for key in ("path", "running_since", "last_output")} for n in notebooks or []
-            ],
+            "notebooks": status_live.notebook_entries(notebooks or []),
         },
         "tunnel": {
             "provider": snap.provider,
@@ -144,81 +143,37 @@ class StatusReport:
         return as_json(self.snap, self.notebooks)
 
 
-def status(settings: Settings) -> StatusReport:
+def status(settings: Settings, invocation: Invocation) -> StatusReport:
     snap = take(settings)
-    return StatusReport(snap, running_notebooks(snap), problems(snap))
+    report = StatusReport(snap, running_notebooks(snap), problems(snap))
+    remember_answer(settings, invocation, report)
+    return report
+
+
+def remember_answer(settings: Settings, invocation: Invocation, report: StatusReport) -> None:
+    """A status that found nothing wrong, laid out for commands/quick.py to fill in and print next time."""
+    snap, home = report.snap, str(settings.home)
+    if report.found or snap.jupyter_pid is None or not warm_answer.replayable("status", invocation, SECRET_ENV_KEYS):
+        warm_answer.forget(home, "status")
+        return
+    kept = {
+        "rows": layout(snap),
+        "document": json.dumps(as_json(snap)),  # a string: the object keeps its keys' order
+        "notebooks_from": notebook_source(snap),
+        "jupyter_pid": snap.jupyter_pid,
+    }
+    pids = [snap.jupyter_pid, *([snap.keeper_pid] if snap.keeper_pid else [])]
+    paths = warm_answer.files_read(settings)
+    warm_answer.record(home, "status", invocation, SECRET_ENV_KEYS, kept, paths, set(), pids, snap.jupyter_port)
 
 
 # -- the table for people -------------------------------------------------------
-
-
-def duration(seconds: float) -> str:
-    """12 s, 5 min, 2 h 14 min, 3 d 4 h."""
-    s = max(0, int(seconds))
-    if s < 60:
-        return f"{s} s"
-    if s < 3600:
-        return f"{s // 60} min"
-    if s < 86400:
-        return f"{s // 3600} h {s % 3600 // 60} min"
-    return f"{s // 86400} d {s % 86400 // 3600} h"
 
 
 def _since(iso: str | None) -> tuple[float | None, str]:
     """(epoch seconds, 'since 2025-11-22 13:40 UTC') for a state file's ISO time."""
     at = times.parse_iso(iso)
     return (at.timestamp(), times.since_text(at)) if at is not None else (None, "")
-
-
-def agent_status(api_url: str | None, timeout: float = 0.5) -> dict[str, Any]:
-    """The agent's own GET /api/status (loopback, no auth): region, latency; {} when it does not answer."""
-    if not api_url:
-        return {}
-    from urllib.parse import urlsplit
-
-    try:
-        port = urlsplit(api_url).port
-    except ValueError:
-        return {}
-    if port is None or urlsplit(api_url).hostname not in ("127.0.0.1", "localhost"):
-        return {}  # the keeper gives the agent a loopback address of its own choosing
-    answer = loopback.get(port, "/api/status", timeout, limit=65536)
-    try:
-        data = json.loads(answer[1]) if answer is not None and answer[0] == 200 else {}
-    except ValueError:
-        return {}
-    return data if isinstance(data, dict) else {}
-
-
-def _milliseconds(latency: object) -> float | None:
-    """The agent gives latency as a Go duration string ("87.2ms", "1.2s", "950µs"); older shapes a number."""
-    if isinstance(latency, (int, float)) and not isinstance(latency, bool):
-        return float(latency)
-    match = re.fullmatch(r"\s*([\d.]+)\s*(ms|s|µs|us|ns)\s*", latency) if isinstance(latency, str) else None
-    if match is None:
-        return None
-    try:
-        value = float(match[1])
-    except ValueError:
-        return None
-    return value * {"s": 1000.0, "ms": 1.0, "µs": 0.001, "us": 0.001, "ns": 0.000001}[match[2]]
-
-
-def region_and_latency(status: dict[str, Any]) -> str | None:
-    """'region eu, latency 23 ms' from the agent's /api/status: per session leg (`session.legs`)."""
-    found = status.get("session")
-    session: dict[str, Any] = found if isinstance(found, dict) else {}
-    legs = [leg for leg in session.get("legs") or [] if isinstance(leg, dict)]
-    leg = legs[0] if legs else {}
-    region = leg.get("region") or status.get("region") or session.get("region")
-    latency = _milliseconds(leg.get("latency", status.get("latency_ms", session.get("latency_ms"))))
-    parts = [f"region {region}"] if isinstance(region, str) and region else []
-    if latency is not None:
-        parts.append(f"latency {latency:.0f} ms")
-    state = status.get("status")
-    if isinstance(state, str) and state and state != "online":
-        parts.append(state)
-    return ", ".join(parts) or None
 
 
 def reopen_summary(tunnel: TunnelState) -> str:
@@ -241,28 +196,13 @@ def trouble_rows(t: TunnelState, public_url: str | None) -> list[str]:
     return []
 
 
-def notebook_lines(snap: Snapshot, notebooks: list[dict[str, Any]], now: float) -> list[str]:
-    """Whether notebooks live on the server, and each running cell:
-    '  notebook  train.ipynb  cell 7 running 2 h 13 min  last: epoch 41/100 loss 0.231'."""
-    rows = []
-    if snap.record is not None and snap.record.collaboration is not None:
-        rows.append("  collab    " + ("on: outputs kept on the server" if snap.record.collaboration else "off"))
-    for n in notebooks:
-        started, _ = _since(n.get("running_since"))
-        running = f"running {duration(now - started)}" if started is not None else "running"
-        cell = f"cell {n['cell']} " if isinstance(n.get("cell"), int) else ""
-        last = f"  last: {n['last_output']}" if n.get("last_output") else ""
-        rows.append(f"  notebook  {n.get('path')}  {cell}{running}{last}")
-    return rows
-
-
-def table(snap: Snapshot, now: float | None = None, notebooks: list[dict[str, Any]] | None = None) -> list[str]:
-    """status for people: a line per thing, grouped under Jupyter and Tunnel."""
+def layout(snap: Snapshot) -> list[Row]:
+    """status for people, a row per thing grouped under Jupyter and Tunnel; what changes by the
+    moment (times since, kernels, running cells, latency) as marks that status_live fills in."""
     from remote_agent.core.procs import started_at
-    from remote_agent.jupyter.process import APP_NAMES, kernel_activity
+    from remote_agent.jupyter.process import APP_NAMES
 
-    now = time.time() if now is None else now
-    rows: list[str] = []
+    rows: list[Row] = []
     if snap.jupyter_running and snap.jupyter_pid:
         app = APP_NAMES.get(snap.record.app if snap.record else "notebook", "Jupyter")
         rows.append(f"Jupyter   running, pid {snap.jupyter_pid} ({app}), http://127.0.0.1:{snap.jupyter_port}/")
@@ -271,11 +211,11 @@ def table(snap: Snapshot, now: float | None = None, notebooks: list[dict[str, An
         if since[0] is None and snap.record is not None:
             since = _since(snap.record.started_at)
         if since[0] is not None:
-            rows.append(f"  uptime    {duration(now - since[0])}, {since[1]}")
-        busy, idle = kernel_activity(snap.jupyter_pid)
-        count = busy + idle
-        rows.append(f"  kernels   {count}" + (f": {busy} busy, {idle} idle" if count else ""))
-        rows.extend(notebook_lines(snap, notebooks or [], now))
+            rows.append(["uptime", since[0], since[1]])
+        rows.append(["kernels", snap.jupyter_pid])
+        if snap.record is not None and snap.record.collaboration is not None:
+            rows.append("  collab    " + ("on: outputs kept on the server" if snap.record.collaboration else "off"))
+        rows.append(["notebooks"])
         rows.extend(restart_lines(snap))
     elif snap.jupyter_pid:
         rows.append(f"Jupyter   pid {snap.jupyter_pid}, not answering on port {snap.jupyter_port}")
@@ -290,15 +230,20 @@ def table(snap: Snapshot, now: float | None = None, notebooks: list[dict[str, An
         rows.append(f"Tunnel    ngrok, {snap.public_url}")
         opened, since_text = _since(t.since)
         if opened is not None:
-            rows.append(f"  age       {duration(now - opened)}, {since_text}")
+            rows.append(["age", opened, since_text])
     else:
         rows.append(f"Tunnel    ngrok, down ({t.status})" if t is not None else "Tunnel    ngrok, not started")
     if t is not None:
         rows.append(f"  reopened  {reopen_summary(t)}")
         if snap.public_url:
-            rows.append(f"  ngrok     {region_and_latency(agent_status(t.api_url)) or 'region and latency unknown'}")
+            rows.append(["ngrok", loopback.port_of(t.api_url)])
         rows.extend(trouble_rows(t, snap.public_url))
     return rows
+
+
+def table(snap: Snapshot, now: float | None = None, notebooks: list[dict[str, Any]] | None = None) -> list[str]:
+    """status for people: a line per thing, grouped under Jupyter and Tunnel."""
+    return status_live.render(layout(snap), time.time() if now is None else now, notebooks or [])
 
 
 def url(settings: Settings, console: Console, qr: bool = False) -> int:

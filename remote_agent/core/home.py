@@ -134,10 +134,9 @@ class Home:
         return self._file("remembered.json")
 
     # -- written by the commands part
-    @property
-    def warm_serve(self) -> Path:
-        """commands/warm_answer.py: what a quiet serve printed, and the facts it rested on."""
-        return self._file("warm-serve.json")
+    def warm_answer(self, command: str) -> Path:
+        """commands/warm_answer.py: the last answer of `serve --detach` or `status`, and the facts it rested on."""
+        return self._file(f"warm-{command}.json")
 
     # -- held by every command that starts or stops things
     @property

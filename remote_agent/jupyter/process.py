@@ -115,42 +115,6 @@ def port_in_use(port: int) -> bool:
         return s.connect_ex(("127.0.0.1", port)) == 0
 
 
-def kernel_pids(jupyter_pid: int) -> list[int]:
-    """Kernels are Jupyter's children started with a kernel connection file."""
-    found = []
-    for child in procs.children(jupyter_pid):
-        argv = procs.cmdline(child)
-        if any("kernel-" in part and part.endswith(".json") for part in argv):
-            found.append(child)
-    return found
-
-
-# Jupyter's own busy/idle is behind the login, which status cannot pass: a kernel counts
-# as busy when it (or a program its cell started) is seen running on a CPU during a few
-# quick looks at /proc, which costs `status` about 30 ms instead of a long CPU sample.
-LOOKS = 4
-LOOK_INTERVAL = 0.008
-
-
-def kernel_activity(jupyter_pid: int) -> tuple[int, int]:
-    """(busy, idle) kernels, by a few looks at their process trees' run states."""
-    import time
-
-    kernels = kernel_pids(jupyter_pid)
-    # The trees are read once: each look then reads only their processes' states.
-    trees = {kernel: (kernel, *procs.descendants(kernel)) for kernel in kernels}
-    busy: set[int] = set()
-    for look in range(LOOKS if kernels else 0):
-        for kernel, tree in trees.items():
-            if kernel not in busy and any(procs.on_cpu(p) for p in tree):
-                busy.add(kernel)
-        if len(busy) == len(kernels):
-            break
-        if look < LOOKS - 1:
-            time.sleep(LOOK_INTERVAL)
-    return len(busy), len(kernels) - len(busy)
-
-
 def notebook_processes(home: Path) -> list[tuple[int, str]]:
     """Processes started from this session's notebooks or terminals that still run: (pid, command line).
 

@@ -247,18 +247,6 @@ def write_agent_config(path: Path, authtoken: str) -> None:
     write_private(path, "\n".join(lines))
 
 
-def api_port(api_url: str | None) -> int | None:
-    """The port of the agent's local API, when it is on loopback (the keeper gives it a loopback address)."""
-    from urllib.parse import urlsplit
-
-    try:
-        parts = urlsplit(api_url or "")
-        port = parts.port
-    except ValueError:
-        return None
-    return port if port and parts.hostname in ("127.0.0.1", "localhost") else None
-
-
 def free_loopback_port() -> int:
     """A port nothing listens on now; whether the agent itself takes port 0 is not known."""
     with socket.socket() as probe:
@@ -537,7 +525,7 @@ class Agent:
         Asked every second while the tunnel is up: one plain loopback request (core/loopback.py),
         not urllib, whose opener and proxy lookup cost more CPU than the answer.
         """
-        port = api_port(self.api_url)
+        port = loopback.port_of(self.api_url)
         answer = loopback.get(port, f"/api/endpoints/{TUNNEL_NAME}", timeout) if port else None
         if answer is None:
             return None

@@ -50,7 +50,11 @@ from remote_agent.tunnel.state import TunnelState
 
 log = logging.getLogger("remote_agent.tunnel.keeper")
 
-CHECK_INTERVAL = 1.0
+# How often the agent's local API is asked whether the endpoint is there as set. An agent that
+# exits wakes the keeper at once; this catches one that hangs or an endpoint changed by another
+# process. Each question costs the agent two log lines that pyngrok parses: every 1.5 s keeps
+# the keeper under 0.1 % of a core at rest, and a hung agent replaced within about 4 s.
+CHECK_INTERVAL = 1.5
 PROBE_TIMEOUT = 1.0
 PROBE_FAILURES_BEFORE_REPLACE = 2
 PUBLIC_PROBE_TIMEOUT = 1.5

@@ -1,15 +1,18 @@
-"""A warm `serve --detach` is answered from its record, and never when anything it rests on changed.
+"""A warm `serve --detach` and `status` are answered from their records, and never when anything they rest on changed.
 
 One real session (tmux, Jupyter, the keeper; the fake agent stands in for ngrok's cloud),
 set up as the README says: token and password in the project's .env, not in the shell. Each
 test changes one thing a user changes between two serves and checks that the next serve is
 the full command (the CLI loaded), says what the full command says about the change, and
-that the serve after it is answered from the record again.
+that the serve after it is answered from the record again. `status` is answered from its
+record only when it found nothing wrong, with what changes by the moment read anew.
 """
 
 from __future__ import annotations
 
+import json
 import os
+import re
 import signal
 import stat
 import subprocess
@@ -19,6 +22,7 @@ from pathlib import Path
 
 import pytest
 from conftest import PASSWORD, TOKEN, Sandbox, serving_sandbox, wait_until
+from jupyter_client import JupyterClient
 from pyenvs import venv_with_ipykernel
 
 from remote_agent.commands import warm_answer
@@ -39,8 +43,17 @@ def box(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Sandbox]:
 
 def serve(box: Sandbox, cwd: Path | None = None, **env: str | None) -> tuple[subprocess.CompletedProcess[str], bool]:
     """`serve --detach` as a user types it; and whether it was answered without loading the CLI."""
+    result, quick = command(box, ["serve", "--detach"], cwd, **env)
+    assert result.returncode == 0, result.stderr
+    return result, quick
+
+
+def command(
+    box: Sandbox, words: list[str], cwd: Path | None = None, **env: str | None
+) -> tuple[subprocess.CompletedProcess[str], bool]:
+    """A command as a user types it; and whether it was answered without loading the CLI."""
     result = subprocess.run(
-        [sys.executable, "-X", "importtime", "-m", "remote_agent", "serve", "--detach"],
+        [sys.executable, "-X", "importtime", "-m", "remote_agent", *words],
         capture_output=True,
         text=True,
         cwd=cwd or box.notebooks,
@@ -50,7 +63,6 @@ def serve(box: Sandbox, cwd: Path | None = None, **env: str | None) -> tuple[sub
     )
     quick = "remote_agent.cli" not in result.stderr
     result.stderr = "".join(line for line in result.stderr.splitlines(True) if not line.startswith("import time:"))
-    assert result.returncode == 0, result.stderr
     return result, quick
 
 
@@ -71,8 +83,8 @@ def test_a_warm_serve_says_what_the_full_serve_says_without_loading_the_cli(box:
     url = box.tunnel_state()["public_url"]
     assert f"Jupyter     already running (pid {box.jupyter_record()['pid']})" in shown
     assert f"Public URL  {url}" in shown
-    record = Home(box.state_dir).warm_serve
-    assert record.name == warm_answer.FILE
+    record = Home(box.state_dir).warm_answer("serve")
+    assert record.name == warm_answer.file_name("serve")
     assert stat.S_IMODE(record.stat().st_mode) == 0o600
     kept = record.read_text()
     assert TOKEN not in kept
@@ -148,3 +160,56 @@ def test_notebooks_saved_while_the_laptop_slept_keep_the_answer_quick(box: Sandb
     (box.notebooks / "train.ipynb").write_text('{"cells": [], "metadata": {}}')
     _, quick = serve(box)
     assert quick
+
+
+def status_until_quick(box: Sandbox, *options: str, **env: str | None) -> str:
+    for _ in range(3):
+        result, quick = command(box, ["status", *options], None, **env)
+        assert result.returncode == 0, result.stdout + result.stderr
+        if quick:
+            return result.stdout
+    raise AssertionError(f"three statuses in a row ran in full; the last said:\n{result.stdout}")
+
+
+def timeless(table: str) -> str:
+    """A status table without the times since (they move on between two looks)."""
+    return re.sub(r"(uptime|age)( +)\d+ (s|min|h \d+ min|d \d+ h),", r"\1\2N,", table)
+
+
+def test_status_answered_from_its_record_says_what_the_full_status_says(box: Sandbox) -> None:
+    full, quick = command(box, ["status"], RA_TEST_MARK="2")
+    assert not quick
+    assert full.returncode == 0, full.stdout
+    assert timeless(status_until_quick(box, RA_TEST_MARK="2")) == timeless(full.stdout)
+    full_json, quick = command(box, ["status", "--json"], RA_TEST_MARK="3")
+    assert not quick
+    assert status_until_quick(box, "--json", RA_TEST_MARK="3") == full_json.stdout
+    assert json.loads(full_json.stdout)["tunnel"]["public_url"] == box.tunnel_state()["public_url"]
+
+
+def test_status_counts_kernels_started_since_its_record(box: Sandbox) -> None:
+    status_until_quick(box)
+    client = JupyterClient(f"http://127.0.0.1:{box.port}/")
+    assert client.login(PASSWORD).status_code == 302
+    kernel = client.start_kernel()
+    try:
+        assert client.execute(kernel, "print('ready')") == "ready\n"
+        shown = status_until_quick(box)
+        assert "  kernels   1: 0 busy, 1 idle" in shown.splitlines()
+        assert json.loads(status_until_quick(box, "--json"))["jupyter"]["kernels"] == 1
+    finally:
+        client.api("DELETE", f"/api/kernels/{kernel}")
+
+
+def test_a_status_that_finds_something_wrong_is_never_answered_from_a_record(box: Sandbox) -> None:
+    status_until_quick(box)
+    # ngrok's service is out of reach for a while (stands in for the network): the tunnel is down.
+    box.fake.start_outage(6.0)
+    wait_until(lambda: box.tunnel_state().get("status") == "reconnecting", 30, "the keeper to see the outage")
+    for _ in range(2):
+        result, quick = command(box, ["status"])
+        assert not quick
+        assert result.returncode == 3
+        assert "! The tunnel is down: the agent is reconnecting to ngrok." in result.stdout
+    wait_until(lambda: box.tunnel_state().get("status") == "up", 60, "the tunnel to be back")
+    assert "Tunnel    ngrok, " + box.tunnel_state()["public_url"] in status_until_quick(box)
