@@ -1,11 +1,13 @@
-"""`url` answered from the keeper's record and /proc alone, before the CLI loads anything else.
+"""`url`, a repeated `serve --detach` and `status` answered before the CLI loads anything else.
 
-Scripts and users run `remote-agent url` often, and the answer is one line the keeper keeps
-on record. Loading the CLI, the settings table and the records' types costs several times
-what reading that record does, so the common case is answered here with the standard
-library and `core.procs`. Whenever this module is not sure (flags, a `.env` that mentions
-REMOTE_AGENT_HOME, no tunnel up, a keeper that is not ours), it answers None and the full
-command runs, which also says what is wrong. tests/test_quick.py holds the two paths to the same answer.
+Scripts and users run these often. Loading the CLI, the settings table and the records'
+types costs several times what answering them takes, so the common case is answered here
+with the standard library, `core.procs` and `core.loopback`: `url` from the keeper's record,
+`serve --detach` and `status` from their own records (commands/warm_answer.py), whose facts
+are checked first. Whenever this module is not sure (flags, a `.env` that mentions
+REMOTE_AGENT_HOME, no tunnel up, a keeper that is not ours, any fact changed), it answers
+None and the full command runs, which also says what is wrong. tests/test_quick.py and
+tests/test_warm_answers.py hold the two paths to the same answer.
 """
 
 from __future__ import annotations
@@ -75,35 +77,34 @@ def answer(argv: list[str]) -> int | None:
     if argv != ["url"] and warm_answer.command_of(argv) is None:
         return None
     environ = dict(os.environ)
-    cwd = os.getcwd()
+    try:
+        cwd = os.getcwd()
+    except OSError:
+        return None  # the directory was removed: the full command says so
     home = _home(environ, cwd)
     if home is None:
         return None
     if argv == ["url"]:
-        url = public_url(home)
-        if url is None:
-            return None
-        sys.stdout.write(url + "\n")
-        return 0
-    kept = warm_answer.answer(home, argv, cwd, environ)
-    if kept is None:
-        return None
-    if argv[0] == "serve":
-        sys.stdout.write(kept["text"])
+        text = public_url(home)
     else:
-        status_answer(kept, "--json" in argv)
+        kept = warm_answer.answer(home, argv, cwd, environ)
+        text = None if kept is None else kept.get("text") if argv[0] == "serve" else status_text(kept, argv)
+    if not isinstance(text, str) or not text:
+        return None
+    sys.stdout.write(text if text.endswith("\n") else text + "\n")
     return 0
 
 
-def status_answer(kept: dict[str, Any], json_mode: bool) -> None:
+def status_text(kept: dict[str, Any], argv: list[str]) -> str | None:
     """A status that found nothing wrong last time, as it is now (what commands/status.py would print)."""
     import time
 
     from remote_agent.commands import status_live
 
-    notebooks = status_live.running_notebooks(kept["notebooks_from"])
-    if json_mode:
-        document = status_live.document(json.loads(kept["document"]), kept["jupyter_pid"], notebooks)
-        sys.stdout.write(json.dumps(document) + "\n")
-    else:
-        sys.stdout.write("".join(line + "\n" for line in status_live.render(kept["rows"], time.time(), notebooks)))
+    try:
+        notebooks = status_live.running_notebooks(kept["notebooks_from"])
+        if "--json" in argv:
+            return json.dumps(status_live.document(json.loads(kept["document"]), kept["jupyter_pid"], notebooks))
+        return "".join(line + "\n" for line in status_live.render(kept["rows"], time.time(), notebooks))
+    except (KeyError, TypeError, ValueError, IndexError):
+        return None  # a record of another shape: the full command answers

@@ -236,7 +236,7 @@ def layout(snap: Snapshot) -> list[Row]:
     if t is not None:
         rows.append(f"  reopened  {reopen_summary(t)}")
         if snap.public_url:
-            rows.append(["ngrok", loopback.port_of(t.api_url)])
+            rows.append(["latency", loopback.port_of(t.api_url)])
         rows.extend(trouble_rows(t, snap.public_url))
     return rows
 

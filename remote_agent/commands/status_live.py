@@ -22,7 +22,7 @@ if TYPE_CHECKING:
 
     # A row of the table: its text, or a mark [what, *arguments] filled in when shown:
     # ["uptime", epoch, "since ..."], ["kernels", jupyter_pid], ["notebooks"], ["age", epoch, "since ..."],
-    # ["ngrok", the agent API's port or None].
+    # ["latency", the agent API's port or None].
     Row = Any
     # Where the running cells are asked: [Jupyter's port, the route, the file with the owner's secret].
     NotebookSource = list[Any]
@@ -141,7 +141,7 @@ def render(rows: Sequence[Row], now: float, notebooks: Sequence[dict[str, Any]])
             lines.append(f"  kernels   {count}" + (f": {busy} busy, {idle} idle" if count else ""))
         elif what == "notebooks":
             lines.extend(notebook_rows(notebooks, now))
-        elif what == "ngrok":
+        elif what == "latency":
             lines.append(f"  ngrok     {region_and_latency(agent_status(args[0])) or 'region and latency unknown'}")
     return lines
 
