@@ -213,3 +213,17 @@ def test_a_status_that_finds_something_wrong_is_never_answered_from_a_record(box
         assert "! The tunnel is down: the agent is reconnecting to ngrok." in result.stdout
     wait_until(lambda: box.tunnel_state().get("status") == "up", 60, "the tunnel to be back")
     assert "Tunnel    ngrok, " + box.tunnel_state()["public_url"] in status_until_quick(box)
+
+
+def test_remote_agent_changed_in_place_is_run_in_full(box: Sandbox) -> None:
+    """An editor or `git pull` may rewrite a module where it is: the next serve runs the new code."""
+    settle(box)
+    module = Path(warm_answer.__file__)
+    before = module.stat()
+    # As a rewrite in place looks (a new modification time), without touching the text under test.
+    os.utime(module, ns=(before.st_atime_ns, before.st_mtime_ns + 1_000_000_000))
+    try:
+        _, quick = serve(box)
+        assert not quick
+    finally:
+        os.utime(module, ns=(before.st_atime_ns, before.st_mtime_ns))

@@ -251,17 +251,19 @@ def remember_answer(
     invocation: Invocation,
     up: Up,
     public_url: str | None,
-    looked: Looked | None,
+    looked: Looked,
+    quiet: bool,
 ) -> None:
-    """After a quiet serve: the lines the next one would print, for commands/quick.py to print at once."""
+    """After a quiet serve (it said nothing but the ready lines): the lines the next one would
+    print, for commands/quick.py to print at once. After any other, none."""
     root = str(home.root)
     replayable = warm_answer.replayable("serve", invocation, SECRET_ENV_KEYS)
-    if looked is None or not replayable or (settings.provider == "ngrok" and public_url is None):
+    if not quiet or not replayable or (settings.provider == "ngrok" and public_url is None):
         warm_answer.forget(root, "serve")
         return
     shown = io.StringIO()
-    quiet = Console(out=shown, err=io.StringIO())
-    print_ready(settings, quiet, up.jupyter_pid, up.port, False, public_url, settings.provider)
+    capture = Console(out=shown, err=io.StringIO())
+    print_ready(settings, capture, up.jupyter_pid, up.port, False, public_url, settings.provider)
     # The panes as bring_up left them: a listing it changed was forgotten and is asked again.
     pids = {up.jupyter_pid, *tmux.pane_pids(), *([up.keeper_pid] if up.keeper_pid else [])}
     paths = read_by_serve(settings, looked)
@@ -310,7 +312,7 @@ def serve(
         suggest_stable_url(home, console, tunnel)
     if detach:
         quiet = said_before == 0 and console.said == ready_lines
-        remember_answer(settings, home, tmux, invocation, up, public_url, kernels.looked() if quiet else None)
+        remember_answer(settings, home, tmux, invocation, up, public_url, kernels.looked(), quiet)
     if detach or tunnel is None:
         return 0
     return follow_until_hangup(home, console, tunnel, qr)

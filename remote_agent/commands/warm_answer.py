@@ -127,8 +127,9 @@ def files_read(settings: Settings) -> set[str]:
 
     package = Path(__file__).resolve().parents[1]
     paths = {str(Path.cwd() / ".env"), sys.executable, str(package)}
-    # A new version replaces files in these (byte-compiling, in __pycache__, changes nothing).
+    # A new version adds, replaces or rewrites files in these (byte-compiling changes nothing).
     paths.update(str(p) for p in package.iterdir() if p.is_dir() and p.name != "__pycache__")
+    paths.update(str(p) for p in package.rglob("*.py"))
     if settings.env_file is not None:
         paths.add(str(settings.env_file))
     if settings.session_record is not None and settings.session_record.env_file:
