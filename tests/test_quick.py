@@ -25,11 +25,16 @@ URL = "https://a1b2-203-0-113-9.ngrok-free.app"
 
 
 def url_command(
-    home: Path, cwd: Path, *options: str, env_file: Path | None = None
+    home: Path, cwd: Path, *options: str, env_file: Path | None = None, home_named: bool = True
 ) -> tuple[subprocess.CompletedProcess[str], bool]:
-    """`remote-agent url` run as a user runs it; and whether the full CLI was loaded to answer."""
+    """`remote-agent url` run as a user runs it; and whether the full CLI was loaded to answer.
+
+    HOME is the user's whose default home is `home`; REMOTE_AGENT_HOME names it too unless not `home_named`.
+    """
     env = {k: v for k, v in os.environ.items() if not k.startswith(("REMOTE_AGENT_", "XDG_"))}
-    env.update(HOME=str(home.parents[2]), REMOTE_AGENT_HOME=str(home))
+    env["HOME"] = str(home.parents[2])
+    if home_named:
+        env["REMOTE_AGENT_HOME"] = str(home)
     if env_file is not None:
         env["REMOTE_AGENT_ENV_FILE"] = str(env_file)
     result = subprocess.run(
@@ -114,17 +119,7 @@ def test_a_project_env_file_that_names_another_home_is_read_by_the_settings(
     project.mkdir()
     elsewhere = tmp_path / "elsewhere"
     (project / ".env").write_text(f"REMOTE_AGENT_HOME={elsewhere}\n")
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("REMOTE_AGENT_", "XDG_"))}
-    env["HOME"] = str(home.parents[2])  # the home with the tunnel is this user's default one
-    shown = subprocess.run(
-        [sys.executable, "-m", "remote_agent", "url"],
-        capture_output=True,
-        text=True,
-        cwd=project,
-        env=env,
-        timeout=60,
-        check=False,
-    )
+    shown, _ = url_command(home, project, home_named=False)  # the home with the tunnel is the user's default
     assert shown.returncode == 3, shown.stdout
     assert URL not in shown.stdout
 

@@ -16,8 +16,8 @@ from remote_agent.supervision import supervisor
 from remote_agent.tunnel.keeper_config import KeeperConfig
 from remote_agent.tunnel.state import TunnelState
 
-# What remote-agent 0.1.0 wrote for Jupyter (no version field) and for supervision (version 1).
-JUPYTER_0_1 = {"pid": 41, "port": 8888, "root_dir": "/srv/nb", "provider": "ssh", "app": "lab"}
+# What the first release wrote for Jupyter (no version field) and for supervision (version 1).
+JUPYTER_FIRST_RELEASE = {"pid": 41, "port": 8888, "root_dir": "/srv/nb", "provider": "ssh", "app": "lab"}
 LAUNCH_V1: dict[str, Any] = {"command": "exec jupyter", "environment": {"A": "1"}, "start_dir": "/srv/nb"}
 SUPERVISION_V1 = {"version": 1, "windows": {"jupyter": {"total": 2, "restarts": [1.5]}}, "jupyter_launch": LAUNCH_V1}
 
@@ -60,11 +60,11 @@ def test_an_optional_field_of_the_wrong_type_reads_as_its_default(field: str, va
     assert state.keeper_pid == 7, "the rest of the record is kept"
 
 
-def test_jupyter_record_of_0_1_migrates_to_the_current_version() -> None:
-    record = JupyterRecord.from_dict(JUPYTER_0_1)
+def test_jupyter_record_of_the_first_release_migrates_to_the_current_version() -> None:
+    record = JupyterRecord.from_dict(JUPYTER_FIRST_RELEASE)
     assert (record.pid, record.port, record.app, record.provider) == (41, 8888, "lab", "ssh")
     assert record.version == JupyterRecord.VERSION == 2
-    assert (record.proc_start, record.launch) == (None, None), "what 0.1 did not know stays unknown"
+    assert (record.proc_start, record.launch) == (None, None), "what the first release did not know stays unknown"
     assert record.to_dict()["version"] == 2, "written back as the current version"
 
 
