@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import shlex
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -47,29 +48,34 @@ class KernelList:
         def line(r: dict[str, Any], tail: str = "") -> None:
             out.append(f"  {r['name']:<{width}}{r['display_name']:<{shown}}{r['python']}{tail}")
 
+        def group(heading: str, rows: list[dict[str, Any]], *hints: Callable[[dict[str, Any]], str]) -> None:
+            """A heading, then each row with its hints indented under it; nothing when there are no rows."""
+            if rows:
+                out.append(heading)
+            for r in rows:
+                line(r)
+                out.extend(f"  {'':<{width}}{hint(r)}" for hint in hints)
+
         out.append("Jupyter offers these kernels (a page reload shows changes):")
         for r in listed:
             if r["offered"]:
                 line(r, "   (default)" if r["name"] == DEFAULT_NAME else "")
-        missing = [r for r in listed if not r["offered"] and r["fix"] and not r["skipped"]]
-        if missing:
-            out.append("Found without ipykernel, so not offered:")
-            for r in missing:
-                line(r)
-                out.append(f"  {'':<{width}}make it a kernel: {r['fix']}")
-                out.append(f"  {'':<{width}}then run `remote-agent kernels` again.")
-        skipped = [r for r in listed if r["skipped"]]
-        if skipped:
-            out.append("Found but never run, because another user could have changed them:")
-            for r in skipped:
-                line(r)
-                out.append(f"  {'':<{width}}not run: {r['skipped']}")
-                out.append(f"  {'':<{width}}if you trust it: remote-agent kernels add {shlex.quote(r['python'])}")
-        hidden = [r for r in listed if not r["offered"] and not r["fix"] and not r["skipped"]]
-        if hidden:
-            out.append("Hidden by `kernels remove` (`remote-agent kernels add PYTHON` offers one again):")
-            for r in hidden:
-                line(r)
+        group(
+            "Found without ipykernel, so not offered:",
+            [r for r in listed if not r["offered"] and r["fix"] and not r["skipped"]],
+            lambda r: f"make it a kernel: {r['fix']}",
+            lambda r: "then run `remote-agent kernels` again.",
+        )
+        group(
+            "Found but never run, because another user could have changed them:",
+            [r for r in listed if r["skipped"]],
+            lambda r: f"not run: {r['skipped']}",
+            lambda r: f"if you trust it: remote-agent kernels add {shlex.quote(r['python'])}",
+        )
+        group(
+            "Hidden by `kernels remove` (`remote-agent kernels add PYTHON` offers one again):",
+            [r for r in listed if not r["offered"] and not r["fix"] and not r["skipped"]],
+        )
         if self.kernels_off:
             out.append("REMOTE_AGENT_KERNELS=off: only remote-agent's own Python is offered.")
         return out
