@@ -19,6 +19,7 @@ from conftest import PASSWORD, Sandbox, wait_until
 from jupyter_client import JupyterClient
 from pyenvs import CUDA_VALUE, CUDA_VARIABLE, PythonEnv, PythonEnvs, venv_with_ipykernel
 
+from remote_agent.commands.kernels import KernelList
 from remote_agent.config.settings import Settings
 from remote_agent.core import procs
 from remote_agent.core.console import Console
@@ -288,3 +289,38 @@ def test_a_kernelspec_runs_its_interpreter_with_its_bin_first(tmp_path: Path, ki
         ran = subprocess.run([*spec["argv"][:2], "conn.json"], capture_output=True, text=True, check=True)
         assert ran.stdout.strip() == "X=1"
     assert sys.executable not in json.dumps(spec)
+
+
+def test_the_kernels_table_says_what_to_do_with_each_environment_not_offered() -> None:
+    def row(name: str, offered: bool, fix: str | None = None, skipped: str | None = None) -> dict[str, Any]:
+        python = f"/srv/{name}/bin/python"
+        return {
+            "name": name,
+            "display_name": f"Python ({name})",
+            "python": python,
+            "offered": offered,
+            "fix": fix,
+            "skipped": skipped,
+        }
+
+    listed = [
+        row("python3", True),
+        row("scratch", False, fix="/srv/scratch/bin/python -m pip install ipykernel"),
+        row("theirs", False, fix="-", skipped="/srv/theirs is writable by others"),
+        row("old", False),
+    ]
+    assert KernelList(listed, kernels_off=True).lines() == [
+        "Jupyter offers these kernels (a page reload shows changes):",
+        "  python3  Python (python3)  /srv/python3/bin/python   (default)",
+        "Found without ipykernel, so not offered:",
+        "  scratch  Python (scratch)  /srv/scratch/bin/python",
+        "           make it a kernel: /srv/scratch/bin/python -m pip install ipykernel",
+        "           then run `remote-agent kernels` again.",
+        "Found but never run, because another user could have changed them:",
+        "  theirs   Python (theirs)   /srv/theirs/bin/python",
+        "           not run: /srv/theirs is writable by others",
+        "           if you trust it: remote-agent kernels add /srv/theirs/bin/python",
+        "Hidden by `kernels remove` (`remote-agent kernels add PYTHON` offers one again):",
+        "  old      Python (old)      /srv/old/bin/python",
+        "REMOTE_AGENT_KERNELS=off: only remote-agent's own Python is offered.",
+    ]
