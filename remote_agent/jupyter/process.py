@@ -136,15 +136,10 @@ def notebook_processes(home: Path) -> list[tuple[int, str]]:
 
 
 def runtime_dir() -> Path:
-    env = os.environ.get("JUPYTER_RUNTIME_DIR")
-    if env:
-        return Path(env).expanduser()
-    data = os.environ.get("JUPYTER_DATA_DIR")
-    if data:
-        return Path(data).expanduser() / "runtime"
-    xdg = os.environ.get("XDG_DATA_HOME")
-    base = Path(xdg).expanduser() if xdg else Path.home() / ".local" / "share"
-    return base / "jupyter" / "runtime"
+    """Where Jupyter writes its jpserver-PID.json, as jupyter_core says (JUPYTER_RUNTIME_DIR and the rest)."""
+    from jupyter_core.paths import jupyter_runtime_dir
+
+    return Path(jupyter_runtime_dir())
 
 
 def runtime_files(pid: int) -> list[Path]:
