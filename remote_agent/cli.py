@@ -7,10 +7,11 @@ import contextlib
 import os
 import sys
 from collections.abc import Iterator, Sequence
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from remote_agent import __version__
-from remote_agent.commands.warm_answer import Invocation
+from remote_agent.commands import warm_answer
 from remote_agent.config import keys
 from remote_agent.core.console import Console
 from remote_agent.core.errors import BadInput, ExitCode, MissingPrerequisite, NotRunning, RemoteAgentError
@@ -243,11 +244,15 @@ def main(argv: Sequence[str] | None = None) -> int:
 
             return run_connect(args, console)
         with _server_side():
-            from remote_agent.config.settings import remove_secrets_from_environ, resolve
+            from remote_agent.config.settings import env_files_read, remove_secrets_from_environ, resolve
         flags = {key.dest: getattr(args, key.dest, None) for key in keys.TABLE if key.dest}
         settings = resolve(flags, os.environ)
         # As the command was typed, before its secrets leave the environment: what a warm serve is recorded under.
-        args.invocation = Invocation(list(argv if argv is not None else sys.argv[1:]), os.getcwd(), dict(os.environ))
+        cwd = os.getcwd()
+        env_files = [str(p) for p in env_files_read(settings, Path(cwd))]
+        root_dir = str(settings.root_dir) if settings.root_dir else None
+        words = list(argv if argv is not None else sys.argv[1:])
+        args.invocation = warm_answer.at_start(words, cwd, dict(os.environ), env_files, root_dir)
         remove_secrets_from_environ()
         with _server_side():
             return run(args, settings, console)

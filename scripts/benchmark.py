@@ -234,7 +234,7 @@ def measure(runs: int, rest_seconds: float, quick: bool = False) -> list[Figure]
 
 def self_healing(box: Sandbox, runs: int) -> list[Figure]:
     """kill -9 of the keeper, then of Jupyter: how soon each is back, without a serve."""
-    from remote_agent.jupyter.process import answers
+    from remote_agent.jupyter.running import answers
     from remote_agent.supervision.supervisor import POLICY
 
     keepers = []

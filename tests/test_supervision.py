@@ -15,7 +15,7 @@ from typing import Any
 from conftest import PASSWORD, Sandbox, pid_alive, wait_until
 from jupyter_client import JupyterClient
 
-from remote_agent.jupyter.process import answers
+from remote_agent.jupyter.running import answers
 
 READY = r'"event": "ready"'
 

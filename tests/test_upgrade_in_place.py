@@ -25,7 +25,7 @@ from pathlib import Path
 from conftest import PASSWORD, Sandbox, pid_alive, wait_until
 from jupyter_client import JupyterClient
 
-from remote_agent.jupyter.process import answers
+from remote_agent.jupyter.running import answers
 
 REPO = Path(__file__).resolve().parents[1]
 FLAT_LAYOUT = "3deddd1"  # the last commit whose package was 47 modules side by side

@@ -227,3 +227,53 @@ def test_remote_agent_changed_in_place_is_run_in_full(box: Sandbox) -> None:
         assert not quick
     finally:
         os.utime(module, ns=(before.st_atime_ns, before.st_mtime_ns))
+
+
+def test_a_damaged_record_is_passed_over_for_the_full_command(box: Sandbox) -> None:
+    status_until_quick(box)
+    record = Home(box.state_dir).warm_answer("status")
+    good = json.loads(record.read_text())
+    damaged = [
+        {**good, "processes": {"not a pid": 1}},
+        {**good, "port": 70000},
+        {**good, "files": {"/tmp/\u0000": None}},
+        {**good, "answer": {"rows": None}},
+        {"version": good["version"]},
+        [],
+    ]
+    for shape in damaged:
+        record.write_text(json.dumps(shape))
+        result, quick = command(box, ["status"])
+        assert not quick, shape
+        assert result.returncode == 0, result.stdout + result.stderr
+        assert "Traceback" not in result.stderr
+        assert result.stdout.startswith("Jupyter   running"), result.stdout
+
+
+def test_an_environment_another_user_could_now_change_is_judged_again(box: Sandbox) -> None:
+    venv_with_ipykernel(box.notebooks / "shared" / ".venv", "ra_only_in_shared")
+    serve(box)
+    settle(box)
+    project = box.notebooks / "shared"
+    project.chmod(0o777)  # every user may now replace the environment: it must not be run, nor offered anew
+    try:
+        _, quick = serve(box)
+        assert not quick
+    finally:
+        project.chmod(0o755)
+    settle(box)
+
+
+def test_nothing_is_recorded_when_the_home_changed_while_the_answer_was_made(tmp_path: Path) -> None:
+    """The keeper may reopen the tunnel (a new tunnel.json) while a serve prints the URL it read."""
+    home = tmp_path / "home"
+    home.mkdir(mode=0o700)
+    (home / "tunnel.json").write_text('{"public_url": "https://old.example"}')
+    invocation = warm_answer.Invocation(["serve", "--detach"], str(tmp_path), {"HOME": str(tmp_path)})
+    facts = warm_answer.Facts(warm_answer.home_files(str(home)))  # when the answer began
+    (home / "tunnel.json").write_text('{"public_url": "https://new.example"}')  # meanwhile
+    warm_answer.record(str(home), "serve", invocation, (), {"text": "Public URL  https://old.example\n"}, facts)
+    assert not Home(home).warm_answer("serve").exists()
+    facts = warm_answer.Facts(warm_answer.home_files(str(home)))
+    warm_answer.record(str(home), "serve", invocation, (), {"text": "Public URL  https://new.example\n"}, facts)
+    assert Home(home).warm_answer("serve").exists(), "unchanged meanwhile: recorded"

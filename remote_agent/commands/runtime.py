@@ -9,9 +9,8 @@ from dataclasses import dataclass
 
 from remote_agent.core.home import Home
 from remote_agent.jupyter import record as jupyter_record
-from remote_agent.jupyter.kernel_procs import kernel_pids
-from remote_agent.jupyter.process import answers
 from remote_agent.jupyter.record import JupyterRecord
+from remote_agent.jupyter.running import answers, kernel_pids
 from remote_agent.supervision.ownership import running_jupyter, running_keeper
 from remote_agent.tunnel import state as tunnel_state
 from remote_agent.tunnel.state import TunnelState

@@ -31,6 +31,7 @@ from remote_agent.config import session_record
 from remote_agent.config.session import JUPYTER_KEYS, Plan, compare
 from remote_agent.config.session_record import SessionRecord
 from remote_agent.config.settings import Settings
+from remote_agent.core import fingerprints
 from remote_agent.core.console import Console
 from remote_agent.core.errors import BadInput
 from remote_agent.core.home import Home
@@ -40,8 +41,8 @@ from remote_agent.core.times import now_iso
 from remote_agent.jupyter import process as jupyter_process
 from remote_agent.jupyter import server_config as jupyter_config
 from remote_agent.jupyter.kernels import BackgroundSync, check_running_jupyter
-from remote_agent.jupyter.process import RunningJupyter, answers
-from remote_agent.jupyter.python_envs import Looked
+from remote_agent.jupyter.process import RunningJupyter
+from remote_agent.jupyter.running import answers
 from remote_agent.supervision import supervisor
 from remote_agent.supervision.ownership import running_keeper, session_owner_problem
 from remote_agent.supervision.tmux import TmuxSession, require_tmux
@@ -236,39 +237,36 @@ def tunnel_change(plan: Plan) -> str:
     return f"{what}: the tunnel keeper restarts and reopens the tunnel; {effect}."
 
 
-def read_by_serve(settings: Settings, looked: Looked) -> set[str]:
-    """The files outside the home a serve's answer depends on (commands/warm_answer.py stats them)."""
-    config = jupyter_config.config_dir()
-    paths = warm_answer.files_read(settings) | looked.paths | {str(config)}
-    paths.update(str(p) for p in config.glob("*.json"))  # the password's hash
-    return paths
-
-
 def remember_answer(
     settings: Settings,
-    home: Home,
     tmux: TmuxSession,
     invocation: Invocation,
     up: Up,
     public_url: str | None,
-    looked: Looked,
+    facts: warm_answer.Facts,
     quiet: bool,
 ) -> None:
     """After a quiet serve (it said nothing but the ready lines): the lines the next one would
     print, for commands/quick.py to print at once. After any other, none."""
-    root = str(home.root)
-    replayable = warm_answer.replayable("serve", invocation, SECRET_ENV_KEYS)
-    if not quiet or not replayable or (settings.provider == "ngrok" and public_url is None):
+    root = str(settings.home)
+    if not quiet or (settings.provider == "ngrok" and public_url is None):
         warm_answer.forget(root, "serve")
         return
     shown = io.StringIO()
     capture = Console(out=shown, err=io.StringIO())
     print_ready(settings, capture, up.jupyter_pid, up.port, False, public_url, settings.provider)
     # The panes as bring_up left them: a listing it changed was forgotten and is asked again.
-    pids = {up.jupyter_pid, *tmux.pane_pids(), *([up.keeper_pid] if up.keeper_pid else [])}
-    paths = read_by_serve(settings, looked)
-    kept = {"text": shown.getvalue()}
-    warm_answer.record(root, "serve", invocation, SECRET_ENV_KEYS, kept, paths, looked.listed, sorted(pids), up.port)
+    facts.pids = sorted({up.jupyter_pid, *tmux.pane_pids(), *([up.keeper_pid] if up.keeper_pid else [])})
+    facts.port = up.port
+    warm_answer.record(root, "serve", invocation, SECRET_ENV_KEYS, {"text": shown.getvalue()}, facts)
+
+
+def facts_so_far(home: Home, password_files: dict[str, list[int] | None]) -> warm_answer.Facts:
+    """When the answer begins (after bring_up): the home as it is now, what the password was read from."""
+    facts = warm_answer.Facts(warm_answer.home_files(str(home.root)))
+    facts.files.update(password_files)
+    facts.folders[str(home.kernelspecs)] = fingerprints.subfolders(str(home.kernelspecs))
+    return facts
 
 
 def serve(
@@ -286,6 +284,7 @@ def serve(
     plan = plan_changes(settings, reconfigure)
     tmux = TmuxSession(settings.session, home.root, remember_panes=True)  # a warm serve asks tmux once
     started = time.monotonic()
+    password_files = fingerprints.signatures(str(p) for p in jupyter_config.password_files(jupyter_config.config_dir()))
     # What may prompt or download happens before the lock, so that another serve or a stop never waits on it.
     finish_password = prepare_password(settings, console, home)
     if settings.provider == "ngrok" and running_keeper(home, tunnel_state.read(home)) is None:
@@ -293,6 +292,7 @@ def serve(
     kernels = BackgroundSync(settings)  # finds the user's environments while Jupyter and the tunnel come up
     with exclusive_lock(home.lock, "serve", console.note):
         up = bring_up(settings, home, tmux, console, plan, finish_password)
+    facts = facts_so_far(home, password_files)
     if not up.started_now:
         check_running_jupyter(settings, up.jupyter_pid, console)
     if up.started_now or not answers(up.port):
@@ -301,7 +301,7 @@ def serve(
     public_url = tunnel.public_url if tunnel else None
     said_before = console.said
     print_ready(settings, console, up.jupyter_pid, up.port, up.started_now, public_url, settings.provider)
-    ready_lines = console.said - said_before
+    said_ready = console.said
     kernels.finish(console)
     if qr and public_url:
         draw_qr(console, public_url)
@@ -311,8 +311,12 @@ def serve(
         report_edge(console, tunnel, None)
         suggest_stable_url(home, console, tunnel)
     if detach:
-        quiet = said_before == 0 and console.said == ready_lines
-        remember_answer(settings, home, tmux, invocation, up, public_url, kernels.looked(), quiet)
+        looked = kernels.looked()
+        facts.files.update(looked.files)
+        facts.folders.update(looked.folders)
+        facts.trust.update(looked.trust)
+        quiet = said_before == 0 and console.said == said_ready  # nothing said but the ready lines
+        remember_answer(settings, tmux, invocation, up, public_url, facts, quiet)
     if detach or tunnel is None:
         return 0
     return follow_until_hangup(home, console, tunnel, qr)

@@ -144,30 +144,30 @@ class StatusReport:
 
 
 def status(settings: Settings, invocation: Invocation) -> StatusReport:
+    facts = warm_answer.Facts(warm_answer.home_files(str(settings.home)))  # before anything is read
     snap = take(settings)
     report = StatusReport(snap, running_notebooks(snap), problems(snap))
-    remember_answer(settings, invocation, report)
+    remember_answer(settings, invocation, report, facts)
     return report
 
 
-def remember_answer(settings: Settings, invocation: Invocation, report: StatusReport) -> None:
+def remember_answer(settings: Settings, invocation: Invocation, report: StatusReport, facts: warm_answer.Facts) -> None:
     """A status that found nothing wrong, laid out for commands/quick.py to fill in and print next time."""
     snap, home = report.snap, str(settings.home)
-    if report.found or snap.jupyter_pid is None or not warm_answer.replayable("status", invocation, SECRET_ENV_KEYS):
+    if report.found or snap.jupyter_pid is None:
         warm_answer.forget(home, "status")
         return
-    kept = {
+    document = as_json(snap)
+    document["jupyter"]["kernels"] = None  # counted when shown (status_live.document)
+    answer = {
         "rows": layout(snap),
-        "document": json.dumps(as_json(snap)),  # a string: the object keeps its keys' order
+        "document": json.dumps(document),  # a string: the object keeps its keys' order
         "notebooks_from": notebook_source(snap),
         "jupyter_pid": snap.jupyter_pid,
     }
-    pids = [snap.jupyter_pid, *([snap.keeper_pid] if snap.keeper_pid else [])]
-    paths = warm_answer.files_read(settings)
-    warm_answer.record(home, "status", invocation, SECRET_ENV_KEYS, kept, paths, set(), pids, snap.jupyter_port)
-
-
-# -- the table for people -------------------------------------------------------
+    facts.pids = [snap.jupyter_pid, *([snap.keeper_pid] if snap.keeper_pid else [])]
+    facts.port = snap.jupyter_port
+    warm_answer.record(home, "status", invocation, SECRET_ENV_KEYS, answer, facts)
 
 
 def _since(iso: str | None) -> tuple[float | None, str]:

@@ -13,7 +13,7 @@ import json
 import re
 
 from remote_agent.core import loopback
-from remote_agent.jupyter.kernel_procs import kernel_activity, kernel_pids
+from remote_agent.jupyter.running import kernel_activity, kernel_pids
 
 TYPE_CHECKING = False  # typing is not loaded on the quick path (commands/quick.py)
 if TYPE_CHECKING:

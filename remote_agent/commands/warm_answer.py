@@ -13,30 +13,30 @@ and /proc alone and gives the answer, or runs the full command when any fact dif
   what changes by the moment (times since, kernels, running cells, latency) is filled in
   when shown, by commands/status_live.py, as the full command does.
 
-The facts are written by the full command, which knows what it read: the home's records, the
-.env files, Jupyter's config, the places kernel discovery looked, remote-agent's own code.
-The reader knows none of that; it only compares file stats, process start times and one
-request to Jupyter. A secret given in the environment is checked by the full serve every time
-(a password only has a slow hash on record), so such a serve is never answered here; no
-secret's value is hashed into a record. REMOTE_AGENT_HOME/warm-COMMAND.json (0600) are
-written here and nowhere else.
+Each fact is kept as the command saw it when it read it, not as it is when the record is
+written: the .env files and remote-agent's code when the settings were resolved, the places
+kernel discovery looked when it looked, the home's records when the answer began (and a
+record is written only if they are still the same at the end). A change while the command
+ran thus makes the next one run in full, never keeps an old answer. A secret given in the
+environment is checked by the full serve every time (a password only has a slow hash on
+record), so such a serve is never answered here; no secret's value goes into a record.
+Recording never fails a command. REMOTE_AGENT_HOME/warm-COMMAND.json (0600) are written here
+and nowhere else (core/home.py names them).
 """
 
 from __future__ import annotations
 
 import json
 import os
-import zlib
+import sys
 
-from remote_agent.core import procs
+from remote_agent.core import fingerprints, procs
 
 TYPE_CHECKING = False  # typing is not loaded on the quick path
 if TYPE_CHECKING:
     from typing import Any
 
-    from remote_agent.config.settings import Settings
-
-VERSION = 1
+VERSION = 2
 # The command lines answered from a record, by the command whose record answers them.
 ANSWERED = {"serve": (["serve", "--detach"],), "status": (["status"], ["status", "--json"])}
 # Set anew by each SSH login, and read by no command (of SSH_CONNECTION, only the server's
@@ -44,20 +44,30 @@ ANSWERED = {"serve": (["serve", "--detach"],), "status": (["status"], ["status",
 PER_LOGIN = frozenset(
     {"SSH_CLIENT", "SSH_CONNECTION", "SSH_TTY", "SSH_AUTH_SOCK", "XDG_SESSION_ID", "OLDPWD", "PWD", "_", "SHLVL"}
 )
-# Files in the home that change while nothing a command reads does: logs and lock files, the
-# collaboration databases (Jupyter's), and these records.
-UNREAD_SUFFIXES = (".log", ".lock")
+# What in the home changes while nothing a command reads does: logs (and their rotations),
+# lock files, a file being written (".NAME.tmp"), the collaboration databases, these records.
 UNREAD_NAMES = frozenset({"collaboration"})
 PREFIX = "warm-"
+PACKAGE = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 class Invocation:
-    """A command as it was typed: its words, where, and the environment it had (secrets still in it)."""
+    """A command as it was typed: its words, where, the environment it had (secrets still in it),
+    and the files its settings were resolved from as they were then."""
 
-    def __init__(self, argv: list[str], cwd: str, environ: dict[str, str]) -> None:
+    def __init__(
+        self,
+        argv: list[str],
+        cwd: str,
+        environ: dict[str, str],
+        files: dict[str, list[int] | None] | None = None,
+        folders: dict[str, list[str] | None] | None = None,
+    ) -> None:
         self.argv = argv
         self.cwd = cwd
         self.environ = environ
+        self.files = files or {}
+        self.folders = folders or {}
 
 
 def file_name(command: str) -> str:
@@ -69,72 +79,50 @@ def command_of(argv: list[str]) -> str | None:
     return next((command for command, lines in ANSWERED.items() if argv in lines), None)
 
 
-def signature(path: str) -> list[int] | None:
-    """What changes when a file or directory is written, replaced, chmod-ed or removed."""
-    try:
-        st = os.stat(path)
-    except OSError:
-        return None
-    return [st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_mode, st.st_uid]
-
-
-def subfolders(path: str) -> list[str] | None:
-    """The names of a folder's subfolders (a file saved in it changes its time, not these)."""
-    try:
-        with os.scandir(path) as entries:
-            return sorted(e.name for e in entries if e.is_dir())
-    except OSError:
-        return None
-
-
 def environment_digest(environ: dict[str, str], secret_names: list[str]) -> str:
     """One hash of the environment a command ran with, but for what each SSH login sets anew and the secrets."""
+    import hashlib  # sha256: other variables may hold secrets of their own (cloud keys); no checksum will do
+
     skip = PER_LOGIN.union(secret_names)
     kept = sorted((k, v) for k, v in environ.items() if k not in skip)
     server = environ.get("SSH_CONNECTION", "").split()[2:4]
     text = json.dumps([kept, server, sorted(k for k in secret_names if k in environ)], separators=(",", ":"))
-    data = text.encode("utf-8", "surrogateescape")
-    # A checksum to notice a change, not a hash to protect a value (the secrets are left out
-    # above): zlib loads in a fraction of hashlib's time, and two checksums make 64 bits.
-    return f"{zlib.crc32(data):08x}{zlib.adler32(data):08x}"
+    return hashlib.sha256(text.encode("utf-8", "surrogateescape")).hexdigest()
 
 
-def home_files(home: str) -> list[str]:
-    """The files and folders in the home a command may read (direct children only)."""
+def home_files(home: str) -> dict[str, list[int] | None]:
+    """The files and folders in the home a command may read (direct children only), as they are now."""
     try:
         names = os.listdir(home)
     except OSError:
-        return []
-    return sorted(
-        os.path.join(home, n)
+        return {}
+    read = (
+        n
         for n in names
-        if n not in UNREAD_NAMES and not n.endswith(UNREAD_SUFFIXES) and not n.startswith(PREFIX)
+        if n not in UNREAD_NAMES and not n.startswith((".", PREFIX)) and ".log" not in n and not n.endswith(".lock")
     )
+    return fingerprints.signatures(sorted(os.path.join(home, n) for n in read))
 
 
-def jupyter_answers(port: int) -> bool:
-    """As jupyter/process.answers: Jupyter's /api (no login needed) says its version."""
-    from remote_agent.core import loopback
+def code_files() -> list[str]:
+    """remote-agent's own code, and the Python running it: an upgrade changes one of them."""
+    found = [sys.executable, PACKAGE]
+    for folder, subfolders, names in os.walk(PACKAGE):
+        subfolders[:] = [d for d in subfolders if d != "__pycache__"]
+        found.append(folder)
+        found.extend(os.path.join(folder, n) for n in names if n.endswith(".py"))
+    return found
 
-    answer = loopback.get(port, "/api", 1.0, limit=4096)
-    return answer is not None and answer[0] == 200 and b'"version"' in answer[1]
 
-
-def files_read(settings: Settings) -> set[str]:
-    """What every command reads besides the home: the .env files, remote-agent's own code, its Python."""
-    import sys
-    from pathlib import Path
-
-    package = Path(__file__).resolve().parents[1]
-    paths = {str(Path.cwd() / ".env"), sys.executable, str(package)}
-    # A new version adds, replaces or rewrites files in these (byte-compiling changes nothing).
-    paths.update(str(p) for p in package.iterdir() if p.is_dir() and p.name != "__pycache__")
-    paths.update(str(p) for p in package.rglob("*.py"))
-    if settings.env_file is not None:
-        paths.add(str(settings.env_file))
-    if settings.session_record is not None and settings.session_record.env_file:
-        paths.add(settings.session_record.env_file)
-    return paths
+def at_start(
+    argv: list[str], cwd: str, environ: dict[str, str], env_files: list[str], root_dir: str | None
+) -> Invocation:
+    """The invocation, with what its settings were read from as it is now (right after they were)."""
+    if command_of(argv) is None:
+        return Invocation(argv, cwd, environ)
+    files = fingerprints.signatures([*env_files, *code_files()])
+    folders = {root_dir: fingerprints.subfolders(root_dir)} if root_dir else {}  # it must still be there
+    return Invocation(argv, cwd, environ, files, folders)
 
 
 def replayable(command: str, invocation: Invocation, secret_names: tuple[str, ...]) -> bool:
@@ -144,70 +132,81 @@ def replayable(command: str, invocation: Invocation, secret_names: tuple[str, ..
     return command != "serve" or not any(name in invocation.environ for name in secret_names)
 
 
+class Facts:
+    """What an answer rests on besides the invocation, each as the command saw it."""
+
+    def __init__(self, home_then: dict[str, list[int] | None]) -> None:
+        self.home_then = home_then  # the home's files when the answer began
+        self.files: dict[str, list[int] | None] = {}
+        self.folders: dict[str, list[str] | None] = {}
+        self.trust: dict[str, list[int] | None] = {}
+        self.pids: list[int] = []
+        self.port = 0
+
+
 def record(
-    home: str,
-    command: str,
-    invocation: Invocation,
-    secret_names: tuple[str, ...],
-    kept: dict[str, Any],
-    paths: set[str],
-    listed: set[str],
-    pids: list[int],
-    port: int,
-) -> bool:
-    """Keep an answer for the next time; False (and no record) when it may not be given from one."""
+    home: str, command: str, invocation: Invocation, secret_names: tuple[str, ...], answer: dict[str, Any], facts: Facts
+) -> None:
+    """Keep an answer for the next time, if it may be given from a record and nothing changed while it was made."""
     from pathlib import Path
 
+    from remote_agent.core.errors import RemoteAgentError
     from remote_agent.core.store import write_json  # the writer's side: the full command has these loaded
 
-    starts = {str(pid): procs.start_time(pid) for pid in pids}
-    if not replayable(command, invocation, secret_names) or None in starts.values():
+    starts = {str(pid): procs.start_time(pid) for pid in facts.pids}
+    changed_meanwhile = home_files(home) != facts.home_then
+    if not replayable(command, invocation, secret_names) or None in starts.values() or changed_meanwhile:
         forget(home, command)
-        return False
-    watched = sorted(set(home_files(home)) | paths)
-    write_json(
-        Path(home) / file_name(command),
-        {
-            "version": VERSION,
-            "cwd": invocation.cwd,
-            "environment": environment_digest(invocation.environ, list(secret_names)),
-            "secret_names": list(secret_names),
-            "files": {p: signature(p) for p in watched},
-            "home_files": home_files(home),
-            "subfolders": {p: subfolders(p) for p in sorted(listed)},
-            "processes": starts,
-            "port": port,
-            "answer": kept,
-        },
-    )
-    return True
+        return
+    kept = {
+        "version": VERSION,
+        "program": [sys.executable, PACKAGE],
+        "cwd": invocation.cwd,
+        "environment": environment_digest(invocation.environ, list(secret_names)),
+        "secret_names": list(secret_names),
+        "files": {**facts.home_then, **facts.files, **invocation.files},
+        "folders": {**facts.folders, **invocation.folders},
+        "trust": facts.trust,
+        "processes": starts,
+        "port": facts.port,
+        "answer": answer,
+    }
+    try:
+        write_json(Path(home) / file_name(command), kept)
+    except (OSError, RemoteAgentError):
+        forget(home, command)  # a full disk or a read-only home: the next one runs in full
 
 
 def forget(home: str, command: str) -> None:
     """No answer on record: the next one runs in full."""
     try:  # noqa: SIM105 (contextlib is not loaded by the quick answers)
         os.unlink(os.path.join(home, file_name(command)))
-    except FileNotFoundError:
+    except OSError:
         pass
 
 
 def _holds(kept: dict[str, Any], home: str, cwd: str, environ: dict[str, str]) -> bool:
     """Every fact of the record, cheapest first."""
-    if kept.get("version") != VERSION or kept.get("cwd") != cwd:
+    from remote_agent.jupyter.running import answers
+
+    if kept.get("version") != VERSION or kept.get("program") != [sys.executable, PACKAGE] or kept.get("cwd") != cwd:
         return False
-    secret_names, files, folders = kept.get("secret_names"), kept.get("files"), kept.get("subfolders")
-    processes, port = kept.get("processes"), kept.get("port")
-    if not isinstance(secret_names, list) or kept.get("environment") != environment_digest(environ, secret_names):
+    secret_names = kept["secret_names"]
+    if kept["environment"] != environment_digest(environ, secret_names):
         return False
-    if home_files(home) != kept.get("home_files"):
+    files = kept["files"]
+    if any(path not in files for path in home_files(home)):
+        return False  # a new file in the home
+    if any(fingerprints.signature(path) != seen for path, seen in files.items()):
         return False
-    if not isinstance(files, dict) or any(signature(p) != sig for p, sig in files.items()):
+    if any(fingerprints.subfolders(path) != seen for path, seen in kept["folders"].items()):
         return False
-    if not isinstance(folders, dict) or any(subfolders(p) != names for p, names in folders.items()):
+    if any(fingerprints.owner_and_mode(path) != seen for path, seen in kept["trust"].items()):
         return False
-    if not isinstance(processes, dict) or any(procs.start_time(int(p)) != t for p, t in processes.items()):
+    if any(procs.start_time(int(pid)) != start for pid, start in kept["processes"].items()):
         return False
-    return isinstance(port, int) and jupyter_answers(port)
+    port = kept["port"]
+    return isinstance(port, int) and answers(port)
 
 
 def answer(home: str, argv: list[str], cwd: str, environ: dict[str, str]) -> dict[str, Any] | None:
@@ -218,11 +217,11 @@ def answer(home: str, argv: list[str], cwd: str, environ: dict[str, str]) -> dic
     try:
         with open(os.path.join(home, file_name(command)), encoding="utf-8") as f:
             kept = json.load(f)
-    except (OSError, ValueError):
+        if not isinstance(kept, dict) or not _holds(kept, home, cwd, environ):
+            return None
+        if command == "serve" and any(name in environ for name in kept["secret_names"]):
+            return None  # checked by the full serve every time
+        found = kept["answer"]
+    except Exception:
         return None
-    if not isinstance(kept, dict) or not _holds(kept, home, cwd, environ):
-        return None
-    if command == "serve" and any(name in environ for name in kept["secret_names"]):
-        return None  # checked by the full serve every time
-    found = kept.get("answer")
     return found if isinstance(found, dict) else None

@@ -72,6 +72,16 @@ class Settings:
         return provider_of(self.values) if self.values else ("ngrok" if self.ngrok_authtoken else "ssh")
 
 
+def env_files_read(settings: Settings, cwd: Path) -> list[Path]:
+    """The .env files resolving these settings read or looked for: a change in one may change them."""
+    paths = [cwd / ".env"]
+    if settings.env_file is not None:
+        paths.append(settings.env_file)
+    if settings.session_record is not None and settings.session_record.env_file:
+        paths.append(Path(settings.session_record.env_file))
+    return paths
+
+
 def default_home(environ: Mapping[str, str]) -> Path:
     state_root = environ.get("XDG_STATE_HOME") or str(Path(environ.get("HOME", "~")) / ".local" / "state")
     return Path(state_root).expanduser() / "remote-agent"

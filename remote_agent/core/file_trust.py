@@ -55,6 +55,12 @@ def _chain(path: Path) -> list[Path]:
     return [absolute, *absolute.parents]
 
 
+def looked_at(path: Path) -> list[Path]:
+    """Every path whose owner and mode `untrusted` judges `path` by: both chains, each path once."""
+    seen = dict.fromkeys([*_chain(Path(os.path.abspath(path))), *_chain(Path(os.path.realpath(path)))])
+    return list(seen)
+
+
 def untrusted(path: Path, uid: int | None = None) -> str | None:
     """Why `path` is not safe for `uid` (default: this process's user) to run; None when it is."""
     uid = os.geteuid() if uid is None else uid

@@ -36,7 +36,7 @@ def get(
             if not chunk:
                 break
             received += chunk
-    except OSError:
+    except (OSError, OverflowError, TypeError):  # no answer, or a port that is none (a damaged record)
         return None
     finally:
         conn.close()

@@ -93,10 +93,3 @@ def make_private_file(path: Path) -> None:
         os.close(os.open(path, os.O_CREAT | os.O_WRONLY, 0o600))
         if path.stat().st_mode & 0o077:
             path.chmod(0o600)
-
-
-def read_status_token(home: Path) -> str | None:
-    try:
-        return status_token_file(home).read_text().strip() or None
-    except OSError:
-        return None

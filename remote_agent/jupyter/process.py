@@ -19,6 +19,7 @@ from remote_agent.core.times import now_iso
 from remote_agent.jupyter import collaboration
 from remote_agent.jupyter import record as jupyter_record
 from remote_agent.jupyter.record import JupyterRecord
+from remote_agent.jupyter.running import answers
 from remote_agent.supervision.ownership import live_window_pid, running_jupyter, started_window_pid
 from remote_agent.supervision.tmux import JUPYTER_WINDOW, TmuxSession
 
@@ -97,14 +98,6 @@ def window_command(
     if home is not None:
         argv += collaboration.server_args(home, collaborative)
     return f"exec env {unset} {shlex.join(argv)} >>{shlex.quote(str(log))} 2>&1"
-
-
-def answers(port: int, timeout: float = 1.0) -> bool:
-    """True when a Jupyter server answers on 127.0.0.1:port (/api needs no login)."""
-    from remote_agent.core import loopback
-
-    answer = loopback.get(port, "/api", timeout, limit=4096)
-    return answer is not None and answer[0] == 200 and b'"version"' in answer[1]
 
 
 def port_in_use(port: int) -> bool:

@@ -21,7 +21,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from remote_agent.core.file_trust import untrusted
+from remote_agent.core import fingerprints
+from remote_agent.core.file_trust import looked_at, untrusted
 from remote_agent.core.records import BadRecord, Record, build
 
 PROBE_TIMEOUT = 20.0
@@ -92,27 +93,35 @@ class Interpreter:
 
 
 class Looked:
-    """Every place discovery looked at: a new environment, or a changed one, changes one of them.
+    """Every place discovery looked at, as it was when it looked: a new or changed environment changes one.
 
-    A serve answered from its record (commands/warm_answer.py) holds their file times, so that
-    what discovery would find now is never skipped.
+    A serve answered from its record (commands/warm_answer.py) holds these, so that what
+    discovery would find now is never skipped.
     """
 
     def __init__(self) -> None:
-        self.paths: set[str] = set()  # each file or folder whose change could change what is found
-        self.listed: set[str] = set()  # each folder whose set of subfolders could (not its other files)
+        self.files: dict[str, list[int] | None] = {}  # each file or folder whose change could change what is found
+        self.folders: dict[str, list[str] | None] = {}  # each folder whose subfolders could (not its other files)
+        self.trust: dict[str, list[int] | None] = {}  # each path whose owner or mode could make one (un)trusted
 
     def add(self, *paths: Path | str) -> None:
-        self.paths.update(str(p) for p in paths)
+        for path in paths:
+            self.files.setdefault(str(path), fingerprints.signature(str(path)))
+
+    def subfolders_of(self, folder: Path) -> None:
+        self.folders.setdefault(str(folder), fingerprints.subfolders(str(folder)))
 
     def path_dirs(self, environ: Mapping[str, str]) -> None:
-        self.add(*(d for d in environ.get("PATH", os.defpath).split(os.pathsep) if d))
+        # An empty entry is the current directory, for shutil.which as for a shell.
+        self.add(*(d or os.getcwd() for d in environ.get("PATH", os.defpath).split(os.pathsep)))
 
     def interpreter(self, python: Path) -> None:
         """What the trust check and the probe cache read of one interpreter."""
         prefix = python.parent.parent
         site_packages = prefix.glob("lib/python3*/site-packages")
         self.add(python, python.parent, prefix / "pyvenv.cfg", prefix / "lib", *site_packages)
+        for path in (*looked_at(python), *looked_at(prefix / "pyvenv.cfg")):
+            self.trust.setdefault(str(path), fingerprints.owner_and_mode(str(path)))
 
 
 def own_python(environ: Mapping[str, str], looked: Looked | None = None) -> Path | None:
@@ -181,7 +190,7 @@ def candidates(
         prefixes.append(root_dir / ".venv")
         # Not the notebook folder's own time, which each save of a notebook changes: its projects,
         # and whether each has a .venv.
-        looked.listed.add(str(root_dir))
+        looked.subfolders_of(root_dir)
         with contextlib.suppress(OSError):
             looked.add(*(p / ".venv" for p in root_dir.iterdir() if p.is_dir()))
         prefixes += sorted(root_dir.glob("*/.venv"))

@@ -45,6 +45,11 @@ def _load(path: Path) -> dict[str, Any]:
     return data if isinstance(data, dict) else {}
 
 
+def password_files(directory: Path) -> list[Path]:
+    """Where a password hash is looked for (existing_hash), the directory included: a change may change it."""
+    return [directory, directory / SERVER_CONFIG, directory / LEGACY_NOTEBOOK_CONFIG]
+
+
 def existing_hash(directory: Path) -> str | None:
     """A password hash the user's Jupyter configuration already holds, if any."""
     server = _load(directory / SERVER_CONFIG)

@@ -522,7 +522,7 @@ class Agent:
     def endpoint_ok(self, timeout: float) -> bool | None:
         """True: the endpoint is listed. False: the agent answered without it. None: no answer.
 
-        Asked every second while the tunnel is up: one plain loopback request (core/loopback.py),
+        Asked every 1.5 s while the tunnel is up: one plain loopback request (core/loopback.py),
         not urllib, whose opener and proxy lookup cost more CPU than the answer.
         """
         port = loopback.port_of(self.api_url)

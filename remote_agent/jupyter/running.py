@@ -1,20 +1,27 @@
-"""Jupyter's kernels as processes: which of Jupyter's children are kernels, and whether they are busy.
+"""A running Jupyter seen from outside: does it answer, which of its children are kernels, are they busy.
 
-Read from /proc alone (core/procs.py), so that `status`, even answered from its record before
-the CLI loads (commands/quick.py), can count them without importing Jupyter's part.
+With a loopback request and /proc alone (core/loopback.py, core/procs.py), so that `status` and
+a warm `serve`, even answered from their records before the CLI loads (commands/quick.py), can
+tell without importing Jupyter's server.
 """
 
 from __future__ import annotations
 
 import time
 
-from remote_agent.core import procs
+from remote_agent.core import loopback, procs
 
 # Jupyter's own busy/idle is behind the login, which status cannot pass: a kernel counts
 # as busy when it (or a program its cell started) is seen running on a CPU during a few
 # quick looks at /proc, which costs `status` about 30 ms instead of a long CPU sample.
 LOOKS = 4
 LOOK_INTERVAL = 0.008
+
+
+def answers(port: int, timeout: float = 1.0) -> bool:
+    """True when a Jupyter server answers on 127.0.0.1:port (/api needs no login)."""
+    answer = loopback.get(port, "/api", timeout, limit=4096)
+    return answer is not None and answer[0] == 200 and b'"version"' in answer[1]
 
 
 def kernel_pids(jupyter_pid: int) -> list[int]:
