@@ -88,7 +88,9 @@ def answer(argv: list[str]) -> int | None:
         text = public_url(home)
     else:
         kept = warm_answer.answer(home, argv, cwd, environ)
-        text = None if kept is None else kept.get("text") if argv[0] == "serve" else status_text(kept, argv)
+        if kept is None:
+            return None
+        text = kept.get("text") if argv[0] == "serve" else status_text(kept, argv)
     if not isinstance(text, str) or not text:
         return None
     sys.stdout.write(text if text.endswith("\n") else text + "\n")
