@@ -29,7 +29,7 @@ from remote_agent.commands import warm_answer
 from remote_agent.core import procs
 from remote_agent.core.home import Home
 
-README_ENV = {"NGROK_AUTHTOKEN": None, "JUPYTER_PASSWORD": None}  # in .env, not in the shell
+README_ENV: dict[str, str | None] = {"NGROK_AUTHTOKEN": None, "JUPYTER_PASSWORD": None}  # in .env, not the shell
 
 
 @pytest.fixture(scope="module")
@@ -277,3 +277,18 @@ def test_nothing_is_recorded_when_the_home_changed_while_the_answer_was_made(tmp
     facts = warm_answer.Facts(warm_answer.home_files(str(home)))
     warm_answer.record(str(home), "serve", invocation, (), {"text": "Public URL  https://new.example\n"}, facts)
     assert Home(home).warm_answer("serve").exists(), "unchanged meanwhile: recorded"
+
+
+def test_the_serve_right_after_the_first_one_is_answered_from_its_record(sandbox: Sandbox) -> None:
+    """A user who reconnects at once after starting: the cold serve left the answer a warm one gives."""
+    env_file = sandbox.notebooks / ".env"
+    env_file.write_text(f"NGROK_AUTHTOKEN={TOKEN}\nJUPYTER_PASSWORD={PASSWORD}\n")
+    env_file.chmod(0o600)
+    assert sandbox.run("serve", "--detach", env=README_ENV).returncode == 0  # the session's first serve
+    assert sandbox.run("stop", env=README_ENV).returncode == 0  # an earlier day's session, ended
+    cold, quick = serve(sandbox)
+    assert not quick
+    assert "Jupyter     started" in cold.stdout
+    warm, quick = serve(sandbox)
+    assert quick
+    assert warm.stdout == cold.stdout.replace("Jupyter     started", "Jupyter     already running")

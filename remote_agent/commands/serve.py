@@ -42,6 +42,7 @@ from remote_agent.jupyter import process as jupyter_process
 from remote_agent.jupyter import server_config as jupyter_config
 from remote_agent.jupyter.kernels import BackgroundSync, check_running_jupyter
 from remote_agent.jupyter.process import RunningJupyter
+from remote_agent.jupyter.python_envs import Looked
 from remote_agent.jupyter.running import answers
 from remote_agent.supervision import supervisor
 from remote_agent.supervision.ownership import running_keeper, session_owner_problem
@@ -50,6 +51,7 @@ from remote_agent.tunnel import state as tunnel_state
 from remote_agent.tunnel import webhook_url
 from remote_agent.tunnel.keeper_config import KeeperConfig
 from remote_agent.tunnel.launch import ensure_agent_binary, ensure_keeper, stop_keeper, wait_for_tunnel
+from remote_agent.tunnel.state import TunnelState
 
 
 @dataclass(frozen=True)
@@ -243,15 +245,19 @@ def remember_answer(
     invocation: Invocation,
     up: Up,
     public_url: str | None,
-    facts: warm_answer.Facts,
+    facts: warm_answer.Facts | None,
+    looked: Looked,
     quiet: bool,
 ) -> None:
     """After a quiet serve (it said nothing but the ready lines): the lines the next one would
     print, for commands/quick.py to print at once. After any other, none."""
     root = str(settings.home)
-    if not quiet or (settings.provider == "ngrok" and public_url is None):
+    if facts is None or not quiet or (settings.provider == "ngrok" and public_url is None):
         warm_answer.forget(root, "serve")
         return
+    facts.files.update(looked.files)
+    facts.folders.update(looked.folders)
+    facts.trust.update(looked.trust)
     shown = io.StringIO()
     capture = Console(out=shown, err=io.StringIO())
     print_ready(settings, capture, up.jupyter_pid, up.port, False, public_url, settings.provider)
@@ -261,9 +267,14 @@ def remember_answer(
     warm_answer.record(root, "serve", invocation, SECRET_ENV_KEYS, {"text": shown.getvalue()}, facts)
 
 
-def facts_so_far(home: Home, password_files: dict[str, list[int] | None]) -> warm_answer.Facts:
-    """When the answer begins (after bring_up): the home as it is now, what the password was read from."""
+def facts_so_far(
+    home: Home, password_files: dict[str, list[int] | None], tunnel: TunnelState | None
+) -> warm_answer.Facts | None:
+    """Once the answer's last record is read (the tunnel's): the home as it is now, and what the
+    password was read from. None when the tunnel's record already changed since it was read."""
     facts = warm_answer.Facts(warm_answer.home_files(str(home.root)))
+    if tunnel is not None and tunnel_state.read(home) != tunnel:
+        return None
     facts.files.update(password_files)
     facts.folders[str(home.kernelspecs)] = fingerprints.subfolders(str(home.kernelspecs))
     return facts
@@ -292,12 +303,12 @@ def serve(
     kernels = BackgroundSync(settings)  # finds the user's environments while Jupyter and the tunnel come up
     with exclusive_lock(home.lock, "serve", console.note):
         up = bring_up(settings, home, tmux, console, plan, finish_password)
-    facts = facts_so_far(home, password_files)
     if not up.started_now:
         check_running_jupyter(settings, up.jupyter_pid, console)
     if up.started_now or not answers(up.port):
         jupyter_process.wait_until_answering(up.jupyter_pid, up.port, home, console, started)
     tunnel = wait_for_tunnel(home, up.keeper_pid, console, started) if up.keeper_pid else None
+    facts = facts_so_far(home, password_files, tunnel)
     public_url = tunnel.public_url if tunnel else None
     said_before = console.said
     print_ready(settings, console, up.jupyter_pid, up.port, up.started_now, public_url, settings.provider)
@@ -311,12 +322,8 @@ def serve(
         report_edge(console, tunnel, None)
         suggest_stable_url(home, console, tunnel)
     if detach:
-        looked = kernels.looked()
-        facts.files.update(looked.files)
-        facts.folders.update(looked.folders)
-        facts.trust.update(looked.trust)
         quiet = said_before == 0 and console.said == said_ready  # nothing said but the ready lines
-        remember_answer(settings, tmux, invocation, up, public_url, facts, quiet)
+        remember_answer(settings, tmux, invocation, up, public_url, facts, kernels.looked(), quiet)
     if detach or tunnel is None:
         return 0
     return follow_until_hangup(home, console, tunnel, qr)

@@ -46,8 +46,8 @@ def _load(path: Path) -> dict[str, Any]:
 
 
 def password_files(directory: Path) -> list[Path]:
-    """Where a password hash is looked for (existing_hash), the directory included: a change may change it."""
-    return [directory, directory / SERVER_CONFIG, directory / LEGACY_NOTEBOOK_CONFIG]
+    """The files a password hash is looked for in (existing_hash): a change in one may change it."""
+    return [directory / SERVER_CONFIG, directory / LEGACY_NOTEBOOK_CONFIG]
 
 
 def existing_hash(directory: Path) -> str | None:
