@@ -6,6 +6,7 @@ import argparse
 import contextlib
 import os
 import sys
+import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -246,13 +247,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         with _server_side():
             from remote_agent.config.settings import env_files_read, remove_secrets_from_environ, resolve
         flags = {key.dest: getattr(args, key.dest, None) for key in keys.TABLE if key.dest}
+        read_at_ns = time.time_ns()
         settings = resolve(flags, os.environ)
         # As the command was typed, before its secrets leave the environment: what a warm serve is recorded under.
         cwd = os.getcwd()
         env_files = [str(p) for p in env_files_read(settings, Path(cwd))]
         root_dir = str(settings.root_dir) if settings.root_dir else None
         words = list(argv if argv is not None else sys.argv[1:])
-        args.invocation = warm_answer.at_start(words, cwd, dict(os.environ), env_files, root_dir)
+        args.invocation = warm_answer.at_start(words, cwd, dict(os.environ), env_files, root_dir, read_at_ns)
         remove_secrets_from_environ()
         with _server_side():
             return run(args, settings, console)

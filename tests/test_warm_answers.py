@@ -13,10 +13,12 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import signal
 import stat
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -293,3 +295,31 @@ def test_the_serve_right_after_the_first_one_is_answered_from_its_record(sandbox
     warm, quick = serve(sandbox)
     assert quick
     assert warm.stdout == cold.stdout.replace("Jupyter     started", "Jupyter     already running")
+
+
+def test_an_environment_that_gave_no_answer_is_asked_again_by_the_next_serve(box: Sandbox) -> None:
+    """A first probe may time out (a cold disk) or fail once: what it would find later is not known yet."""
+    settle(box)
+    broken = box.notebooks / "flaky" / ".venv" / "bin"
+    broken.mkdir(parents=True)
+    python = broken / "python"
+    python.write_text("#!/bin/sh\nexit 1\n")
+    python.chmod(0o755)
+    try:
+        for _ in range(2):
+            _, quick = serve(box)
+            assert not quick
+    finally:
+        shutil.rmtree(box.notebooks / "flaky")
+    settle(box)
+
+
+def test_a_env_file_edited_while_the_settings_were_read_leaves_no_answer(tmp_path: Path) -> None:
+    env_file = tmp_path / ".env"
+    env_file.write_text("JUPYTER_PORT=8890\n")
+    words = ["serve", "--detach"]
+    later = warm_answer.at_start(words, str(tmp_path), {}, [str(env_file)], None, time.time_ns() - 10**9)
+    assert not later.settled, "written after the settings began to be read: they may hold the old text"
+    before = warm_answer.at_start(words, str(tmp_path), {}, [str(env_file)], None, time.time_ns() + 10**9)
+    assert before.settled
+    assert not warm_answer.replayable("serve", later, ())

@@ -50,7 +50,13 @@ from remote_agent.supervision.tmux import TmuxSession, require_tmux
 from remote_agent.tunnel import state as tunnel_state
 from remote_agent.tunnel import webhook_url
 from remote_agent.tunnel.keeper_config import KeeperConfig
-from remote_agent.tunnel.launch import ensure_agent_binary, ensure_keeper, stop_keeper, wait_for_tunnel
+from remote_agent.tunnel.launch import (
+    ensure_agent_binary,
+    ensure_keeper,
+    stop_keeper,
+    wait_for_tunnel,
+    written_by_the_keeper,
+)
 from remote_agent.tunnel.state import TunnelState
 
 
@@ -252,7 +258,7 @@ def remember_answer(
     """After a quiet serve (it said nothing but the ready lines): the lines the next one would
     print, for commands/quick.py to print at once. After any other, none."""
     root = str(settings.home)
-    if facts is None or not quiet or (settings.provider == "ngrok" and public_url is None):
+    if facts is None or not quiet or looked.incomplete or (settings.provider == "ngrok" and public_url is None):
         warm_answer.forget(root, "serve")
         return
     facts.files.update(looked.files)
@@ -268,13 +274,21 @@ def remember_answer(
 
 
 def facts_so_far(
-    home: Home, password_files: dict[str, list[int] | None], tunnel: TunnelState | None
+    home: Home,
+    password_files: dict[str, list[int] | None],
+    left_by_bring_up: dict[str, list[int] | None],
+    tunnel: TunnelState | None,
 ) -> warm_answer.Facts | None:
     """Once the answer's last record is read (the tunnel's): the home as it is now, and what the
-    password was read from. None when the tunnel's record already changed since it was read."""
-    facts = warm_answer.Facts(warm_answer.home_files(str(home.root)))
+    password was read from. None when anything but the keeper changed the home since this serve
+    left it, or the tunnel's record changed since it was read."""
+    now = warm_answer.home_files(str(home.root))
+    keepers = {str(p) for p in written_by_the_keeper(home)}  # it opens the tunnel meanwhile
+    if any(now.get(p) != left_by_bring_up.get(p) for p in now.keys() | left_by_bring_up.keys() if p not in keepers):
+        return None
     if tunnel is not None and tunnel_state.read(home) != tunnel:
         return None
+    facts = warm_answer.Facts(now)
     facts.files.update(password_files)
     facts.folders[str(home.kernelspecs)] = fingerprints.subfolders(str(home.kernelspecs))
     return facts
@@ -303,12 +317,13 @@ def serve(
     kernels = BackgroundSync(settings)  # finds the user's environments while Jupyter and the tunnel come up
     with exclusive_lock(home.lock, "serve", console.note):
         up = bring_up(settings, home, tmux, console, plan, finish_password)
+        left_by_bring_up = warm_answer.home_files(str(home.root))  # before another serve may change it
     if not up.started_now:
         check_running_jupyter(settings, up.jupyter_pid, console)
     if up.started_now or not answers(up.port):
         jupyter_process.wait_until_answering(up.jupyter_pid, up.port, home, console, started)
     tunnel = wait_for_tunnel(home, up.keeper_pid, console, started) if up.keeper_pid else None
-    facts = facts_so_far(home, password_files, tunnel)
+    facts = facts_so_far(home, password_files, left_by_bring_up, tunnel)
     public_url = tunnel.public_url if tunnel else None
     said_before = console.said
     print_ready(settings, console, up.jupyter_pid, up.port, up.started_now, public_url, settings.provider)

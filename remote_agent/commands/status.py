@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import time
 from dataclasses import dataclass
-from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any
 
 from remote_agent.commands import status_live, warm_answer
@@ -199,19 +198,14 @@ def trouble_rows(t: TunnelState, public_url: str | None) -> list[str]:
 def layout(snap: Snapshot) -> list[Row]:
     """status for people, a row per thing grouped under Jupyter and Tunnel; what changes by the
     moment (times since, kernels, running cells, latency) as marks that status_live fills in."""
-    from remote_agent.core.procs import started_at
     from remote_agent.jupyter.process import APP_NAMES
 
     rows: list[Row] = []
     if snap.jupyter_running and snap.jupyter_pid:
         app = APP_NAMES.get(snap.record.app if snap.record else "notebook", "Jupyter")
         rows.append(f"Jupyter   running, pid {snap.jupyter_pid} ({app}), http://127.0.0.1:{snap.jupyter_port}/")
-        started = started_at(snap.jupyter_pid)
-        since = _since(times.iso(datetime.fromtimestamp(started, timezone.utc))) if started else _since(None)
-        if since[0] is None and snap.record is not None:
-            since = _since(snap.record.started_at)
-        if since[0] is not None:
-            rows.append(["uptime", since[0], since[1]])
+        recorded = _since(snap.record.started_at if snap.record is not None else None)  # when /proc cannot say
+        rows.append(["uptime", snap.jupyter_pid, *recorded])
         rows.append(["kernels", snap.jupyter_pid])
         if snap.record is not None and snap.record.collaboration is not None:
             rows.append("  collab    " + ("on: outputs kept on the server" if snap.record.collaboration else "off"))

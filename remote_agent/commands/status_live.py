@@ -21,8 +21,8 @@ if TYPE_CHECKING:
     from typing import Any
 
     # A row of the table: its text, or a mark [what, *arguments] filled in when shown:
-    # ["uptime", epoch, "since ..."], ["kernels", jupyter_pid], ["notebooks"], ["age", epoch, "since ..."],
-    # ["latency", the agent API's port or None].
+    # ["uptime", jupyter_pid, recorded epoch or None, "since ..."], ["kernels", jupyter_pid],
+    # ["notebooks"], ["age", epoch, "since ..."], ["latency", the agent API's port or None].
     Row = Any
     # Where the running cells are asked: [Jupyter's port, the route, the file with the owner's secret].
     NotebookSource = list[Any]
@@ -38,6 +38,19 @@ def duration(seconds: float) -> str:
     if s < 86400:
         return f"{s // 3600} h {s % 3600 // 60} min"
     return f"{s // 86400} d {s % 86400 // 3600} h"
+
+
+def started_since(pid: int) -> tuple[float | None, str]:
+    """(when `pid` started, to the second as shown, 'since 2025-11-22 13:40 UTC'), read from /proc now."""
+    from datetime import datetime, timezone
+
+    from remote_agent.core import procs, times
+
+    started = procs.started_at(pid)
+    if not started:
+        return None, ""
+    at = times.parse_iso(times.iso(datetime.fromtimestamp(started, timezone.utc)))
+    return (at.timestamp(), times.since_text(at)) if at is not None else (None, "")
 
 
 def running_notebooks(source: NotebookSource | None, timeout: float = 2.0) -> list[dict[str, Any]]:
@@ -132,7 +145,11 @@ def render(rows: Sequence[Row], now: float, notebooks: Sequence[dict[str, Any]])
             continue
         what, *args = row
         if what == "uptime":
-            lines.append(f"  uptime    {duration(now - args[0])}, {args[1]}")
+            started, since = started_since(args[0])
+            if started is None:
+                started, since = args[1], args[2]
+            if started is not None:
+                lines.append(f"  uptime    {duration(now - started)}, {since}")
         elif what == "age":
             lines.append(f"  age       {duration(now - args[0])}, {args[1]}")
         elif what == "kernels":

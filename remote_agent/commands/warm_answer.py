@@ -48,6 +48,7 @@ PER_LOGIN = frozenset(
 # lock files, a file being written (".NAME.tmp"), the collaboration databases, these records.
 UNREAD_NAMES = frozenset({"collaboration"})
 PREFIX = "warm-"
+RACY_SLACK_NS = 20_000_000
 PACKAGE = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
@@ -62,12 +63,14 @@ class Invocation:
         environ: dict[str, str],
         files: dict[str, list[int] | None] | None = None,
         folders: dict[str, list[str] | None] | None = None,
+        settled: bool = True,
     ) -> None:
         self.argv = argv
         self.cwd = cwd
         self.environ = environ
         self.files = files or {}
         self.folders = folders or {}
+        self.settled = settled  # False: a file the settings came from changed while they were read
 
 
 def file_name(command: str) -> str:
@@ -107,6 +110,9 @@ def home_files(home: str) -> dict[str, list[int] | None]:
 def code_files() -> list[str]:
     """remote-agent's own code, and the Python running it: an upgrade changes one of them."""
     found = [sys.executable, PACKAGE]
+    import sysconfig  # the packages remote-agent runs on (Jupyter, pyngrok ...): an upgrade changes the folder
+
+    found.append(sysconfig.get_paths()["purelib"])
     for folder, subfolders, names in os.walk(PACKAGE):
         subfolders[:] = [d for d in subfolders if d != "__pycache__"]
         found.append(folder)
@@ -115,19 +121,22 @@ def code_files() -> list[str]:
 
 
 def at_start(
-    argv: list[str], cwd: str, environ: dict[str, str], env_files: list[str], root_dir: str | None
+    argv: list[str], cwd: str, environ: dict[str, str], env_files: list[str], root_dir: str | None, read_at_ns: int
 ) -> Invocation:
-    """The invocation, with what its settings were read from as it is now (right after they were)."""
+    """The invocation, with what its settings were read from (at `read_at_ns`) as it is now, right after."""
     if command_of(argv) is None:
         return Invocation(argv, cwd, environ)
     files = fingerprints.signatures([*env_files, *code_files()])
     folders = {root_dir: fingerprints.subfolders(root_dir)} if root_dir else {}  # it must still be there
-    return Invocation(argv, cwd, environ, files, folders)
+    # A .env changed since the settings began to be read may not be what they hold (git's "racy"
+    # files); the slack covers file times taken from the kernel's coarse clock.
+    settled = all((seen := files[p]) is None or seen[3] < read_at_ns - RACY_SLACK_NS for p in env_files)
+    return Invocation(argv, cwd, environ, files, folders, settled)
 
 
 def replayable(command: str, invocation: Invocation, secret_names: tuple[str, ...]) -> bool:
     """Whether this command line may be answered from a record at all."""
-    if invocation.argv not in ANSWERED[command]:
+    if invocation.argv not in ANSWERED[command] or not invocation.settled:
         return False
     return command != "serve" or not any(name in invocation.environ for name in secret_names)
 
@@ -203,7 +212,8 @@ def _holds(kept: dict[str, Any], home: str, cwd: str, environ: dict[str, str]) -
         return False
     if any(fingerprints.owner_and_mode(path) != seen for path, seen in kept["trust"].items()):
         return False
-    if any(procs.start_time(int(pid)) != start for pid, start in kept["processes"].items()):
+    processes = kept["processes"].items()
+    if any(procs.start_time(int(pid)) != start or not procs.is_alive(int(pid)) for pid, start in processes):
         return False
     port = kept["port"]
     return isinstance(port, int) and answers(port)

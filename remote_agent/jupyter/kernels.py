@@ -92,6 +92,8 @@ def discover(
     answers = ask(pythons, cache)
     cache.save()
     looked.add(*(answer.purelib for answer in answers.values() if answer.purelib))  # the probe cache's key
+    if len(answers) < len(pythons) or not cache.holds(answers):
+        looked.incomplete = True  # asked again next time: it may answer, or see what was installed meanwhile
     own_path = own_python(environ)
     own = answers.get(own_path.absolute()) if own_path else None
     by_prefix: dict[str, Interpreter] = {}

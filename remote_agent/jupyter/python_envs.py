@@ -103,6 +103,9 @@ class Looked:
         self.files: dict[str, list[int] | None] = {}  # each file or folder whose change could change what is found
         self.folders: dict[str, list[str] | None] = {}  # each folder whose subfolders could (not its other files)
         self.trust: dict[str, list[int] | None] = {}  # each path whose owner or mode could make one (un)trusted
+        # An interpreter that gave no answer, or whose packages changed while it was asked: the
+        # next discovery may find more than this one did, so nothing may be taken from it.
+        self.incomplete = False
 
     def add(self, *paths: Path | str) -> None:
         for path in paths:
@@ -118,10 +121,12 @@ class Looked:
     def interpreter(self, python: Path) -> None:
         """What the trust check and the probe cache read of one interpreter."""
         prefix = python.parent.parent
-        site_packages = prefix.glob("lib/python3*/site-packages")
+        site_packages = sorted(prefix.glob("lib/python3*/site-packages"))
         self.add(python, python.parent, prefix / "pyvenv.cfg", prefix / "lib", *site_packages)
-        for path in (*looked_at(python), *looked_at(prefix / "pyvenv.cfg")):
-            self.trust.setdefault(str(path), fingerprints.owner_and_mode(str(path)))
+        # The chains why_not_run judges: the interpreter's, pyvenv.cfg's and each site-packages'.
+        for checked in (python, prefix / "pyvenv.cfg", *site_packages):
+            for path in looked_at(checked):
+                self.trust.setdefault(str(path), fingerprints.owner_and_mode(str(path)))
 
 
 def own_python(environ: Mapping[str, str], looked: Looked | None = None) -> Path | None:
@@ -308,6 +313,10 @@ class ProbeCache:
             "answer": asdict(answer),
         }
         self.changed = True
+
+    def holds(self, answers: Mapping[Path, Interpreter]) -> bool:
+        """Whether each answer is still the one on record: its packages unchanged since it was given."""
+        return all(self.get(python) == answer for python, answer in answers.items())
 
     def save(self) -> None:
         if self.changed:

@@ -26,6 +26,13 @@ def keeper_command(home: Home) -> str:
     return supervisor.own_program_command(home, "remote_agent.tunnel.keeper")
 
 
+def written_by_the_keeper(home: Home) -> list[Path]:
+    """The files a running keeper writes in the home by itself (as it opens or reopens the tunnel)."""
+    from remote_agent.tunnel.agent import run_config_path
+
+    return [home.tunnel_state, run_config_path(home.ngrok_config), edge_secret.path(home.root)]
+
+
 def ensure_agent_binary(ngrok_path: str | None, note: Callable[[str], None]) -> None:
     """Before serve takes its lock: the agent binary must be there (pyngrok may download it, slowly)."""
     from remote_agent.tunnel.agent import default_binary, ensure_binary
