@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from remote_agent.core.home import Home
 from remote_agent.jupyter import record as jupyter_record
 from remote_agent.jupyter.record import JupyterRecord
-from remote_agent.jupyter.running import answers, kernel_pids
+from remote_agent.jupyter.running import answers
 from remote_agent.supervision.ownership import running_jupyter, running_keeper
 from remote_agent.tunnel import state as tunnel_state
 from remote_agent.tunnel.state import TunnelState
@@ -44,9 +44,6 @@ class Snapshot:
         if self.keeper_running and t is not None and t.status == "up" and t.keeper_pid == self.keeper_pid:
             return t.public_url
         return None
-
-    def kernels(self) -> int | None:
-        return len(kernel_pids(self.jupyter_pid)) if self.jupyter_pid else None
 
 
 def snapshot(home: Home, default_port: int) -> Snapshot:

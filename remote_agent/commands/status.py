@@ -11,7 +11,7 @@ from remote_agent.commands import status_live, warm_answer
 from remote_agent.commands.runtime import Snapshot, snapshot
 from remote_agent.commands.warm_answer import Invocation
 from remote_agent.config.settings import Settings
-from remote_agent.core import loopback, times
+from remote_agent.core import loopback
 from remote_agent.core.console import Console
 from remote_agent.core.errors import ExitCode, NotRunning
 from remote_agent.core.home import Home
@@ -47,7 +47,8 @@ def running_notebooks(snap: Snapshot, timeout: float = 2.0) -> list[dict[str, An
     return status_live.running_notebooks(notebook_source(snap), timeout)
 
 
-def as_json(snap: Snapshot, notebooks: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+def laid_out(snap: Snapshot) -> dict[str, Any]:
+    """`status --json` from the records, but for what status_live.document fills in when shown."""
     t = snap.tunnel
     ssh = snap.provider == "ssh"
     return {
@@ -56,10 +57,10 @@ def as_json(snap: Snapshot, notebooks: list[dict[str, Any]] | None = None) -> di
             "pid": snap.jupyter_pid,
             "port": snap.jupyter_port,
             "local_url": f"http://127.0.0.1:{snap.jupyter_port}/",
-            "kernels": snap.kernels() if snap.jupyter_running else None,
+            "kernels": None,
             **restarts_json(snap),
             "collaboration": collaboration_on(snap),
-            "notebooks": status_live.notebook_entries(notebooks or []),
+            "notebooks": [],
         },
         "tunnel": {
             "provider": snap.provider,
@@ -130,22 +131,24 @@ class StatusReport:
     snap: Snapshot
     notebooks: list[dict[str, Any]]
     found: list[str]
+    rows: list[Row]  # the table laid out once: for these lines, and for the record of the next status
 
     @property
     def exit_code(self) -> int:
         return ExitCode.NOT_RUNNING if self.found else ExitCode.OK
 
     def lines(self) -> list[str]:
-        return [*table(self.snap, notebooks=self.notebooks), *(f"! {problem}" for problem in self.found)]
+        table = status_live.render(self.rows, time.time(), self.notebooks)
+        return [*table, *(f"! {problem}" for problem in self.found)]
 
     def document(self) -> dict[str, Any]:
-        return as_json(self.snap, self.notebooks)
+        return status_live.document(laid_out(self.snap), self.snap.jupyter_pid, self.notebooks)
 
 
 def status(settings: Settings, invocation: Invocation) -> StatusReport:
     facts = warm_answer.Facts(warm_answer.home_files(str(settings.home)))  # before anything is read
     snap = take(settings)
-    report = StatusReport(snap, running_notebooks(snap), problems(snap))
+    report = StatusReport(snap, running_notebooks(snap), problems(snap), layout(snap))
     remember_answer(settings, invocation, report, facts)
     return report
 
@@ -156,23 +159,15 @@ def remember_answer(settings: Settings, invocation: Invocation, report: StatusRe
     if report.found or snap.jupyter_pid is None:
         warm_answer.forget(home, "status")
         return
-    document = as_json(snap)
-    document["jupyter"]["kernels"] = None  # counted when shown (status_live.document)
     answer = {
-        "rows": layout(snap),
-        "document": json.dumps(document),  # a string: the object keeps its keys' order
+        "rows": report.rows,
+        "document": json.dumps(laid_out(snap)),  # a string: the object keeps its keys' order
         "notebooks_from": notebook_source(snap),
         "jupyter_pid": snap.jupyter_pid,
     }
     facts.pids = [snap.jupyter_pid, *([snap.keeper_pid] if snap.keeper_pid else [])]
     facts.port = snap.jupyter_port
     warm_answer.record(home, "status", invocation, SECRET_ENV_KEYS, answer, facts)
-
-
-def _since(iso: str | None) -> tuple[float | None, str]:
-    """(epoch seconds, 'since 2025-11-22 13:40 UTC') for a state file's ISO time."""
-    at = times.parse_iso(iso)
-    return (at.timestamp(), times.since_text(at)) if at is not None else (None, "")
 
 
 def reopen_summary(tunnel: TunnelState) -> str:
@@ -204,7 +199,8 @@ def layout(snap: Snapshot) -> list[Row]:
     if snap.jupyter_running and snap.jupyter_pid:
         app = APP_NAMES.get(snap.record.app if snap.record else "notebook", "Jupyter")
         rows.append(f"Jupyter   running, pid {snap.jupyter_pid} ({app}), http://127.0.0.1:{snap.jupyter_port}/")
-        recorded = _since(snap.record.started_at if snap.record is not None else None)  # when /proc cannot say
+        # Uptime is read from /proc when shown; the record's start is for when /proc cannot say.
+        recorded = status_live.since(snap.record.started_at if snap.record is not None else None)
         rows.append(["uptime", snap.jupyter_pid, *recorded])
         rows.append(["kernels", snap.jupyter_pid])
         if snap.record is not None and snap.record.collaboration is not None:
@@ -222,7 +218,7 @@ def layout(snap: Snapshot) -> list[Row]:
         return rows
     if snap.public_url and t is not None:
         rows.append(f"Tunnel    ngrok, {snap.public_url}")
-        opened, since_text = _since(t.since)
+        opened, since_text = status_live.since(t.since)
         if opened is not None:
             rows.append(["age", opened, since_text])
     else:
@@ -233,11 +229,6 @@ def layout(snap: Snapshot) -> list[Row]:
             rows.append(["latency", loopback.port_of(t.api_url)])
         rows.extend(trouble_rows(t, snap.public_url))
     return rows
-
-
-def table(snap: Snapshot, now: float | None = None, notebooks: list[dict[str, Any]] | None = None) -> list[str]:
-    """status for people: a line per thing, grouped under Jupyter and Tunnel."""
-    return status_live.render(layout(snap), time.time() if now is None else now, notebooks or [])
 
 
 def url(settings: Settings, console: Console, qr: bool = False) -> int:

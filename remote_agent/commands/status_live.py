@@ -40,17 +40,22 @@ def duration(seconds: float) -> str:
     return f"{s // 86400} d {s % 86400 // 3600} h"
 
 
+def since(iso: str | None) -> tuple[float | None, str]:
+    """(epoch seconds, 'since 2025-11-22 13:40 UTC') for an ISO time of a record; (None, "") without one."""
+    from remote_agent.core import times  # datetime: only when a row needs it
+
+    at = times.parse_iso(iso)
+    return (at.timestamp(), times.since_text(at)) if at is not None else (None, "")
+
+
 def started_since(pid: int) -> tuple[float | None, str]:
-    """(when `pid` started, to the second as shown, 'since 2025-11-22 13:40 UTC'), read from /proc now."""
+    """`since` for when `pid` started (to the second, as shown), read from /proc now."""
     from datetime import datetime, timezone
 
     from remote_agent.core import procs, times
 
     started = procs.started_at(pid)
-    if not started:
-        return None, ""
-    at = times.parse_iso(times.iso(datetime.fromtimestamp(started, timezone.utc)))
-    return (at.timestamp(), times.since_text(at)) if at is not None else (None, "")
+    return since(times.iso(datetime.fromtimestamp(started, timezone.utc))) if started else (None, "")
 
 
 def running_notebooks(source: NotebookSource | None, timeout: float = 2.0) -> list[dict[str, Any]]:
@@ -81,12 +86,10 @@ def notebook_entries(notebooks: Sequence[dict[str, Any]]) -> list[dict[str, Any]
 
 def notebook_rows(notebooks: Sequence[dict[str, Any]], now: float) -> list[str]:
     """'  notebook  train.ipynb  cell 7 running 2 h 13 min  last: epoch 41/100 loss 0.231'."""
-    from remote_agent.core import times  # datetime: only when a cell runs
-
     rows = []
     for n in notebooks:
-        at = times.parse_iso(n.get("running_since"))
-        running = f"running {duration(now - at.timestamp())}" if at is not None else "running"
+        started, _ = since(n.get("running_since"))
+        running = f"running {duration(now - started)}" if started is not None else "running"
         cell = f"cell {n['cell']} " if isinstance(n.get("cell"), int) else ""
         last = f"  last: {n['last_output']}" if n.get("last_output") else ""
         rows.append(f"  notebook  {n.get('path')}  {cell}{running}{last}")

@@ -93,18 +93,23 @@ def environment_digest(environ: dict[str, str], secret_names: list[str]) -> str:
     return hashlib.sha256(text.encode("utf-8", "surrogateescape")).hexdigest()
 
 
-def home_files(home: str) -> dict[str, list[int] | None]:
-    """The files and folders in the home a command may read (direct children only), as they are now."""
+def home_paths(home: str) -> list[str]:
+    """The files and folders in the home a command may read (direct children only)."""
     try:
         names = os.listdir(home)
     except OSError:
-        return {}
+        return []
     read = (
         n
         for n in names
         if n not in UNREAD_NAMES and not n.startswith((".", PREFIX)) and ".log" not in n and not n.endswith(".lock")
     )
-    return fingerprints.signatures(sorted(os.path.join(home, n) for n in read))
+    return sorted(os.path.join(home, n) for n in read)
+
+
+def home_files(home: str) -> dict[str, list[int] | None]:
+    """The home's files a command may read, as they are now."""
+    return fingerprints.signatures(home_paths(home))
 
 
 def code_files() -> list[str]:
@@ -204,7 +209,7 @@ def _holds(kept: dict[str, Any], home: str, cwd: str, environ: dict[str, str]) -
     if kept["environment"] != environment_digest(environ, secret_names):
         return False
     files = kept["files"]
-    if any(path not in files for path in home_files(home)):
+    if any(path not in files for path in home_paths(home)):
         return False  # a new file in the home
     if any(fingerprints.signature(path) != seen for path, seen in files.items()):
         return False
