@@ -28,7 +28,7 @@ from jupyter_client import JupyterClient
 from pyenvs import venv_with_ipykernel
 
 from remote_agent.commands import warm_answer
-from remote_agent.core import procs
+from remote_agent.core import fingerprints, procs
 from remote_agent.core.home import Home
 
 README_ENV: dict[str, str | None] = {"NGROK_AUTHTOKEN": None, "JUPYTER_PASSWORD": None}  # in .env, not the shell
@@ -218,18 +218,27 @@ def test_a_status_that_finds_something_wrong_is_never_answered_from_a_record(box
     assert "Tunnel    ngrok, " + box.tunnel_state()["public_url"] in status_until_quick(box)
 
 
-def test_remote_agent_changed_in_place_is_run_in_full(box: Sandbox) -> None:
-    """An editor or `git pull` may rewrite a module where it is: the next serve runs the new code."""
+def test_remote_agent_changed_in_place_is_run_in_full(box: Sandbox, tmp_path: Path) -> None:
+    """An editor or `git pull` may rewrite a module where it is: the next serve runs the new code.
+
+    The package itself is not touched here: a running session's keeper would take a module's
+    new time for an upgrade and restart, under the other tests. A stand-in file, held in the
+    record as a module is, is rewritten instead.
+    """
     settle(box)
-    module = Path(warm_answer.__file__)
-    before = module.stat()
-    # As a rewrite in place looks (a new modification time), without touching the text under test.
-    os.utime(module, ns=(before.st_atime_ns, before.st_mtime_ns + 1_000_000_000))
-    try:
-        _, quick = serve(box)
-        assert not quick
-    finally:
-        os.utime(module, ns=(before.st_atime_ns, before.st_mtime_ns))
+    record = Home(box.state_dir).warm_answer("serve")
+    kept = json.loads(record.read_text())
+    package = Path(warm_answer.__file__).parents[1]
+    assert {str(p) for p in package.rglob("*.py")} <= set(kept["files"]), "each module is a fact"
+    assert sys.executable in kept["files"]
+    module = tmp_path / "module.py"
+    module.write_text("VALUE = 1\n")
+    kept["files"][str(module)] = fingerprints.signature(str(module))
+    record.write_text(json.dumps(kept))
+    assert serve(box)[1], "held as it is: still answered from the record"
+    module.write_text("VALUE = 2\n")  # rewritten in place
+    _, quick = serve(box)
+    assert not quick
 
 
 def test_a_damaged_record_is_passed_over_for_the_full_command(box: Sandbox) -> None:
